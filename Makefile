@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`. Both create the environment themselves
+# on a fresh machine with Python 3.11+, make and the package registry.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+# Demo-only HMAC key for person joins; production sets its own secret (README, "Secrets").
+DEMO_ID_HASH_KEY := tubetrail-demo-key-not-for-production
+
+.PHONY: demo test bench env clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet --python $(PYTHON)
+	touch $@
+
+env: $(VENV)/.synced
+
+test: $(VENV)/.synced
+	$(VENV)/bin/python -m pytest -q
+
+demo: $(VENV)/.synced
+	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/tubetrail demo
+
+bench: $(VENV)/.synced
+	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/python -m bench.run
+
+clean:
+	rm -rf .tools $(VENV) data/demo

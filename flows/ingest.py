@@ -1,0 +1,113 @@
+"""Ingest flows: ``ingest-inbox`` takes every new file of an inbox, one ``ingest-feed`` subflow
+per kind in dependency order, one task per file (retried; writes are idempotent through the
+ledger). Each run publishes a per-file summary artifact: counts and reasons, no personal data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from flows.feeds import FEEDS, NOT_YET_IMPLEMENTED, take_file
+from flows.limits import ensure_concurrency_limits, warehouse_write_guard
+from tubetrail.config import load_config
+from warehouse.inbox import KINDS, InboxFile, discover
+from warehouse.writer import FileOutcome
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name="take {file.label}")
+def take_file_task(file: InboxFile, config_path: str | None, warehouse: str | None) -> FileOutcome:
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    return take_file(file, cfg, run_id=str(flow_run.get_id()), write_guard=warehouse_write_guard(cfg))
+
+
+@flow(name="ingest-feed", flow_run_name="ingest {kind}")
+def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = None, warehouse: str | None = None) -> list[FileOutcome]:
+    """One feed: its files in name order (a later file wins over an earlier one)."""
+    logger = get_run_logger()
+    outcomes = []
+    for file in files:
+        outcome = take_file_task(file, config_path, warehouse)
+        outcomes.append(outcome)
+        if outcome.status == "refused":
+            logger.warning("refused %s", outcome.message)
+        else:
+            logger.info(
+                "%s %s: read %d, accepted %d, quarantined %d",
+                outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted, outcome.rows_quarantined,
+            )
+    return outcomes
+
+
+@flow(name="ingest-inbox", flow_run_name="ingest inbox {inbox}")
+def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | None = None) -> list[FileOutcome]:
+    """Take every new file under ``inbox``: reference data, the register, then the chain."""
+    logger = get_run_logger()
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    ensure_concurrency_limits(cfg)
+    found = discover(Path(inbox))
+    outcomes: list[FileOutcome] = []
+    skipped_kinds: Counter[str] = Counter()
+    for kind in KINDS:
+        files = [f for f in found if f.kind == kind]
+        if not files:
+            continue
+        if kind in NOT_YET_IMPLEMENTED:
+            skipped_kinds[kind] = len(files)
+            logger.warning("skipped %d %s file(s): the %s feed is not implemented yet", len(files), kind, kind)
+            continue
+        outcomes.extend(ingest_feed(kind, files, config_path, warehouse))
+    publish_ingest_summary(outcomes, skipped_kinds)
+    return outcomes
+
+
+def publish_ingest_summary(outcomes: list[FileOutcome], skipped_kinds: Counter[str]) -> None:
+    rows = [
+        {
+            "kind": o.kind,
+            "file": o.file_name,
+            "status": o.status,
+            "rows read": o.rows_read,
+            "accepted": o.rows_accepted,
+            "quarantined": o.rows_quarantined,
+            "note": o.message,
+        }
+        for o in outcomes
+    ]
+    create_table_artifact(key="ingest-files", table=rows, description="Files taken by this ingest run")
+    by_kind: dict[str, Counter[str]] = {}
+    reasons: Counter[tuple[str, str]] = Counter()
+    warnings: Counter[tuple[str, str]] = Counter()
+    for o in outcomes:
+        c = by_kind.setdefault(o.kind, Counter())
+        c[f"files_{o.status}"] += 1
+        c["read"] += o.rows_read
+        c["accepted"] += o.rows_accepted
+        c["quarantined"] += o.rows_quarantined
+        for reason, n in o.quarantined_by_reason.items():
+            reasons[(o.kind, reason)] += n
+        for warning, n in o.warnings.items():
+            warnings[(o.kind, warning)] += n
+    lines = ["# Ingest summary", "", "| kind | files taken | skipped (seen) | refused | rows read | accepted | quarantined |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for kind, c in by_kind.items():
+        lines.append(
+            f"| {kind} | {c['files_accepted']} | {c['files_skipped']} | {c['files_refused']} "
+            f"| {c['read']:,} | {c['accepted']:,} | {c['quarantined']:,} |"
+        )
+    if reasons:
+        lines += ["", "## Quarantined rows by reason", "", "| kind | reason | rows |", "|---|---|---:|"]
+        lines += [f"| {k} | {r} | {n:,} |" for (k, r), n in sorted(reasons.items())]
+    if warnings:
+        lines += ["", "## Warnings (rows kept)", "", "| kind | warning | rows |", "|---|---|---:|"]
+        lines += [f"| {k} | {w} | {n:,} |" for (k, w), n in sorted(warnings.items())]
+    refused = [o for o in outcomes if o.status == "refused"]
+    if refused:
+        lines += ["", "## Refused files", ""] + [f"- {o.message}" for o in refused]
+    if skipped_kinds:
+        lines += ["", "## Not taken yet", ""]
+        lines += [f"- {n} {k} file(s): the {k} feed is not implemented yet" for k, n in skipped_kinds.items()]
+    create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="Ingest summary")

@@ -1,0 +1,35 @@
+"""Testing laboratories (检测机构) and their daily capacity in tubes."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from tubetrail.rules import (
+    LINE,
+    Checked,
+    concat_quarantine,
+    positive_int_rule,
+    required,
+    split_by_rules,
+    split_duplicates,
+    stripped,
+    with_columns_present,
+)
+
+LAB_REQUIRED = ("lab_id", "name")
+LAB_OPTIONAL = ("daily_capacity_tubes",)
+LAB_COLUMNS = ("lab_id", "name", "daily_capacity_tubes")
+
+
+def check_labs(raw: pl.DataFrame) -> Checked:
+    frame = with_columns_present(raw, LAB_OPTIONAL)
+    good, bad = split_by_rules(
+        frame, [required("lab_id"), required("name"), positive_int_rule("daily_capacity_tubes")]
+    )
+    good = good.with_columns(
+        stripped("lab_id"),
+        stripped("name"),
+        pl.col("daily_capacity_tubes").str.strip_chars().cast(pl.Int64, strict=False),
+    ).select(*LAB_COLUMNS, LINE)
+    good, dup = split_duplicates(good, key=("lab_id",), data=LAB_COLUMNS)
+    return Checked(good, concat_quarantine(bad, dup), {})

@@ -1,0 +1,108 @@
+"""The residential register (常住人口台账): everyone who should be tested in scope.
+
+:func:`check_register` turns a raw inbox frame (all text, ``_line``) into accepted rows, typed and
+normalised, and quarantined rows with their reason. Within one file, an exact repeat of a row is
+quarantined as a duplicate; two different rows for one person keep the later line and quarantine
+the earlier one. Across files, the later file wins: that amendment is the warehouse's (audited).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from sampling.identity import (
+    ID_TYPES,
+    normalise_id_number,
+    normalise_phone,
+    region_warning,
+    ric_birth_date,
+    ric_check_ok,
+    ric_shape_ok,
+)
+from tubetrail.rules import (
+    LINE,
+    Checked,
+    Rule,
+    as_boolean,
+    blank,
+    boolean_rule,
+    concat_quarantine,
+    one_of,
+    required,
+    split_by_rules,
+    split_duplicates,
+    stripped,
+    with_columns_present,
+)
+
+REQUIRED = ("id_type", "id_number", "name", "district", "subdistrict", "community", "grid")
+OPTIONAL = ("phone", "address", "household_id", "mobility_limited", "key_group")
+#: columns of an accepted register row, in warehouse order
+COLUMNS = (
+    "id_type",
+    "id_number",
+    "name",
+    "phone",
+    "district",
+    "subdistrict",
+    "community",
+    "grid",
+    "address",
+    "household_id",
+    "mobility_limited",
+    "key_group",
+)
+
+WARN_REGION = "RIC region code not in use in the birth year (kept)"
+WARN_PHONE_INVALID = "phone not a valid number (kept without phone)"
+WARN_PHONE_MISSING = "no phone (kept)"
+
+
+def ric_rules(id_type: str = "id_type", id_number: str = "id_number") -> list[Rule]:
+    """The strict RIC rules: shape, real birth date, GB 11643 check character."""
+    is_ric = pl.col(id_type) == "RIC"
+    number = pl.col(id_number)
+    return [
+        Rule(id_number, "RIC not 17 digits plus a check character", is_ric & ~ric_shape_ok(number)),
+        Rule(id_number, "RIC birth date not a real date", is_ric & ric_birth_date(number).is_null()),
+        Rule(id_number, "RIC check digit wrong (GB 11643)", is_ric & ~ric_check_ok(number)),
+    ]
+
+
+def check_register(raw: pl.DataFrame, *, phone_region: str = "CN") -> Checked:
+    frame = with_columns_present(raw, OPTIONAL)
+    frame = frame.with_columns(
+        pl.col("id_type").str.strip_chars().str.to_uppercase(),
+    ).with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number"))
+
+    rules = [
+        one_of("id_type", ID_TYPES),
+        required("id_number"),
+        *ric_rules(),
+        required("name"),
+        *(required(c) for c in ("district", "subdistrict", "community", "grid")),
+        boolean_rule("mobility_limited"),
+    ]
+    good, bad = split_by_rules(frame, rules)
+
+    phone_given = ~blank("phone")
+    good = good.with_columns(
+        *(stripped(c) for c in ("name", "district", "subdistrict", "community", "grid", "address", "household_id")),
+        pl.col("key_group").str.strip_chars().str.to_lowercase().replace("", None),
+        as_boolean("mobility_limited"),
+        phone_given.alias("__phone_given"),
+    )
+    good = good.with_columns(normalise_phone(good["phone"], phone_region).alias("phone"))
+    good, duplicates = split_duplicates(good, key=("id_type", "id_number"), data=COLUMNS)
+
+    warnings = {
+        WARN_REGION: int(region_warning(good).sum()),
+        WARN_PHONE_MISSING: int((~good["__phone_given"]).sum()),
+        WARN_PHONE_INVALID: int((good["__phone_given"] & good["phone"].is_null()).sum()),
+    }
+    good = good.drop("__phone_given").select(*COLUMNS, LINE)
+    return Checked(
+        accepted=good,
+        quarantined=concat_quarantine(bad, duplicates),
+        warnings={k: v for k, v in warnings.items() if v},
+    )

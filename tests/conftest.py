@@ -1,0 +1,54 @@
+"""Test set-up: a private PREFECT_HOME (cached results must not leak between runs), a test
+ID-hash key, and one Prefect server for the whole session, started only by flow tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="tubetrail-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["TUBETRAIL_ID_HASH_KEY"] = "tubetrail-test-key-0123456789"
+
+import pytest  # noqa: E402
+
+from tubetrail.config import Config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "DESIGN.md").exists():
+        pytest.fail(f"{SHARED} is missing: the repository must be checked out with shared/ beside it")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One real Prefect server (SQLite in the private PREFECT_HOME) for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return Config().with_warehouse(tmp_path / "wh.duckdb")
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,41 @@
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stdnum.cn import ric as stdnum_ric
+
+from sampling.identity import normalise_phone, region_periods, region_warning, ric_birth_date, ric_check_char
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789", min_size=17, max_size=17), min_size=1, max_size=50))
+def test_check_char_equals_python_stdnum(prefixes):
+    got = pl.DataFrame({"n": [p + "0" for p in prefixes]}).select(ric_check_char(pl.col("n"))).to_series().to_list()
+    assert got == [stdnum_ric.calc_check_digit(p + "0") for p in prefixes]
+
+
+def test_birth_date_must_be_real():
+    frame = pl.DataFrame({"n": ["110105194912310021", "110105194913310021", "110105190002290021", "110105300001010021"]})
+    born = frame.select(ric_birth_date(pl.col("n"))).to_series().to_list()
+    assert born[0] is not None and born[0].isoformat() == "1949-12-31"
+    assert born[1] is None  # month 13
+    assert born[2] is None  # 1900 was not a leap year
+    assert born[3] is None  # in the future
+
+
+def test_region_warning_is_per_birth_year():
+    # 110103 (崇文区) was abolished in 2010: fine for 1980, a warning for 2015; 999999 is unknown.
+    assert region_periods().height > 3000
+    frame = pl.DataFrame(
+        {"id_type": ["RIC", "RIC", "RIC", "PASSPORT"],
+         "id_number": ["110103198001010010", "110103201501010010", "999999198001010010", "E123"]}
+    )
+    assert region_warning(frame).to_list() == [False, True, True, False]
+
+
+def test_phones_to_e164():
+    phones = pl.Series("phone", ["13800138000", "+86 138 0013 8000", "138-0013-8000", "008613800138000",
+                                 "021-6321 1234", "12345", None, "", "+44 20 7946 0958"])
+    assert normalise_phone(phones).to_list() == [
+        "+8613800138000", "+8613800138000", "+8613800138000", "+8613800138000",
+        "+862163211234", None, None, None, "+442079460958",
+    ]

@@ -1,0 +1,49 @@
+import pytest
+
+from tubetrail.config import Config, ConfigError, load_config, parse_config
+
+
+def test_defaults_match_the_design():
+    cfg = Config()
+    assert cfg.city.timezone == "Asia/Shanghai"
+    assert cfg.warehouse.path == "data/tubetrail.duckdb"
+    assert (cfg.assay.detected_below, cfg.assay.grey_below) == (37.0, 40.0)
+    assert (cfg.pool_policy.default_size, cfg.pool_policy.controlled_size, cfg.pool_policy.sealed) == (10, 5, "household")
+    assert cfg.tat.late_after_sealed_hours == 4 and cfg.tat.lost_after_round_end_hours == 12
+    assert cfg.resample.pool_positive_due_hours == 6
+    assert (cfg.sms.quiet_start, cfg.sms.quiet_end, cfg.sms.cooldown_hours) == ("21:00", "08:00", 12)
+
+
+def test_file_overrides_and_env_path(tmp_path, monkeypatch):
+    path = tmp_path / "t.toml"
+    path.write_text('[city]\ntimezone = "Asia/Urumqi"\n[pool_policy]\ndefault_size = 20\n[key_groups]\nmedical = 3\n')
+    monkeypatch.setenv("TUBETRAIL_CONFIG", str(path))
+    cfg = load_config()
+    assert cfg.city.timezone == "Asia/Urumqi" and cfg.pool_policy.default_size == 20
+    assert cfg.key_groups == {"medical": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"city": {"timezone": "Mars/Olympus"}}, "city.timezone"),
+        ({"city": {"tz": "Asia/Shanghai"}}, "city.tz: unknown key"),
+        ({"pool_policy": {"default_size": 7}}, "pool_policy.default_size"),
+        ({"assay": {"detected_below": 41}}, "assay.detected_below"),
+        ({"sms": {"provider": "pigeon"}}, "sms.provider"),
+        ({"sms": {"quiet_start": "9pm"}}, "sms.quiet_start"),
+        ({"tat": {"late_after_sealed_hours": "four"}}, "tat.late_after_sealed_hours: expected a number"),
+        ({"sms": {"auth_token": "abc"}}, "sms.auth_token: secrets never go in the config file"),
+        ({"key_groups": {"medical": 0}}, "key_groups.medical"),
+        ({"warehouse": "x"}, "warehouse: expected a table"),
+    ],
+)
+def test_wrong_key_or_value_names_the_key(doc, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert key in str(err.value)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")

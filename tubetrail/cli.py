@@ -1,0 +1,183 @@
+"""``tubetrail``: the command line. Every command that changes data runs the Prefect flow that a
+deployment runs. Exit codes: 0 success, 1 refused input, 2 usage (including configuration)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tubetrail.config import Config, ConfigError, load_config
+from tubetrail.secrets import MissingSecret
+
+app = typer.Typer(
+    name="tubetrail",
+    help="Logistics of citywide pooled nucleic-acid screening: collect → deliver → test → report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+lab_app = typer.Typer(help="Laboratory tools.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+console = Console(stderr=False)
+errors = Console(stderr=True)
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+@dataclass
+class State:
+    config_path: str | None = None
+    warehouse: str | None = None
+
+    def config(self) -> Config:
+        try:
+            return load_config(self.config_path).with_warehouse(self.warehouse)
+        except ConfigError as exc:
+            errors.print(f"[red]configuration error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[Optional[str], typer.Option("--config", help="tubetrail.toml (or $TUBETRAIL_CONFIG)")] = None,
+    warehouse: Annotated[Optional[str], typer.Option("--warehouse", help="DuckDB warehouse file")] = None,
+) -> None:
+    ctx.obj = State(config, warehouse)
+
+
+@app.command()
+def simulate(
+    residents: Annotated[int, typer.Option("--residents", min=100, help="registered residents")],
+    out: Annotated[Path, typer.Option("--out", help="inbox folder to write")],
+    seed: Annotated[int, typer.Option("--seed")] = 20220404,
+    pool_size: Annotated[int, typer.Option("--pool-size")] = 10,
+    prevalence: Annotated[float, typer.Option("--prevalence", min=0.0, max=0.2)] = 0.0005,
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet for register and scans")] = "csv",
+) -> None:
+    """Write a simulated city's inbox with the faults real rounds have."""
+    from tubetrail.simulate import simulate_city
+
+    if pool_size not in (1, 5, 10, 20):
+        errors.print("--pool-size must be 1, 5, 10 or 20")
+        raise typer.Exit(EXIT_USAGE)
+    if file_format not in ("csv", "parquet"):
+        errors.print("--format must be csv or parquet")
+        raise typer.Exit(EXIT_USAGE)
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("simulating", total=1.0)
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(job, description=stage, completed=fraction)
+
+        result = simulate_city(
+            residents, out, seed=seed, pool_size=pool_size, prevalence=prevalence,
+            file_format=file_format, progress=progress,
+        )
+    table = Table("kind", "files")
+    for kind, n in result.files.items():
+        table.add_row(kind, str(n))
+    console.print(table)
+    console.print(f"wrote {out} in {time.perf_counter() - started:.1f} s")
+
+
+def _run_ingest(state: State, inbox: Path) -> int:
+    from flows.ingest import ingest_inbox
+
+    cfg = state.config()
+    outcomes = ingest_inbox(str(inbox), state.config_path, cfg.warehouse.path)
+    table = Table("kind", "file", "status", "read", "accepted", "quarantined")
+    for o in outcomes:
+        table.add_row(o.kind, o.file_name, o.status, f"{o.rows_read:,}", f"{o.rows_accepted:,}", f"{o.rows_quarantined:,}")
+    console.print(table)
+    refused = [o for o in outcomes if o.status == "refused"]
+    for o in refused:
+        errors.print(f"[red]refused[/red] {o.message}")
+    return EXIT_REFUSED if refused else 0
+
+
+@app.command()
+def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox folder")]) -> None:
+    """Take every new file under an inbox folder, in dependency order."""
+    if not inbox.is_dir():
+        errors.print(f"{inbox}: not a folder")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        code = _run_ingest(ctx.obj, inbox)
+    except MissingSecret as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    raise typer.Exit(code)
+
+
+PREFECT_UI = "http://127.0.0.1:4200"
+
+
+def _server_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0) -> bool:
+    """Start a local Prefect server (analytics off) unless one answers; True if started now."""
+    if _server_answers(url):
+        return False
+    host, port = url.removeprefix("http://").split(":")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with log_path.open("ab") as log:
+        subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _server_answers(url):
+            return True
+        time.sleep(0.5)
+    raise RuntimeError(f"the Prefect server did not answer on {url} within {timeout:.0f} s; see {log_path}")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    residents: Annotated[int, typer.Option("--residents")] = 200_000,
+    workdir: Annotated[Path, typer.Option("--workdir", help="where the demo city and warehouse live")] = Path("data/demo"),
+) -> None:
+    """Simulate a city, start the Prefect UI if none answers, and run it through the flows."""
+    state: State = ctx.obj
+    with console.status("Prefect server on 127.0.0.1:4200 …"):
+        started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log")
+    console.print(f"Prefect server {'started' if started else 'already running'}: {PREFECT_UI}")
+    os.environ["PREFECT_API_URL"] = f"{PREFECT_UI}/api"
+    if state.warehouse is None:
+        state.warehouse = str(workdir / "tubetrail.duckdb")
+    inbox = workdir / "inbox"
+    ctx.invoke(simulate, residents=residents, out=inbox)
+    try:
+        code = _run_ingest(state, inbox)
+    except MissingSecret as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
+    console.print(f"Warehouse: {state.warehouse}")
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,257 @@
+"""Configuration: one file, ``tubetrail.toml``, every key defaulted and validated.
+
+The file is found through ``--config`` or ``TUBETRAIL_CONFIG``; without either, the defaults
+apply (and ``./tubetrail.toml`` is read when it exists). A wrong key or value is a
+:class:`ConfigError` naming the key. Secrets (SMS credentials, the ID-hash key) never come
+from this file: see :mod:`tubetrail.secrets`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from datetime import time
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CityConfig:
+    timezone: str = "Asia/Shanghai"
+    phone_region: str = "CN"
+
+    def validate(self, prefix: str) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"{prefix}.timezone: unknown time zone {self.timezone!r}") from exc
+        if len(self.phone_region) != 2 or not self.phone_region.isalpha():
+            raise ConfigError(f"{prefix}.phone_region: expected a two-letter region, got {self.phone_region!r}")
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    path: str = "data/tubetrail.duckdb"
+    #: Prefect global concurrency limit that serialises every write to the warehouse file.
+    write_limit: str = "tubetrail-warehouse-writer"
+    #: Seconds a writer waits for the warehouse file lock before giving up.
+    lock_timeout_seconds: float = 600.0
+
+    def validate(self, prefix: str) -> None:
+        if not self.path:
+            raise ConfigError(f"{prefix}.path: must not be empty")
+        if self.lock_timeout_seconds <= 0:
+            raise ConfigError(f"{prefix}.lock_timeout_seconds: must be positive")
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    path: str = "inbox"
+
+
+@dataclass(frozen=True)
+class AssayConfig:
+    """Target roles and Ct cut-offs of the assay (China CDC protocol; the kit overrides)."""
+
+    orf1ab_target: str = "ORF1ab"
+    n_target: str = "N"
+    internal_control_target: str = "IC"
+    detected_below: float = 37.0
+    grey_below: float = 40.0
+
+    def validate(self, prefix: str) -> None:
+        if not 0 < self.detected_below <= self.grey_below <= 60:
+            raise ConfigError(
+                f"{prefix}.detected_below/grey_below: need 0 < detected_below <= grey_below <= 60"
+            )
+        names = [self.orf1ab_target, self.n_target, self.internal_control_target]
+        if len({n.casefold() for n in names}) != 3 or not all(names):
+            raise ConfigError(f"{prefix}: the three target roles need three distinct non-empty names")
+
+
+@dataclass(frozen=True)
+class PoolPolicyConfig:
+    """Pool size by zone (national guide, 2nd edition)."""
+
+    default_size: int = 10
+    allowed_sizes: tuple[int, ...] = (1, 5, 10, 20)
+    controlled_size: int = 5
+    #: sealed zones pool one tube per household; people without a household get single tubes
+    sealed: str = "household"
+    key_group_size: int = 1
+
+    def validate(self, prefix: str) -> None:
+        if self.default_size not in self.allowed_sizes:
+            raise ConfigError(f"{prefix}.default_size: {self.default_size} is not one of allowed_sizes {list(self.allowed_sizes)}")
+        if self.controlled_size not in self.allowed_sizes:
+            raise ConfigError(f"{prefix}.controlled_size: {self.controlled_size} is not one of allowed_sizes")
+        if self.sealed not in ("household", "single"):
+            raise ConfigError(f"{prefix}.sealed: expected 'household' or 'single', got {self.sealed!r}")
+        if any(s < 1 or s > 50 for s in self.allowed_sizes):
+            raise ConfigError(f"{prefix}.allowed_sizes: sizes must be between 1 and 50")
+
+
+@dataclass(frozen=True)
+class TatConfig:
+    collected_to_called_hours: float = 12.0
+    key_group_collected_to_called_hours: float = 6.0
+    late_after_sealed_hours: float = 4.0
+    lost_after_round_end_hours: float = 12.0
+
+    def validate(self, prefix: str) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ConfigError(f"{prefix}.{f.name}: must be positive")
+
+
+@dataclass(frozen=True)
+class ResampleConfig:
+    pool_positive_due_hours: float = 6.0
+    ordinary_due_hours: float = 24.0
+
+    def validate(self, prefix: str) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ConfigError(f"{prefix}.{f.name}: must be positive")
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    provider: str = "webhook"
+    base_url: str = "http://127.0.0.1:8025"
+    sender: str = "tubetrail"
+    template: str = (
+        "【核酸筛查】您尚未完成本轮（{round_id}）核酸检测，请于{deadline}前到{site_name}采样。"
+    )
+    quiet_start: str = "21:00"
+    quiet_end: str = "08:00"
+    cooldown_hours: float = 12.0
+    rate_per_second: float = 50.0
+    max_attempts: int = 5
+    timeout_seconds: float = 10.0
+
+    def validate(self, prefix: str) -> None:
+        if self.provider not in ("twilio", "aliyun", "webhook"):
+            raise ConfigError(f"{prefix}.provider: expected twilio, aliyun or webhook, got {self.provider!r}")
+        for key in ("quiet_start", "quiet_end"):
+            try:
+                time.fromisoformat(getattr(self, key))
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}.{key}: expected HH:MM, got {getattr(self, key)!r}") from exc
+        for key in ("cooldown_hours", "rate_per_second", "timeout_seconds"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{prefix}.{key}: must be positive")
+        if self.max_attempts < 1:
+            raise ConfigError(f"{prefix}.max_attempts: must be at least 1")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.base_url: expected an http(s) URL")
+
+
+@dataclass(frozen=True)
+class Config:
+    city: CityConfig = field(default_factory=CityConfig)
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
+    assay: AssayConfig = field(default_factory=AssayConfig)
+    pool_policy: PoolPolicyConfig = field(default_factory=PoolPolicyConfig)
+    tat: TatConfig = field(default_factory=TatConfig)
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    #: key group -> test cycle in days (重点人群检测周期)
+    key_groups: dict[str, float] = field(
+        default_factory=lambda: {"medical": 7.0, "courier": 2.0, "cold_chain": 2.0}
+    )
+
+    def with_warehouse(self, path: str | os.PathLike[str] | None) -> Config:
+        if path is None:
+            return self
+        return replace(self, warehouse=replace(self.warehouse, path=str(path)))
+
+
+_SECRET_HINTS = ("secret", "token", "password", "auth", "key_value", "hash_key", "access_key")
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = get_origin(typ)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner, _ellipsis) = get_args(typ)
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        _k, inner = get_args(typ)
+        return {str(k): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if any(h in name.lower() for h in _SECRET_HINTS):
+            raise ConfigError(
+                f"{key}: secrets never go in the config file; set them in the environment or a Prefect Secret block"
+            )
+        if name not in known:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+        typ = hints[name]
+        if is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a table [{key}]")
+            kwargs[name] = _build(typ, value, key)
+        else:
+            kwargs[name] = _coerce(value, typ, key)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(prefix)
+    return obj
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from a parsed TOML document."""
+    cfg: Config = _build(Config, data, "")
+    for group, days in cfg.key_groups.items():
+        if days <= 0:
+            raise ConfigError(f"key_groups.{group}: the test cycle in days must be positive")
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration from ``path``, ``$TUBETRAIL_CONFIG`` or ``./tubetrail.toml``."""
+    explicit = path or os.environ.get("TUBETRAIL_CONFIG")
+    candidate = Path(explicit) if explicit else Path("tubetrail.toml")
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file {candidate} does not exist")
+        return Config()
+    try:
+        data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {candidate}: not valid TOML ({exc})") from exc
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {candidate}: {exc}") from exc

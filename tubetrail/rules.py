@@ -1,0 +1,186 @@
+"""Row rules shared by every feed: vectorised checks that split a frame into good rows and
+quarantined rows, each quarantined row with the column and the reason of the first rule it broke.
+
+A raw inbox frame has every column as text plus ``_line`` (the row's line in its file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+LINE = "_line"
+
+QUARANTINE_SCHEMA = {LINE: pl.Int64, "column": pl.Utf8, "reason": pl.Utf8}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named row rule: ``broken`` is true on the rows that break it."""
+
+    column: str
+    reason: str
+    broken: pl.Expr
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Outcome of a feed's rules: the good rows (typed), the quarantined ones, and warnings.
+
+    ``quarantined`` has ``_line``, ``column``, ``reason``; ``warnings`` counts rows per warning
+    (a warning never stops a row).
+    """
+
+    accepted: pl.DataFrame
+    quarantined: pl.DataFrame
+    warnings: dict[str, int]
+
+
+def blank(column: str) -> pl.Expr:
+    """True where the text column is null or only white space."""
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+def required(column: str) -> Rule:
+    return Rule(column, f"missing {column}", blank(column))
+
+
+def one_of(column: str, allowed: Iterable[str], *, optional: bool = False) -> Rule:
+    allowed = sorted(set(allowed))
+    value = pl.col(column).str.strip_chars().str.to_lowercase()
+    bad = ~value.is_in([a.lower() for a in allowed])
+    if optional:
+        bad = bad & ~blank(column)
+    else:
+        bad = bad | blank(column)
+    return Rule(column, f"{column} not one of {', '.join(allowed)}", bad.fill_null(True))
+
+
+def split_by_rules(frame: pl.DataFrame, rules: Sequence[Rule]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``frame`` into rows that keep every rule and rows that broke one (the first wins)."""
+    if not rules:
+        return frame, pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    reason = pl.when(rules[0].broken.fill_null(True)).then(pl.lit(rules[0].reason))
+    column = pl.when(rules[0].broken.fill_null(True)).then(pl.lit(rules[0].column))
+    for rule in rules[1:]:
+        reason = reason.when(rule.broken.fill_null(True)).then(pl.lit(rule.reason))
+        column = column.when(rule.broken.fill_null(True)).then(pl.lit(rule.column))
+    marked = frame.with_columns(
+        reason.otherwise(None).alias("__reason"), column.otherwise(None).alias("__column")
+    )
+    good = marked.filter(pl.col("__reason").is_null()).drop("__reason", "__column")
+    bad = marked.filter(pl.col("__reason").is_not_null()).select(
+        pl.col(LINE), pl.col("__column").alias("column"), pl.col("__reason").alias("reason")
+    )
+    return good, bad
+
+
+def concat_quarantine(*parts: pl.DataFrame) -> pl.DataFrame:
+    frames = [p.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA) for p in parts if p.height]
+    if not frames:
+        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    return pl.concat(frames).sort(LINE)
+
+
+def stripped(column: str) -> pl.Expr:
+    """The column's text without surrounding white space, empty text as null."""
+    value = pl.col(column).str.strip_chars()
+    return pl.when(value == "").then(None).otherwise(value).alias(column)
+
+
+_TRUE = ["true", "t", "yes", "y", "1", "是"]
+_FALSE = ["false", "f", "no", "n", "0", "否", ""]
+
+
+def boolean_rule(column: str) -> Rule:
+    value = pl.col(column).str.strip_chars().str.to_lowercase()
+    return Rule(column, f"{column} not a yes/no value", ~value.is_in(_TRUE + _FALSE) & value.is_not_null())
+
+
+def as_boolean(column: str) -> pl.Expr:
+    value = pl.col(column).str.strip_chars().str.to_lowercase()
+    return value.is_in(_TRUE).fill_null(False).alias(column)
+
+
+_WITH_OFFSET = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z", "%Y-%m-%dT%H:%M:%S%.fZ")
+_LOCAL = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def parse_time(column: str, timezone: str) -> pl.Expr:
+    """ISO 8601 text to a UTC instant; a time without offset is local time of ``timezone``.
+
+    Unparseable text becomes null (callers pair it with :func:`time_rule`).
+    """
+    value = pl.col(column).str.strip_chars().str.replace(r"Z$", "+00:00")
+    candidates: list[pl.Expr] = [
+        value.str.to_datetime(fmt, strict=False, time_unit="us").dt.convert_time_zone("UTC")
+        for fmt in _WITH_OFFSET
+    ]
+    candidates += [
+        value.str.to_datetime(fmt, strict=False, time_unit="us")
+        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+        for fmt in _LOCAL
+    ]
+    return pl.coalesce(candidates).alias(column)
+
+
+def time_rule(column: str, timezone: str, *, optional: bool = False) -> Rule:
+    bad = parse_time(column, timezone).is_null()
+    if optional:
+        bad = bad & ~blank(column)
+    return Rule(column, f"{column} not an ISO 8601 time", bad)
+
+
+def clock_rule(column: str) -> Rule:
+    """HH:MM (optional column)."""
+    value = pl.col(column).str.strip_chars()
+    ok = value.str.contains(r"^([01]?\d|2[0-3]):[0-5]\d$")
+    return Rule(column, f"{column} not HH:MM", ~ok.fill_null(False) & ~blank(column))
+
+
+def as_clock(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars().str.to_time("%H:%M", strict=False).alias(column)
+
+
+def positive_int_rule(column: str, *, optional: bool = True) -> Rule:
+    value = pl.col(column).str.strip_chars().cast(pl.Int64, strict=False)
+    bad = value.is_null() | (value < 0)
+    if optional:
+        bad = bad & ~blank(column)
+    return Rule(column, f"{column} not a whole number", bad)
+
+
+def with_columns_present(frame: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
+    """Add absent optional columns as null text so rules can refer to them."""
+    missing = [c for c in columns if c not in frame.columns]
+    if not missing:
+        return frame
+    return frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing)
+
+
+def split_duplicates(
+    frame: pl.DataFrame, *, key: tuple[str, ...], data: tuple[str, ...]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Within one file: the last line per key wins; earlier lines are quarantined as exact
+    duplicates (same data) or as conflicting duplicates superseded by the later line."""
+    marked = frame.with_columns(
+        pl.col(LINE).max().over(key).alias("__last"),
+        pl.struct(data).hash().alias("__h"),
+    )
+    marked = marked.with_columns(
+        pl.col("__h").filter(pl.col(LINE) == pl.col("__last")).first().over(key).alias("__h_last")
+    )
+    earlier = marked.filter(pl.col(LINE) != pl.col("__last"))
+    quarantined = earlier.select(
+        pl.col(LINE),
+        pl.lit(key[-1]).alias("column"),
+        pl.when(pl.col("__h") == pl.col("__h_last"))
+        .then(pl.format("duplicate row (same as line {})", pl.col("__last")))
+        .otherwise(pl.format("conflicting duplicate (superseded by line {})", pl.col("__last")))
+        .alias("reason"),
+    )
+    kept = marked.filter(pl.col(LINE) == pl.col("__last")).drop("__last", "__h", "__h_last")
+    return kept, quarantined

@@ -1,0 +1,115 @@
+"""Opening the warehouse: one process at a time holds the DuckDB file.
+
+DuckDB takes one read-write process per file. :func:`open_warehouse` therefore takes an
+exclusive OS lock beside the file before connecting, waiting (up to the configured timeout)
+while another writer works, so concurrent runs serialise instead of failing on DuckDB's lock.
+Flows additionally hold the Prefect global concurrency limit named in the config, which makes
+the queue visible in the UI. On open, pending migrations are applied and the person-key macro
+is defined with the ID-hash key (kept in the session only, never stored).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from warehouse.schema import MIGRATIONS
+
+
+class WarehouseLocked(TimeoutError):
+    """Another process held the warehouse for longer than the lock timeout."""
+
+
+class WrongIdHashKey(RuntimeError):
+    """The ID-hash key differs from the one the warehouse's person keys were made with."""
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float) -> Iterator[None]:
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseLocked(f"warehouse {path} stayed locked for {timeout:.0f} s") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply every migration not yet recorded; returns the versions applied now."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for version, name, sql in MIGRATIONS:
+        if version in done:
+            continue
+        con.begin()
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, datetime.now(timezone.utc)]
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        applied.append(version)
+    return applied
+
+
+def define_person_key(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
+    """``person_key(id_type, id_number)``: HMAC-SHA256 (RFC 2104) computed set-based in SQL,
+    its first 128 bits as UHUGEINT. The key lives only in this session's temporary macro."""
+    block = key.ljust(64, b"\0")
+    inner = bytes(b ^ 0x36 for b in block).hex()
+    outer = bytes(b ^ 0x5C for b in block).hex()
+    con.execute(
+        f"""CREATE OR REPLACE TEMP MACRO person_key(id_type, id_number) AS
+        ('0x' || substr(sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}')
+            || encode(id_type || '|' || id_number)))), 1, 32))::UHUGEINT"""
+    )
+    fingerprint = hmac.new(key, b"tubetrail person key check", hashlib.sha256).hexdigest()
+    stored = con.execute("SELECT value FROM warehouse_settings WHERE name = 'id_hash_key_check'").fetchone()
+    if stored is None:
+        con.execute("INSERT INTO warehouse_settings VALUES ('id_hash_key_check', ?)", [fingerprint])
+    elif stored[0] != fingerprint:
+        raise WrongIdHashKey(
+            "the ID-hash key differs from the one this warehouse was built with; person joins would break"
+        )
+
+
+@contextmanager
+def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Lock, connect, migrate, define the person key; close and unlock on exit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path, lock_timeout):
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            migrate(con)
+            define_person_key(con, key)
+            yield con
+        finally:
+            con.close()

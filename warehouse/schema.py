@@ -1,0 +1,115 @@
+"""The warehouse schema as numbered migrations, applied in order and recorded once each.
+
+A migration is never edited after it has shipped: a change is a new migration at the end.
+Person joins use ``person_key``: the first 128 bits of HMAC-SHA256(key, id_type|id_number),
+never a plain hash (which is brute-forced over the small space of ID numbers).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "ledger, quarantine, audit, reference data and the register",
+        """
+        CREATE TABLE warehouse_settings (
+            name VARCHAR PRIMARY KEY,
+            value VARCHAR NOT NULL
+        );
+        CREATE TABLE ingest_ledger (
+            content_hash VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            file_name VARCHAR NOT NULL,
+            file_format VARCHAR,
+            size_bytes BIGINT NOT NULL,
+            status VARCHAR NOT NULL CHECK (status IN ('accepted', 'refused')),
+            rows_read BIGINT NOT NULL,
+            rows_accepted BIGINT NOT NULL,
+            rows_quarantined BIGINT NOT NULL,
+            warnings JSON,
+            message VARCHAR,
+            ingested_at TIMESTAMPTZ NOT NULL,
+            flow_run_id VARCHAR,
+            CHECK (rows_read = rows_accepted + rows_quarantined)
+        );
+        CREATE TABLE quarantine (
+            content_hash VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            file_name VARCHAR NOT NULL,
+            line BIGINT,
+            "column" VARCHAR,
+            reason VARCHAR NOT NULL,
+            raw VARCHAR,
+            quarantined_at TIMESTAMPTZ NOT NULL,
+            flow_run_id VARCHAR
+        );
+        CREATE SEQUENCE audit_seq;
+        CREATE TABLE audit (
+            audit_id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+            recorded_at TIMESTAMPTZ NOT NULL,
+            flow_run_id VARCHAR,
+            entity VARCHAR NOT NULL,
+            entity_key VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            before JSON,
+            after JSON
+        );
+        CREATE TABLE sites (
+            site_id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            district VARCHAR NOT NULL,
+            subdistrict VARCHAR,
+            community VARCHAR,
+            kind VARCHAR NOT NULL,
+            opens TIME,
+            closes TIME,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE labs (
+            lab_id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            daily_capacity_tubes BIGINT,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE zones (
+            grid VARCHAR NOT NULL,
+            zone VARCHAR NOT NULL,
+            since TIMESTAMPTZ,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE register (
+            person_key UHUGEINT NOT NULL,
+            id_type VARCHAR NOT NULL,
+            id_number VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            phone VARCHAR,
+            district VARCHAR NOT NULL,
+            subdistrict VARCHAR NOT NULL,
+            community VARCHAR NOT NULL,
+            grid VARCHAR NOT NULL,
+            address VARCHAR,
+            household_id VARCHAR,
+            mobility_limited BOOLEAN NOT NULL,
+            key_group VARCHAR,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+)
+
+#: Natural keys of the tables that reference feeds upsert into (later file wins, audited).
+UPSERT_KEYS: dict[str, tuple[str, ...]] = {
+    "sites": ("site_id",),
+    "labs": ("lab_id",),
+    "zones": ("grid", "since"),
+    "register": ("person_key",),
+}
