@@ -1,0 +1,76 @@
+"""Ingest flows against a real Prefect server (the session harness)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import REPO, write
+from tests.helpers import REGISTER_HEADER, register_row, ric
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def small_inbox(root: Path, people: list[str], name: str = "r.csv") -> Path:
+    write(root / "sites/s.csv", "site_id,name,district\nS1,One,黄浦区\n")
+    write(root / "labs/l.csv", "lab_id,name\nL1,Lab\n")
+    rows = [register_row(p, phone="13812345678", name="王小明", address="外滩1号") for p in people]
+    write(root / "register" / name, REGISTER_HEADER + "\n" + "\n".join(rows) + "\nRIC,1,x,,a,b,c,d,,,,\n")
+    write(root / "scans/x.csv", "scanned_at,site_id\n")
+    return root
+
+
+def read_artifacts(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_ingest_flow_publishes_a_summary_without_personal_data(tmp_path, cfg):
+    from flows.ingest import ingest_inbox
+
+    people = [ric(f"31010119800102{i:03d}") for i in range(5)]
+    inbox = small_inbox(tmp_path / "in", people)
+    outcomes = ingest_inbox(str(inbox), None, cfg.warehouse.path)
+    assert [(o.kind, o.status, o.rows_read, o.rows_accepted, o.rows_quarantined) for o in outcomes] == [
+        ("sites", "accepted", 1, 1, 0), ("labs", "accepted", 1, 1, 0), ("register", "accepted", 6, 5, 1)]
+
+    summary = read_artifacts("ingest-summary")[0].data
+    assert "| register | 1 | 0 | 0 | 6 | 5 | 1 |" in summary
+    assert "RIC not 17 digits plus a check character" in summary
+    assert "1 scans file(s): the scans feed is not implemented yet" in summary
+    files = read_artifacts("ingest-files")[0].data
+    for text in (summary, str(files)):
+        for secret in [*people, "王小明", "13812345678", "+8613812345678", "外滩1号"]:
+            assert secret not in text
+
+    again = ingest_inbox(str(inbox), None, cfg.warehouse.path)
+    assert {o.status for o in again} == {"skipped"}
+
+
+def test_a_concurrent_pair_of_ingests_both_succeed(tmp_path, prefect_server):
+    warehouse = tmp_path / "shared.duckdb"
+    a = small_inbox(tmp_path / "a", [ric(f"31010119800101{i:03d}") for i in range(300)], "a.csv")
+    b = small_inbox(tmp_path / "b", [ric(f"31010119900101{i:03d}") for i in range(300)], "b.csv")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tubetrail.cli", "--warehouse", str(warehouse), "ingest", str(inbox)],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for inbox in (a, b)
+    ]
+    results = [(p.wait(timeout=300), p.stdout.read()) for p in procs]
+    for code, output in results:
+        assert code == 0, output
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.sql("SELECT count(*) FROM register").fetchall() == [(600,)]
+        # the identical sites and labs files were taken once between them
+        assert con.sql("SELECT kind, count(*) FROM ingest_ledger GROUP BY kind ORDER BY kind").fetchall() == [
+            ("labs", 1), ("register", 2), ("sites", 1)]
+    finally:
+        con.close()
