@@ -15,16 +15,31 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, check_receipts
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.register import check_register
+from sampling.rounds import assign_rounds
+from sampling.scans import REQUIRED as SCAN_REQUIRED
+from sampling.scans import check_scans
 from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUIRED, check_sites, check_zones
 from tubetrail.config import Config
 from tubetrail.rules import Checked
 from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
 from warehouse.inbox import InboxFile, RefusedFile, content_hash, read_table
-from warehouse.writer import FileOutcome, apply_reference, apply_register, ledger_entry, record_file, record_refusal
+from warehouse.writer import (
+    FileOutcome,
+    apply_manifests,
+    apply_receipts,
+    apply_reference,
+    apply_register,
+    apply_scans,
+    ledger_entry,
+    record_file,
+    record_refusal,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,8 @@ class Feed:
     required: tuple[str, ...]
     check: Callable[[pl.DataFrame, Config], Checked]
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None]
+    #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
+    prepare: Callable[[duckdb.DuckDBPyConnection, Checked], Checked] | None = None
 
 
 FEEDS: dict[str, Feed] = {
@@ -50,10 +67,29 @@ FEEDS: dict[str, Feed] = {
         lambda raw, cfg: check_register(raw, phone_region=cfg.city.phone_region),
         apply_register,
     ),
+    "scans": Feed(
+        "scans",
+        SCAN_REQUIRED,
+        lambda raw, cfg: check_scans(raw, timezone=cfg.city.timezone),
+        apply_scans,
+        prepare=assign_rounds,
+    ),
+    "manifests": Feed(
+        "manifests",
+        MANIFEST_REQUIRED,
+        lambda raw, cfg: check_manifests(raw, timezone=cfg.city.timezone),
+        apply_manifests,
+    ),
+    "receipts": Feed(
+        "receipts",
+        RECEIPT_REQUIRED,
+        lambda raw, cfg: check_receipts(raw, timezone=cfg.city.timezone),
+        apply_receipts,
+    ),
 }
 
 #: kinds of the chain that later work implements; ingest says plainly that it skipped them
-NOT_YET_IMPLEMENTED = ("scans", "manifests", "receipts", "results")
+NOT_YET_IMPLEMENTED = ("results",)
 
 WriteGuard = Callable[[], AbstractContextManager[object]]
 
@@ -92,6 +128,9 @@ def take_file(
             )
     checked = feed.check(raw.frame, cfg)
     with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
+        if feed.prepare is not None:
+            define_views(con, cfg)
+            checked = feed.prepare(con, checked)
         return record_file(
             con,
             content_hash=digest,

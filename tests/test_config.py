@@ -47,3 +47,16 @@ def test_wrong_key_or_value_names_the_key(doc, key):
 def test_missing_explicit_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_the_shipped_file_holds_every_key_at_its_default():
+    import tomllib
+    from dataclasses import asdict
+
+    from tests.conftest import REPO
+
+    doc = tomllib.loads((REPO / "tubetrail.toml").read_text(encoding="utf-8"))
+    assert parse_config(doc) == Config()
+    defaults = asdict(Config())
+    assert {section: set(values) for section, values in doc.items()} == {
+        section: set(values) for section, values in defaults.items()}

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
+from zoneinfo import ZoneInfo
 
 import httpx
 import typer
@@ -29,6 +31,8 @@ app = typer.Typer(
 )
 lab_app = typer.Typer(help="Laboratory tools.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
+round_app = typer.Typer(help="Screening rounds.", no_args_is_help=True)
+app.add_typer(round_app, name="round")
 console = Console(stderr=False)
 errors = Console(stderr=True)
 
@@ -121,6 +125,41 @@ def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox
         errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_USAGE) from exc
     raise typer.Exit(code)
+
+
+def parse_cli_time(value: str, timezone: str) -> datetime:
+    """ISO 8601; without offset, local time of the city."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        errors.print(f"{value!r}: not an ISO 8601 time")
+        raise typer.Exit(EXIT_USAGE) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo(timezone))
+
+
+@round_app.command("open")
+def round_open(
+    ctx: typer.Context,
+    round_id: Annotated[str, typer.Option("--id", help="round id, e.g. R20220404")],
+    start: Annotated[str, typer.Option("--start", help="ISO 8601 start of the window")],
+    end: Annotated[str, typer.Option("--end", help="ISO 8601 end of the window")],
+    districts: Annotated[Optional[str], typer.Option("--districts", help="comma-separated scope")] = None,
+    pool_size: Annotated[Optional[int], typer.Option("--pool-size")] = None,
+) -> None:
+    """Open a round; scans are assigned to the round whose window holds them."""
+    from flows.rounds import open_round
+    from sampling.rounds import RoundRefused
+
+    state: State = ctx.obj
+    cfg = state.config()
+    scope = [d.strip() for d in districts.split(",") if d.strip()] if districts else None
+    try:
+        open_round(round_id, parse_cli_time(start, cfg.city.timezone), parse_cli_time(end, cfg.city.timezone),
+                   scope, pool_size, state.config_path, cfg.warehouse.path)
+    except RoundRefused as exc:
+        errors.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(EXIT_REFUSED) from exc
+    console.print(f"opened round {round_id}")
 
 
 PREFECT_UI = "http://127.0.0.1:4200"

@@ -104,6 +104,59 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        "rounds and the collect and deliver links: scans, manifests, receipts",
+        """
+        CREATE TABLE rounds (
+            round_id VARCHAR PRIMARY KEY,
+            starts_at TIMESTAMPTZ NOT NULL,
+            ends_at TIMESTAMPTZ NOT NULL,
+            districts VARCHAR[],
+            pool_size INTEGER NOT NULL,
+            opened_at TIMESTAMPTZ NOT NULL,
+            flow_run_id VARCHAR,
+            CHECK (ends_at > starts_at)
+        );
+        CREATE TABLE scans (
+            round_id VARCHAR NOT NULL,
+            scanned_at TIMESTAMPTZ NOT NULL,
+            site_id VARCHAR NOT NULL,
+            collector_id VARCHAR NOT NULL,
+            tube_barcode VARCHAR NOT NULL,
+            event VARCHAR NOT NULL CHECK (event IN ('add', 'seal', 'void')),
+            person_key UHUGEINT,
+            id_type VARCHAR,
+            id_number VARCHAR,
+            name VARCHAR,
+            phone VARCHAR,
+            capacity INTEGER,
+            resample BOOLEAN NOT NULL,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT NOT NULL
+        );
+        CREATE TABLE manifests (
+            box_id VARCHAR NOT NULL,
+            tube_barcode VARCHAR NOT NULL,
+            site_id VARCHAR NOT NULL,
+            packed_at TIMESTAMPTZ NOT NULL,
+            courier_id VARCHAR,
+            departed_at TIMESTAMPTZ,
+            lab_id VARCHAR,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT NOT NULL
+        );
+        CREATE TABLE receipts (
+            lab_id VARCHAR NOT NULL,
+            box_id VARCHAR NOT NULL,
+            tube_barcode VARCHAR NOT NULL,
+            received_at TIMESTAMPTZ NOT NULL,
+            condition VARCHAR NOT NULL,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT NOT NULL
+        );
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).

@@ -251,3 +251,59 @@ def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.Duck
         )
 
     return apply
+
+
+def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+    """Scan events are facts: appended, never changed (tubes and members are derived from them)."""
+    con.execute(
+        """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event,
+               CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
+               id_type, id_number, name, phone, capacity, resample, ?, source_line
+           FROM staged""",
+        [content_hash],
+    )
+
+
+def apply_manifests(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+    con.execute(
+        """INSERT INTO manifests SELECT box_id, tube_barcode, site_id, packed_at, courier_id, departed_at,
+               lab_id, ?, source_line FROM staged""",
+        [content_hash],
+    )
+
+
+def apply_receipts(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+    con.execute(
+        """INSERT INTO receipts SELECT lab_id, box_id, tube_barcode, received_at, condition, ?, source_line
+           FROM staged""",
+        [content_hash],
+    )
+
+
+def open_round(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    round_id: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    districts: Sequence[str] | None,
+    pool_size: int,
+    run_id: str | None,
+) -> None:
+    con.begin()
+    try:
+        con.execute(
+            "INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [round_id, starts_at, ends_at, list(districts) if districts else None, pool_size, _now(), run_id],
+        )
+        con.execute(
+            "INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)"
+            " VALUES (?, ?, 'rounds', ?, 'open', 'round opened', NULL, ?)",
+            [_now(), run_id, round_id, json.dumps({"starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat(),
+                                                   "districts": list(districts) if districts else None,
+                                                   "pool_size": pool_size})],
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise

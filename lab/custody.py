@@ -1,0 +1,136 @@
+"""Boxes (转运箱) and receipts (接收): the chain of custody of a tube from site to lab.
+
+A tube's custody: collected, sealed (from scans), packed and departed (box manifest), received
+(lab receipt). A receipt whose condition is not ``ok`` refuses the tube. Anomalies, each a kind:
+``received_not_collected``, ``not_on_manifest``, ``wrong_lab`` (manifest names a lab, another
+received the box), and, judged at an as-of time, ``tube_late`` (sealed, not received within the
+late threshold), ``tube_lost`` (not received by round end + the lost threshold) and
+``unsealed_at_round_end``.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from tubetrail.config import TatConfig
+from tubetrail.rules import (
+    LINE,
+    Checked,
+    concat_quarantine,
+    one_of,
+    parse_time,
+    required,
+    split_by_rules,
+    stripped,
+    time_rule,
+    with_columns_present,
+)
+
+CONDITIONS = ("ok", "leaked", "unlabelled", "insufficient")
+MANIFEST_REQUIRED = ("box_id", "tube_barcode", "site_id", "packed_at")
+MANIFEST_OPTIONAL = ("courier_id", "departed_at", "lab_id")
+MANIFEST_COLUMNS = ("box_id", "tube_barcode", "site_id", "packed_at", "courier_id", "departed_at", "lab_id")
+RECEIPT_REQUIRED = ("lab_id", "box_id", "tube_barcode", "received_at")
+RECEIPT_OPTIONAL = ("condition",)
+RECEIPT_COLUMNS = ("lab_id", "box_id", "tube_barcode", "received_at", "condition")
+
+
+def check_manifests(raw: pl.DataFrame, *, timezone: str) -> Checked:
+    frame = with_columns_present(raw, MANIFEST_OPTIONAL)
+    rules = [
+        *(required(c) for c in ("box_id", "tube_barcode", "site_id")),
+        time_rule("packed_at", timezone),
+        time_rule("departed_at", timezone, optional=True),
+    ]
+    good, bad = split_by_rules(frame, rules)
+    good = good.with_columns(
+        *(stripped(c) for c in ("box_id", "tube_barcode", "site_id", "courier_id", "lab_id")),
+        parse_time("packed_at", timezone),
+        parse_time("departed_at", timezone),
+    ).select(*MANIFEST_COLUMNS, LINE)
+    return Checked(good, concat_quarantine(bad), {})
+
+
+def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
+    frame = with_columns_present(raw, RECEIPT_OPTIONAL)
+    rules = [
+        *(required(c) for c in ("lab_id", "box_id", "tube_barcode")),
+        time_rule("received_at", timezone),
+        one_of("condition", CONDITIONS, optional=True),
+    ]
+    good, bad = split_by_rules(frame, rules)
+    good = good.with_columns(
+        *(stripped(c) for c in ("lab_id", "box_id", "tube_barcode")),
+        parse_time("received_at", timezone),
+        pl.col("condition").str.strip_chars().str.to_lowercase().replace("", None).fill_null("ok"),
+    ).select(*RECEIPT_COLUMNS, LINE)
+    return Checked(good, concat_quarantine(bad), {})
+
+
+def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
+    """``custody`` (one row per tube of a round) and the table macro ``custody_anomalies(as_of)``.
+    Needs the views of :func:`sampling.tubes.define_tube_views`."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW custody AS
+        WITH packed AS (
+            SELECT tube_barcode, arg_min(box_id, packed_at) AS box_id, min(packed_at) AS packed_at,
+                   min(departed_at) AS departed_at, arg_min(lab_id, packed_at) AS planned_lab_id
+            FROM manifests GROUP BY tube_barcode
+        ), received AS (
+            SELECT tube_barcode, arg_min(lab_id, received_at) AS lab_id, arg_min(box_id, received_at) AS received_box_id,
+                   min(received_at) AS received_at,
+                   arg_min(condition, (condition = 'ok', received_at)) AS condition
+            FROM receipts GROUP BY tube_barcode
+        )
+        SELECT t.round_id, t.tube_barcode, t.site_id, t.capacity, t.members, t.resample,
+               t.collected_at, t.sealed_at, p.box_id, p.packed_at, p.departed_at, p.planned_lab_id,
+               r.lab_id, r.received_box_id, r.received_at, r.condition,
+               coalesce(r.condition <> 'ok', FALSE) AS refused
+        FROM tubes t LEFT JOIN packed p USING (tube_barcode) LEFT JOIN received r USING (tube_barcode)
+        """
+    )
+    late = f"INTERVAL '{tat.late_after_sealed_hours * 3600:.0f} seconds'"
+    lost = f"INTERVAL '{tat.lost_after_round_end_hours * 3600:.0f} seconds'"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO custody_anomalies(as_of) AS TABLE
+        SELECT 'received_not_collected' AS kind, NULL::VARCHAR AS round_id, r.tube_barcode, r.box_id,
+               format('received at {{}} but never scanned at a site', r.lab_id) AS detail,
+               r.received_at AS detected_at
+        FROM receipts r ANTI JOIN scans s USING (tube_barcode)
+        WHERE r.received_at <= as_of
+        UNION ALL
+        SELECT 'not_on_manifest', c.round_id, r.tube_barcode, r.box_id,
+               format('tube found in box {{}}, not on its manifest', r.box_id), r.received_at
+        FROM receipts r JOIN custody c USING (tube_barcode)
+        WHERE r.received_at <= as_of
+          AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.box_id = r.box_id AND m.tube_barcode = r.tube_barcode)
+        UNION ALL
+        SELECT DISTINCT 'wrong_lab', NULL, NULL, r.box_id,
+               format('box planned for {{}} received at {{}}', m.lab_id, r.lab_id), r.received_at
+        FROM receipts r JOIN manifests m ON m.box_id = r.box_id AND m.tube_barcode = r.tube_barcode
+        WHERE m.lab_id IS NOT NULL AND m.lab_id <> r.lab_id AND r.received_at <= as_of
+        UNION ALL
+        SELECT 'tube_late', c.round_id, c.tube_barcode, c.box_id,
+               CASE WHEN c.received_at IS NULL OR c.received_at > as_of
+                    THEN format('sealed {{}} h ago, not received', (epoch(as_of - c.sealed_at) / 3600)::DECIMAL(8, 1))
+                    ELSE format('received {{}} h after sealing', (epoch(c.received_at - c.sealed_at) / 3600)::DECIMAL(8, 1)) END,
+               c.sealed_at + {late}
+        FROM custody c
+        WHERE c.sealed_at + {late} <= as_of
+          AND (c.received_at IS NULL OR c.received_at > c.sealed_at + {late})
+        UNION ALL
+        SELECT 'tube_lost', c.round_id, c.tube_barcode, c.box_id,
+               'not received by round end + ' || '{tat.lost_after_round_end_hours:g} h', rd.ends_at + {lost}
+        FROM custody c JOIN rounds rd USING (round_id)
+        WHERE NOT c.resample AND rd.ends_at + {lost} <= as_of
+          AND (c.received_at IS NULL OR c.received_at > rd.ends_at + {lost})
+        UNION ALL
+        SELECT 'unsealed_at_round_end', c.round_id, c.tube_barcode, c.box_id,
+               format('{{}} people in a tube never sealed', c.members), rd.ends_at
+        FROM custody c JOIN rounds rd USING (round_id)
+        WHERE NOT c.resample AND rd.ends_at <= as_of AND (c.sealed_at IS NULL OR c.sealed_at > rd.ends_at)
+        """
+    )

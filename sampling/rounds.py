@@ -1,0 +1,110 @@
+"""Rounds (轮次): one screening campaign with a time window, a scope and a default pool size.
+
+A scan belongs to the round whose window holds it; windows never overlap, so that is at most
+one round. A re-sample (a single tube of a person with an open re-sampling order) belongs to
+that order's round whatever its time: re-samples often happen after the window has closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from tubetrail.rules import LINE, Checked, concat_quarantine
+
+
+class RoundRefused(ValueError):
+    """A round cannot be opened; the message says why."""
+
+
+@dataclass(frozen=True)
+class Round:
+    round_id: str
+    starts_at: datetime
+    ends_at: datetime
+    districts: tuple[str, ...] | None
+    pool_size: int
+
+
+def check_round(rnd: Round, allowed_sizes: tuple[int, ...], con: duckdb.DuckDBPyConnection) -> None:
+    """Refuse a round whose window is empty, whose pool size is not allowed, whose id exists,
+    or whose window overlaps an open round."""
+    if not rnd.round_id.strip():
+        raise RoundRefused("round id must not be empty")
+    if rnd.starts_at.tzinfo is None or rnd.ends_at.tzinfo is None:
+        raise RoundRefused("round start and end need a time zone")
+    if rnd.ends_at <= rnd.starts_at:
+        raise RoundRefused(f"round {rnd.round_id}: end {rnd.ends_at.isoformat()} is not after start")
+    if rnd.pool_size not in allowed_sizes:
+        raise RoundRefused(f"round {rnd.round_id}: pool size {rnd.pool_size} not one of {list(allowed_sizes)}")
+    existing = con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [rnd.round_id]).fetchall()
+    if existing:
+        raise RoundRefused(f"round {rnd.round_id} is already open")
+    overlap = con.execute(
+        "SELECT round_id FROM rounds WHERE starts_at < ? AND ? < ends_at ORDER BY starts_at",
+        [rnd.ends_at, rnd.starts_at],
+    ).fetchall()
+    if overlap:
+        raise RoundRefused(
+            f"round {rnd.round_id}: window overlaps round(s) {', '.join(r[0] for r in overlap)}"
+        )
+
+
+#: The rule "which round does a scan belong to", as SQL over ``incoming`` (the file's checked
+#: scans with ``person_key``): the round whose window holds the scan; else, for a single tube
+#: (capacity 1) of a person with a re-sampling order, that order's (latest) round; else a seal
+#: follows its tube's round (from this file or from stored scans).
+ASSIGN_ROUND_SQL = """
+WITH by_row AS (
+    SELECT i.*, coalesce(w.round_id, o.round_id) AS row_round,
+           (w.round_id IS NULL AND o.round_id IS NOT NULL) AS row_resample
+    FROM incoming i
+    LEFT JOIN rounds w ON i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at
+    LEFT JOIN (
+        SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
+        FROM resample_orders(TIMESTAMPTZ 'infinity') ro JOIN rounds rd USING (round_id)
+        GROUP BY ro.person_key
+    ) o ON w.round_id IS NULL AND i.event IN ('add', 'void') AND i.capacity = 1 AND o.person_key = i.person_key
+), tube_round AS (
+    SELECT tube_barcode, arg_max(round_id, resample) AS round_id, bool_or(resample) AS resample FROM (
+        SELECT tube_barcode, row_round AS round_id, row_resample AS resample FROM by_row WHERE row_round IS NOT NULL
+        UNION ALL
+        SELECT DISTINCT tube_barcode, round_id, resample FROM scans
+        WHERE tube_barcode IN (SELECT tube_barcode FROM by_row WHERE row_round IS NULL)
+    ) GROUP BY tube_barcode
+)
+SELECT b.* EXCLUDE (row_round, row_resample, person_key),
+       coalesce(b.row_round, t.round_id) AS round_id,
+       coalesce(b.row_resample, t.resample, FALSE) AS resample
+FROM by_row b LEFT JOIN tube_round t ON b.row_round IS NULL AND t.tube_barcode = b.tube_barcode
+ORDER BY b._line
+"""
+
+OUTSIDE_ROUNDS = "scanned outside every open round"
+
+
+def assign_rounds(con: duckdb.DuckDBPyConnection, checked: Checked) -> Checked:
+    """Give every checked scan its round; a scan that belongs to none is quarantined."""
+    con.register("incoming_arrow", checked.accepted.to_arrow())
+    try:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT *, CASE WHEN id_type IS NOT NULL"
+            " THEN person_key(id_type, id_number) END AS person_key FROM incoming_arrow"
+        )
+        assigned = pl.from_arrow(con.sql(ASSIGN_ROUND_SQL).to_arrow_table())
+        con.execute("DROP TABLE incoming")
+    finally:
+        con.unregister("incoming_arrow")
+    assert isinstance(assigned, pl.DataFrame)
+    outside = assigned.filter(pl.col("round_id").is_null())
+    return Checked(
+        accepted=assigned.filter(pl.col("round_id").is_not_null()),
+        quarantined=concat_quarantine(
+            checked.quarantined,
+            outside.select(LINE, pl.lit("scanned_at").alias("column"), pl.lit(OUTSIDE_ROUNDS).alias("reason")),
+        ),
+        warnings=checked.warnings,
+    )

@@ -1,0 +1,136 @@
+"""From scan events to tubes (采样管) and their members, set-based in DuckDB.
+
+The rules, each a view named after it:
+
+* ``tube_members``: a person is in a tube when their last ``add``/``void`` event for that tube
+  is an ``add`` (a void removes them). Repeated identical scans count once.
+* ``tubes``: one row per tube and round: site, capacity (printed on the tube, else the round's
+  pool size), when collected (first add) and sealed (first seal), member count.
+* ``tube_policy``: the pool size the zone policy allows (DESIGN §8, national guide 2nd ed.):
+  key groups single tubes; sealed grids one household per tube (single where the household is
+  unknown); controlled grids 5; precaution and unzoned the round's default.
+* ``tube_anomalies``: ``over_capacity``, ``above_zone_policy``, ``add_after_seal``,
+  ``tube_two_sites``, ``unknown_site``. An anomaly never drops a scan.
+* ``outside_register``: people sampled who are not on the register (visitors, floating
+  population), kept and counted per round, site and community.
+
+Everything is derived from the stored events, so many small scan files give the same tubes as
+one big file. The views read warehouse tables and write nothing.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from tubetrail.config import PoolPolicyConfig
+
+
+def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) -> None:
+    sealed_single = "TRUE" if policy.sealed == "single" else "FALSE"
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW tube_members AS
+        SELECT round_id, tube_barcode, person_key,
+               arg_max(event, (scanned_at, event = 'void')) AS last_event,
+               min(scanned_at) FILTER (WHERE event = 'add') AS added_at,
+               max(scanned_at) FILTER (WHERE event = 'add') AS last_added_at,
+               any_value(id_type) AS id_type,
+               any_value(id_number) AS id_number,
+               arg_min(name, scanned_at) FILTER (WHERE event = 'add') AS name,
+               arg_min(phone, scanned_at) FILTER (WHERE event = 'add') AS phone,
+               arg_min(site_id, scanned_at) AS site_id,
+               bool_or(resample) AS resample
+        FROM scans
+        WHERE event IN ('add', 'void')
+        GROUP BY round_id, tube_barcode, person_key
+        HAVING last_event = 'add'
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW tubes AS
+        WITH ev AS (
+            SELECT round_id, tube_barcode,
+                   min(site_id) AS site_id,
+                   count(DISTINCT site_id) AS site_count,
+                   arg_min(capacity, scanned_at) FILTER (WHERE capacity IS NOT NULL) AS printed_capacity,
+                   min(scanned_at) FILTER (WHERE event = 'add') AS collected_at,
+                   min(scanned_at) FILTER (WHERE event = 'seal') AS sealed_at,
+                   bool_or(resample) AS resample
+            FROM scans GROUP BY round_id, tube_barcode
+        ), m AS (
+            SELECT round_id, tube_barcode, count(*) AS members FROM tube_members GROUP BY ALL
+        )
+        SELECT ev.round_id, ev.tube_barcode, ev.site_id, ev.site_count,
+               coalesce(ev.printed_capacity, r.pool_size) AS capacity,
+               ev.collected_at, ev.sealed_at, coalesce(m.members, 0) AS members, ev.resample
+        FROM ev JOIN rounds r USING (round_id)
+        LEFT JOIN m USING (round_id, tube_barcode)
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP VIEW tube_policy AS
+        WITH z AS (
+            SELECT grid, zone, coalesce(since, TIMESTAMPTZ '-infinity') AS since FROM zones
+        ), mem AS (
+            SELECT tm.round_id, tm.tube_barcode, coalesce(tm.added_at, TIMESTAMPTZ 'infinity') AS added_at,
+                   reg.grid, reg.key_group, reg.household_id
+            FROM tube_members tm LEFT JOIN register reg USING (person_key)
+        ), member_zone AS (
+            SELECT mem.*, z.zone FROM mem ASOF LEFT JOIN z ON mem.grid = z.grid AND mem.added_at >= z.since
+        )
+        SELECT mz.round_id, mz.tube_barcode,
+               min(CASE WHEN mz.key_group IS NOT NULL THEN {policy.key_group_size}
+                        WHEN mz.zone = 'sealed' AND (mz.household_id IS NULL OR {sealed_single}) THEN 1
+                        WHEN mz.zone = 'controlled' THEN {policy.controlled_size}
+                        WHEN mz.zone = 'sealed' THEN NULL
+                        ELSE r.pool_size END) AS allowed_size,
+               bool_or(mz.zone = 'sealed') AS sealed_zone,
+               count(DISTINCT mz.household_id) FILTER (WHERE mz.zone = 'sealed') AS sealed_households
+        FROM member_zone mz JOIN rounds r USING (round_id)
+        GROUP BY mz.round_id, mz.tube_barcode
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW tube_anomalies AS
+        SELECT 'over_capacity' AS kind, t.round_id, t.tube_barcode, NULL::VARCHAR AS box_id,
+               format('{} people in a tube for {}', t.members, t.capacity) AS detail,
+               t.sealed_at AS detected_at
+        FROM tubes t WHERE t.members > t.capacity
+        UNION ALL
+        SELECT 'above_zone_policy', t.round_id, t.tube_barcode, NULL,
+               CASE WHEN p.sealed_households > 1
+                    THEN format('{} households in one tube in a sealed zone', p.sealed_households)
+                    ELSE format('{} people where zone policy allows {}', t.members, p.allowed_size) END,
+               t.sealed_at
+        FROM tubes t JOIN tube_policy p USING (round_id, tube_barcode)
+        WHERE t.members > p.allowed_size OR p.sealed_households > 1
+        UNION ALL
+        SELECT 'add_after_seal', t.round_id, t.tube_barcode, NULL,
+               format('{} add scan(s) after the seal', count(*)), min(s.scanned_at)
+        FROM tubes t JOIN scans s USING (round_id, tube_barcode)
+        WHERE s.event = 'add' AND s.scanned_at > t.sealed_at
+        GROUP BY t.round_id, t.tube_barcode
+        UNION ALL
+        SELECT 'tube_two_sites', t.round_id, t.tube_barcode, NULL,
+               format('tube scanned at {} sites', t.site_count), t.collected_at
+        FROM tubes t WHERE t.site_count > 1
+        UNION ALL
+        SELECT 'unknown_site', s.round_id, s.tube_barcode, NULL,
+               format('site {} is not in the sites feed', s.site_id), min(s.scanned_at)
+        FROM scans s ANTI JOIN sites USING (site_id)
+        GROUP BY s.round_id, s.tube_barcode, s.site_id
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW outside_register AS
+        SELECT tm.round_id, tm.site_id, s.district, s.community, count(DISTINCT tm.person_key) AS people
+        FROM tube_members tm
+        ANTI JOIN register reg USING (person_key)
+        LEFT JOIN sites s USING (site_id)
+        GROUP BY ALL
+        """
+    )

@@ -1,0 +1,187 @@
+"""Collect and deliver on a tiny hand-made round: every anomaly kind, every order reason so far,
+person status, re-samples after the window, and many small scan files = one big file."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+
+from flows.feeds import take_file
+from tests.conftest import write
+from tests.helpers import REGISTER_HEADER, register_row, ric
+from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
+from warehouse.connection import open_warehouse
+from warehouse.inbox import discover
+from warehouse.writer import open_round
+
+SH = ZoneInfo("Asia/Shanghai")
+AS_OF = datetime(2022, 4, 5, 12, 0, tzinfo=SH)
+P = {i: ric(f"31010119800101{i:03d}") for i in range(1, 21)}
+V1, V2 = "E0000001", "E0000002"
+
+GRID = {**{i: "G1" for i in range(1, 13)}, 13: "G2", 14: "G2", 15: "G3", 16: "G3", 17: "G3", 18: "G1", 19: "G1", 20: "G1"}
+
+
+def register_csv() -> str:
+    rows = []
+    for i, number in P.items():
+        row = register_row(number, grid=GRID[i], key_group="medical" if i == 18 else "",
+                           mobility="true" if i == 20 else "false")
+        household = {15: "H9", 16: "H9", 17: "H10"}.get(i, f"H{i}")
+        rows.append(row.replace(",H1,", f",{household},"))
+    return REGISTER_HEADER + "\n" + "\n".join(rows) + "\n"
+
+
+def scan(t, site, tube, event, who="", cap="10", id_type="RIC"):
+    number = P.get(who, who) if isinstance(who, int) else who
+    kind = "" if event == "seal" else ("PASSPORT" if str(number).startswith("E") else id_type)
+    return f"2022-04-04T{t}:00+08:00,{site},C1,{tube},{event},{kind},{number},,,{cap}"
+
+
+SCANS = [
+    scan("09:00", "S1", "T1", "add", 1), scan("09:01", "S1", "T1", "add", 2), scan("09:02", "S1", "T1", "add", 3),
+    scan("09:03", "S1", "T1", "void", 2), scan("09:10", "S1", "T1", "seal"),
+    scan("11:00", "S1", "T2", "add", V1), scan("11:01", "S1", "T2", "add", 4), scan("12:00", "S1", "T2", "seal"),
+    *[scan(f"11:0{n}", "S1", "T3", "add", i) for n, i in enumerate([5, 6, 7, 13, 14, 20])], scan("12:00", "S1", "T3", "seal"),
+    scan("11:00", "S1", "T4", "add", 8, cap="2"), scan("11:01", "S1", "T4", "add", 9, cap="2"),
+    scan("11:30", "S1", "T4", "seal"), scan("11:40", "S1", "T4", "add", 10, cap="2"),
+    scan("11:00", "S1", "T5", "add", 15), scan("11:01", "S1", "T5", "add", 17), scan("12:00", "S1", "T5", "seal"),
+    scan("11:00", "S1", "T6", "add", 11), scan("12:00", "S2", "T6", "seal"),
+    scan("11:00", "SX", "T7", "add", 12), scan("12:00", "SX", "T7", "seal"),
+    scan("11:00", "S1", "T8", "add", 18), scan("11:01", "S1", "T8", "add", 1), scan("12:00", "S1", "T8", "seal"),
+    scan("11:00", "S1", "T9", "add", 16),
+    scan("11:00", "S1", "T11", "add", V2), scan("12:00", "S1", "T11", "seal"),
+]
+SCAN_HEADER = "scanned_at,site_id,collector_id,tube_barcode,event,id_type,id_number,name,phone,capacity"
+MANIFESTS = """box_id,tube_barcode,site_id,packed_at,courier_id,departed_at,lab_id
+B1,T1,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L1
+B1,T2,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L1
+B1,T4,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L1
+B1,T5,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L1
+B2,T3,S1,2022-04-04T12:10:00+08:00,K2,2022-04-04T12:30:00+08:00,L1
+B4,T6,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L2
+B4,T7,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L2
+B4,T8,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L2
+"""
+RECEIPTS = """lab_id,box_id,tube_barcode,received_at,condition
+L2,B1,T1,2022-04-04T14:00:00+08:00,ok
+L2,B1,T2,2022-04-04T14:00:00+08:00,leaked
+L2,B1,T4,2022-04-04T14:00:00+08:00,
+L2,B1,T5,2022-04-04T14:00:00+08:00,ok
+L2,B1,T11,2022-04-04T14:00:00+08:00,ok
+L2,B4,T6,2022-04-04T14:00:00+08:00,ok
+L2,B4,T7,2022-04-04T14:00:00+08:00,ok
+L2,B4,T8,2022-04-04T14:00:00+08:00,ok
+L2,B4,T10,2022-04-04T14:00:00+08:00,ok
+L2,B4,T12,2022-04-04T14:00:00+08:00,broken
+"""
+RESAMPLES = "\n".join([
+    SCAN_HEADER,
+    f"2022-04-05T08:00:00+08:00,SH,C9,R1,add,RIC,{P[4]},,,1",
+    "2022-04-05T08:01:00+08:00,SH,C9,R1,seal,,,,,",
+    f"2022-04-05T08:00:00+08:00,SH,C9,R2,add,RIC,{P[19]},,,10",
+]) + "\n"
+RESAMPLE_CUSTODY = ("box_id,tube_barcode,site_id,packed_at\nB9,R1,SH,2022-04-05T08:30:00+08:00\n",
+                    "lab_id,box_id,tube_barcode,received_at\nL1,B9,R1,2022-04-05T10:00:00+08:00\n")
+
+
+def build_inbox(root, scan_parts=1):
+    write(root / "sites/s.csv", "site_id,name,district,kind\nS1,One,黄浦区,fixed\nS2,Two,黄浦区,fixed\nSH,Home,黄浦区,home\n")
+    write(root / "labs/l.csv", "lab_id,name\nL1,Lab1\nL2,Lab2\n")
+    write(root / "zones/z.csv", "grid,zone\nG2,controlled\nG3,sealed\n")
+    write(root / "register/r.csv", register_csv())
+    size = -(-len(SCANS) // scan_parts)
+    for n in range(scan_parts):
+        part = SCANS[n * size:(n + 1) * size]
+        if part:
+            write(root / f"scans/site/part{n:03d}.csv", SCAN_HEADER + "\n" + "\n".join(part) + "\n")
+    write(root / "manifests/m.csv", MANIFESTS)
+    write(root / "receipts/r.csv", RECEIPTS)
+    return root
+
+
+def setup_round(cfg):
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+
+
+def ingest(root, cfg):
+    return [take_file(f, cfg) for f in discover(root)]
+
+
+def snapshot(cfg, as_of=AS_OF):
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg)
+        anomalies = con.execute(
+            "SELECT kind, coalesce(tube_barcode, box_id) FROM (SELECT kind, tube_barcode, box_id FROM tube_anomalies"
+            " UNION ALL SELECT kind, tube_barcode, box_id FROM custody_anomalies(?)) ORDER BY ALL", [as_of]).fetchall()
+        orders = con.execute("SELECT reason, source_tube, id_number, home_visit, fulfilled FROM resample_orders(?)"
+                             " ORDER BY ALL", [as_of]).fetchall()
+        status = dict(con.execute("SELECT id_number, status FROM person_status('R1', ?)", [as_of]).fetchall())
+        tubes = con.execute("SELECT tube_barcode, members, capacity FROM tubes ORDER BY 1").fetchall()
+        outside = con.execute("SELECT sum(people) FROM outside_register").fetchone()[0]
+    return anomalies, orders, status, tubes, outside
+
+
+def test_every_anomaly_order_and_status(tmp_path, cfg):
+    setup_round(cfg)
+    outcomes = ingest(build_inbox(tmp_path / "in"), cfg)
+    receipts = next(o for o in outcomes if o.kind == "receipts")
+    assert receipts.quarantined_by_reason == {"condition not one of insufficient, leaked, ok, unlabelled": 1}
+    anomalies, orders, status, tubes, outside = snapshot(cfg)
+    assert anomalies == sorted([
+        ("over_capacity", "T4"), ("add_after_seal", "T4"),
+        ("above_zone_policy", "T3"), ("above_zone_policy", "T5"), ("above_zone_policy", "T8"),
+        ("tube_two_sites", "T6"), ("unknown_site", "T7"), ("unsealed_at_round_end", "T9"),
+        ("received_not_collected", "T10"), ("not_on_manifest", "T11"), ("wrong_lab", "B1"),
+        ("tube_late", "T1"), ("tube_late", "T3"), ("tube_lost", "T3"), ("tube_lost", "T9"),
+    ])
+    assert orders == sorted(
+        [("tube_refused", "T2", n, False, False) for n in (V1, P[4])]
+        + [("tube_lost", "T3", P[i], i == 20, False) for i in (5, 6, 7, 13, 14, 20)]
+        + [("tube_lost", "T9", P[16], False, False)]
+    )
+    resample = {P[i] for i in (4, 5, 6, 7, 13, 14, 16, 20)}
+    untested = {P[2], P[19]}
+    assert {n for n, s in status.items() if s == "resample"} == resample
+    assert {n for n, s in status.items() if s == "untested"} == untested
+    assert {n for n, s in status.items() if s == "sampled"} == set(P.values()) - resample - untested
+    assert ("T1", 2, 10) in tubes and ("T4", 3, 2) in tubes
+    assert outside == 2
+
+    # Before the round ends nothing is lost or unsealed yet.
+    early, _, early_status, _, _ = snapshot(cfg, datetime(2022, 4, 4, 15, tzinfo=SH))
+    assert not {k for k, _ in early} & {"tube_lost", "unsealed_at_round_end"}
+    assert early_status[P[5]] == "sampled"
+
+
+def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
+    setup_round(cfg)
+    ingest(build_inbox(tmp_path / "in"), cfg)
+    write(tmp_path / "late/scans/resample.csv", RESAMPLES)
+    write(tmp_path / "late/manifests/m.csv", RESAMPLE_CUSTODY[0])
+    write(tmp_path / "late/receipts/r.csv", RESAMPLE_CUSTODY[1])
+    (scans, *_rest) = ingest(tmp_path / "late", cfg)
+    # P19's pooled scan after the window has no order to belong to: quarantined with that reason
+    assert scans.quarantined_by_reason == {"scanned outside every open round": 1}
+    assert scans.rows_accepted == 2
+    _, orders, status, tubes, _ = snapshot(cfg)
+    assert status[P[4]] == "sampled"
+    assert ("tube_refused", "T2", P[4], False, True) in orders
+
+
+def test_many_small_scan_files_equal_one_big_file_and_reingest_changes_nothing(tmp_path, cfg):
+    setup_round(cfg)
+    ingest(build_inbox(tmp_path / "one"), cfg)
+    one = snapshot(cfg)
+    assert {o.status for o in ingest(tmp_path / "one", cfg)} == {"skipped"}
+    assert snapshot(cfg) == one
+
+    split_cfg = cfg.with_warehouse(tmp_path / "split.duckdb")
+    setup_round(split_cfg)
+    outcomes = ingest(build_inbox(tmp_path / "split", scan_parts=len(SCANS)), split_cfg)
+    assert sum(o.kind == "scans" for o in outcomes) == len(SCANS)
+    assert snapshot(split_cfg) == one
