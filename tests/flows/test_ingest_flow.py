@@ -19,7 +19,7 @@ def small_inbox(root: Path, people: list[str], name: str = "r.csv") -> Path:
     write(root / "labs/l.csv", "lab_id,name\nL1,Lab\n")
     rows = [register_row(p, phone="13812345678", name="王小明", address="外滩1号") for p in people]
     write(root / "register" / name, REGISTER_HEADER + "\n" + "\n".join(rows) + "\nRIC,1,x,,a,b,c,d,,,,\n")
-    write(root / "scans/x.csv", "scanned_at,site_id\n")
+    write(root / "results/L1/x.csv", "lab_id,run_id\n")
     return root
 
 
@@ -43,7 +43,7 @@ def test_ingest_flow_publishes_a_summary_without_personal_data(tmp_path, cfg):
     summary = read_artifacts("ingest-summary")[0].data
     assert "| register | 1 | 0 | 0 | 6 | 5 | 1 |" in summary
     assert "RIC not 17 digits plus a check character" in summary
-    assert "1 scans file(s): the scans feed is not implemented yet" in summary
+    assert "1 results file(s): the results feed is not implemented yet" in summary
     files = read_artifacts("ingest-files")[0].data
     for text in (summary, str(files)):
         for secret in [*people, "王小明", "13812345678", "+8613812345678", "外滩1号"]:
