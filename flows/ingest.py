@@ -5,15 +5,20 @@ ledger). Each run publishes a per-file summary artifact: counts and reasons, no 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.feeds import FEEDS, NOT_YET_IMPLEMENTED, take_file
+from flows.feeds import NOT_YET_IMPLEMENTED, take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
+from reporting.summary import chain_summary, chain_summary_markdown
 from tubetrail.config import load_config
+from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
+from warehouse.connection import open_warehouse
 from warehouse.inbox import KINDS, InboxFile, discover
 from warehouse.writer import FileOutcome
 
@@ -39,7 +44,25 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
                 "%s %s: read %d, accepted %d, quarantined %d",
                 outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted, outcome.rows_quarantined,
             )
+    if kind in CHAIN_KINDS and any(o.status == "accepted" for o in outcomes):
+        publish_chain_summary(kind, config_path, warehouse)
     return outcomes
+
+
+CHAIN_KINDS = ("scans", "manifests", "receipts")
+
+
+@task(task_run_name="summarise {kind}")
+def publish_chain_summary(kind: str, config_path: str | None, warehouse: str | None) -> None:
+    """Tubes, people sampled and anomalies after a chain feed: aggregate, no personal data."""
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    as_of = datetime.now(timezone.utc)
+    with warehouse_write_guard(cfg)(), open_warehouse(cfg.warehouse.path, id_hash_key(),
+                                                      lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
+        define_views(con, cfg)
+        summary = chain_summary(con, as_of)
+    create_markdown_artifact(key=f"{kind}-summary", markdown=chain_summary_markdown(summary, as_of),
+                             description=f"Collect and deliver after the {kind} feed")
 
 
 @flow(name="ingest-inbox", flow_run_name="ingest inbox {inbox}")

@@ -74,3 +74,28 @@ def test_a_concurrent_pair_of_ingests_both_succeed(tmp_path, prefect_server):
             ("labs", 1), ("register", 2), ("sites", 1)]
     finally:
         con.close()
+
+
+def test_round_flow_and_chain_summary_artifact(tmp_path, cfg):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from flows.ingest import ingest_inbox
+    from flows.rounds import open_round
+    from sampling.rounds import RoundRefused
+    from tests.test_collect_deliver import P, build_inbox
+
+    sh = ZoneInfo("Asia/Shanghai")
+    open_round("R1", datetime(2022, 4, 4, 6, tzinfo=sh), datetime(2022, 4, 4, 22, tzinfo=sh),
+               None, 10, None, cfg.warehouse.path)
+    with pytest.raises(RoundRefused, match="overlaps round"):
+        open_round("R2", datetime(2022, 4, 4, 21, tzinfo=sh), datetime(2022, 4, 5, 6, tzinfo=sh),
+                   None, 10, None, cfg.warehouse.path)
+    ingest_inbox(str(build_inbox(tmp_path / "in")), None, cfg.warehouse.path)
+    text = read_artifacts("receipts-summary")[0].data
+    # 10 tubes opened, 8 sealed, 8 received (T10 was never collected), 1 refused; 18 registered
+    # people sampled (P2 voided, P19 untested) and 2 visitors
+    assert "| R1 | 10 | 9 | 8 | 1 | 18 | 2 |" in text
+    assert "| over_capacity | 1 |" in text and "| tube_lost | 2 |" in text
+    for number in P.values():
+        assert number not in text

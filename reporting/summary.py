@@ -1,0 +1,53 @@
+"""Aggregate figures of the collect and deliver links for the coordinator's artifacts.
+
+Counts only: no person, no ID, no phone ever leaves this module."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+
+def chain_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
+    """Per round: tubes opened and sealed, people sampled (registered and outside the register),
+    tubes received and refused; anomalies by kind (judged at ``as_of``)."""
+    rounds = con.execute(
+        """
+        WITH t AS (
+            SELECT round_id, count(*) AS tubes_opened, count(sealed_at) AS tubes_sealed,
+                   count(received_at) AS tubes_received, count(*) FILTER (WHERE refused) AS tubes_refused
+            FROM custody GROUP BY round_id
+        ), p AS (
+            SELECT tm.round_id,
+                   count(DISTINCT tm.person_key) FILTER (WHERE reg.person_key IS NOT NULL) AS people_sampled,
+                   count(DISTINCT tm.person_key) FILTER (WHERE reg.person_key IS NULL) AS outside_register
+            FROM tube_members tm LEFT JOIN register reg USING (person_key) GROUP BY tm.round_id
+        )
+        SELECT r.round_id, coalesce(t.tubes_opened, 0), coalesce(t.tubes_sealed, 0),
+               coalesce(t.tubes_received, 0), coalesce(t.tubes_refused, 0),
+               coalesce(p.people_sampled, 0), coalesce(p.outside_register, 0)
+        FROM rounds r LEFT JOIN t USING (round_id) LEFT JOIN p USING (round_id) ORDER BY r.starts_at
+        """
+    ).fetchall()
+    anomalies = con.execute(
+        """SELECT kind, count(*) FROM (
+               SELECT kind FROM tube_anomalies UNION ALL SELECT kind FROM custody_anomalies(?)
+           ) GROUP BY kind ORDER BY kind""",
+        [as_of],
+    ).fetchall()
+    names = ("round_id", "tubes_opened", "tubes_sealed", "tubes_received", "tubes_refused",
+             "people_sampled", "outside_register")
+    return {"rounds": [dict(zip(names, row)) for row in rounds], "anomalies": dict(anomalies)}
+
+
+def chain_summary_markdown(summary: dict, as_of: datetime) -> str:
+    lines = [f"# Collect and deliver, as of {as_of:%Y-%m-%d %H:%M %Z}", "",
+             "| round | tubes opened | sealed | received | refused | people sampled | outside register |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in summary["rounds"]:
+        lines.append(f"| {r['round_id']} | {r['tubes_opened']:,} | {r['tubes_sealed']:,} | {r['tubes_received']:,} "
+                     f"| {r['tubes_refused']:,} | {r['people_sampled']:,} | {r['outside_register']:,} |")
+    lines += ["", "## Anomalies by kind", "", "| kind | count |", "|---|---:|"]
+    lines += [f"| {k} | {n:,} |" for k, n in summary["anomalies"].items()] or ["| none | 0 |"]
+    return "\n".join(lines)
