@@ -18,17 +18,18 @@ import polars as pl
 from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, check_receipts
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from sampling.register import REQUIRED as REGISTER_REQUIRED
+from sampling.register import UNIQUE_KEY as REGISTER_KEY
 from sampling.register import check_register
-from sampling.rounds import assign_rounds
+from sampling.rounds import ROUND_RULE
 from sampling.scans import REQUIRED as SCAN_REQUIRED
 from sampling.scans import check_scans
 from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUIRED, check_sites, check_zones
 from tubetrail.config import Config
-from tubetrail.rules import Checked
+from tubetrail.rules import Checked, StageRule
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import InboxFile, RefusedFile, content_hash, read_table
+from warehouse.inbox import InboxFile, RefusedFile, content_hash, stage_file
 from warehouse.writer import (
     FileOutcome,
     apply_manifests,
@@ -36,6 +37,9 @@ from warehouse.writer import (
     apply_reference,
     apply_register,
     apply_scans,
+    apply_stage_rule,
+    attach_stage,
+    detach_stage,
     ledger_entry,
     record_file,
     record_refusal,
@@ -48,31 +52,35 @@ class Feed:
     required: tuple[str, ...]
     check: Callable[[pl.DataFrame, Config], Checked]
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None]
+    #: within one file, the last line per key wins (None: every row is an event)
+    unique_key: tuple[str, ...] | None = None
     #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
-    prepare: Callable[[duckdb.DuckDBPyConnection, Checked], Checked] | None = None
+    stage_rule: StageRule | None = None
 
 
 FEEDS: dict[str, Feed] = {
-    "sites": Feed("sites", SITE_REQUIRED, lambda raw, cfg: check_sites(raw), apply_reference("sites", SITE_COLUMNS)),
-    "labs": Feed("labs", LAB_REQUIRED, lambda raw, cfg: check_labs(raw), apply_reference("labs", LAB_COLUMNS)),
+    "sites": Feed("sites", SITE_REQUIRED, lambda raw, cfg: check_sites(raw), apply_reference("sites", SITE_COLUMNS), ("site_id",)),
+    "labs": Feed("labs", LAB_REQUIRED, lambda raw, cfg: check_labs(raw), apply_reference("labs", LAB_COLUMNS), ("lab_id",)),
     "zones": Feed(
         "zones",
         ZONE_REQUIRED,
         lambda raw, cfg: check_zones(raw, timezone=cfg.city.timezone),
         apply_reference("zones", ZONE_COLUMNS),
+        ("grid", "since"),
     ),
     "register": Feed(
         "register",
         REGISTER_REQUIRED,
         lambda raw, cfg: check_register(raw, phone_region=cfg.city.phone_region),
         apply_register,
+        REGISTER_KEY,
     ),
     "scans": Feed(
         "scans",
         SCAN_REQUIRED,
         lambda raw, cfg: check_scans(raw, timezone=cfg.city.timezone),
         apply_scans,
-        prepare=assign_rounds,
+        stage_rule=ROUND_RULE,
     ),
     "manifests": Feed(
         "manifests",
@@ -114,7 +122,32 @@ def take_file(
         return FileOutcome(file.kind, file.label, digest, "skipped", message=f"seen before as {seen[1]} ({seen[0]})")
 
     try:
-        raw = read_table(path, feed.required, label=file.label)
+        with stage_file(path, feed.required, label=file.label) as raw:
+            for batch in raw.batches():
+                raw.keep(batch, feed.check(batch, cfg))
+            warnings = raw.settle(feed.unique_key)
+            rows_read, file_format = raw.rows_read, raw.file_format
+            stage_path = raw.release()
+            with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
+                attach_stage(con, stage_path)
+                try:
+                    if feed.stage_rule is not None:
+                        define_views(con, cfg)
+                        apply_stage_rule(con, feed.stage_rule)
+                    return record_file(
+                        con,
+                        content_hash=digest,
+                        kind=file.kind,
+                        file_name=file.label,
+                        file_format=file_format,
+                        size_bytes=size,
+                        rows_read=rows_read,
+                        warnings=warnings,
+                        apply=feed.apply,
+                        run_id=run_id,
+                    )
+                finally:
+                    detach_stage(con)
     except RefusedFile as refusal:
         with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
             return record_refusal(
@@ -126,21 +159,3 @@ def take_file(
                 message=str(refusal),
                 run_id=run_id,
             )
-    checked = feed.check(raw.frame, cfg)
-    with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
-        if feed.prepare is not None:
-            define_views(con, cfg)
-            checked = feed.prepare(con, checked)
-        return record_file(
-            con,
-            content_hash=digest,
-            kind=file.kind,
-            file_name=file.label,
-            file_format=raw.file_format,
-            size_bytes=size,
-            raw=raw.frame,
-            rejects=raw.rejects,
-            checked=checked,
-            apply=feed.apply,
-            run_id=run_id,
-        )

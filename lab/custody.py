@@ -49,7 +49,7 @@ def check_manifests(raw: pl.DataFrame, *, timezone: str) -> Checked:
         parse_time("packed_at", timezone),
         parse_time("departed_at", timezone),
     ).select(*MANIFEST_COLUMNS, LINE)
-    return Checked(good, concat_quarantine(bad), {})
+    return Checked(good, concat_quarantine(bad))
 
 
 def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
@@ -65,7 +65,7 @@ def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
         parse_time("received_at", timezone),
         pl.col("condition").str.strip_chars().str.to_lowercase().replace("", None).fill_null("ok"),
     ).select(*RECEIPT_COLUMNS, LINE)
-    return Checked(good, concat_quarantine(bad), {})
+    return Checked(good, concat_quarantine(bad))
 
 
 def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:

@@ -11,7 +11,6 @@ from tubetrail.rules import (
     positive_int_rule,
     required,
     split_by_rules,
-    split_duplicates,
     stripped,
     with_columns_present,
 )
@@ -31,5 +30,4 @@ def check_labs(raw: pl.DataFrame) -> Checked:
         stripped("name"),
         pl.col("daily_capacity_tubes").str.strip_chars().cast(pl.Int64, strict=False),
     ).select(*LAB_COLUMNS, LINE)
-    good, dup = split_duplicates(good, key=("lab_id",), data=LAB_COLUMNS)
-    return Checked(good, concat_quarantine(bad, dup), {})
+    return Checked(good, concat_quarantine(bad))

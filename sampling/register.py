@@ -1,9 +1,10 @@
 """The residential register (常住人口台账): everyone who should be tested in scope.
 
 :func:`check_register` turns a raw inbox frame (all text, ``_line``) into accepted rows, typed and
-normalised, and quarantined rows with their reason. Within one file, an exact repeat of a row is
-quarantined as a duplicate; two different rows for one person keep the later line and quarantine
-the earlier one. Across files, the later file wins: that amendment is the warehouse's (audited).
+normalised, and quarantined rows with their reason. A person's identity, ``UNIQUE_KEY``, is
+(id_type, id_number): within one file an exact repeat of a row is quarantined as a duplicate and
+two different rows for one person keep the later line; across files the later file wins (the
+warehouse audits the amendment).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sampling.identity import (
 from tubetrail.rules import (
     LINE,
     Checked,
+    WARNING_PREFIX,
     Rule,
     as_boolean,
     blank,
@@ -30,7 +32,6 @@ from tubetrail.rules import (
     one_of,
     required,
     split_by_rules,
-    split_duplicates,
     stripped,
     with_columns_present,
 )
@@ -52,6 +53,8 @@ COLUMNS = (
     "mobility_limited",
     "key_group",
 )
+
+UNIQUE_KEY = ("id_type", "id_number")
 
 WARN_REGION = "RIC region code not in use in the birth year (kept)"
 WARN_PHONE_INVALID = "phone not a valid number (kept without phone)"
@@ -93,16 +96,11 @@ def check_register(raw: pl.DataFrame, *, phone_region: str = "CN") -> Checked:
         phone_given.alias("__phone_given"),
     )
     good = good.with_columns(normalise_phone(good["phone"], phone_region).alias("phone"))
-    good, duplicates = split_duplicates(good, key=("id_type", "id_number"), data=COLUMNS)
-
-    warnings = {
-        WARN_REGION: int(region_warning(good).sum()),
-        WARN_PHONE_MISSING: int((~good["__phone_given"]).sum()),
-        WARN_PHONE_INVALID: int((good["__phone_given"] & good["phone"].is_null()).sum()),
-    }
-    good = good.drop("__phone_given").select(*COLUMNS, LINE)
-    return Checked(
-        accepted=good,
-        quarantined=concat_quarantine(bad, duplicates),
-        warnings={k: v for k, v in warnings.items() if v},
+    good = good.with_columns(region_warning(good).alias(WARNING_PREFIX + WARN_REGION))
+    good = good.with_columns(
+        (~pl.col("__phone_given")).alias(WARNING_PREFIX + WARN_PHONE_MISSING),
+        (pl.col("__phone_given") & pl.col("phone").is_null()).alias(WARNING_PREFIX + WARN_PHONE_INVALID),
     )
+    warnings = [c for c in good.columns if c.startswith(WARNING_PREFIX)]
+    good = good.select(*COLUMNS, LINE, *warnings)
+    return Checked(accepted=good, quarantined=concat_quarantine(bad))

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
-import polars as pl
 
-from tubetrail.rules import LINE, Checked, concat_quarantine
+from tubetrail.rules import StageRule
 
 
 class RoundRefused(ValueError):
@@ -80,31 +79,9 @@ SELECT b.* EXCLUDE (row_round, row_resample, person_key),
        coalesce(b.row_round, t.round_id) AS round_id,
        coalesce(b.row_resample, t.resample, FALSE) AS resample
 FROM by_row b LEFT JOIN tube_round t ON b.row_round IS NULL AND t.tube_barcode = b.tube_barcode
-ORDER BY b._line
 """
 
 OUTSIDE_ROUNDS = "scanned outside every open round"
 
-
-def assign_rounds(con: duckdb.DuckDBPyConnection, checked: Checked) -> Checked:
-    """Give every checked scan its round; a scan that belongs to none is quarantined."""
-    con.register("incoming_arrow", checked.accepted.to_arrow())
-    try:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE incoming AS SELECT *, CASE WHEN id_type IS NOT NULL"
-            " THEN person_key(id_type, id_number) END AS person_key FROM incoming_arrow"
-        )
-        assigned = pl.from_arrow(con.sql(ASSIGN_ROUND_SQL).to_arrow_table())
-        con.execute("DROP TABLE incoming")
-    finally:
-        con.unregister("incoming_arrow")
-    assert isinstance(assigned, pl.DataFrame)
-    outside = assigned.filter(pl.col("round_id").is_null())
-    return Checked(
-        accepted=assigned.filter(pl.col("round_id").is_not_null()),
-        quarantined=concat_quarantine(
-            checked.quarantined,
-            outside.select(LINE, pl.lit("scanned_at").alias("column"), pl.lit(OUTSIDE_ROUNDS).alias("reason")),
-        ),
-        warnings=checked.warnings,
-    )
+#: Every scan gets its round; a scan that belongs to none is quarantined.
+ROUND_RULE = StageRule(sql=ASSIGN_ROUND_SQL, required_column="round_id", column="scanned_at", reason=OUTSIDE_ROUNDS)

@@ -57,4 +57,4 @@ def check_scans(raw: pl.DataFrame, *, timezone: str) -> Checked:
         pl.col("capacity").str.strip_chars().cast(pl.Int32, strict=False),
     ).select(*COLUMNS, LINE)
     good = good.with_columns(normalise_phone(good["phone"]).alias("phone"))
-    return Checked(good, concat_quarantine(bad), {})
+    return Checked(good, concat_quarantine(bad))

@@ -14,7 +14,6 @@ from tubetrail.rules import (
     parse_time,
     required,
     split_by_rules,
-    split_duplicates,
     stripped,
     time_rule,
     with_columns_present,
@@ -46,8 +45,7 @@ def check_sites(raw: pl.DataFrame) -> Checked:
         as_clock("opens"),
         as_clock("closes"),
     ).select(*SITE_COLUMNS, LINE)
-    good, dup = split_duplicates(good, key=("site_id",), data=SITE_COLUMNS)
-    return Checked(good, concat_quarantine(bad, dup), {})
+    return Checked(good, concat_quarantine(bad))
 
 
 def check_zones(raw: pl.DataFrame, *, timezone: str) -> Checked:
@@ -64,5 +62,4 @@ def check_zones(raw: pl.DataFrame, *, timezone: str) -> Checked:
         pl.col("zone").str.strip_chars().str.to_lowercase(),
         parse_time("since", timezone),
     ).select(*ZONE_COLUMNS, LINE)
-    good, dup = split_duplicates(good, key=("grid", "since"), data=ZONE_COLUMNS)
-    return Checked(good, concat_quarantine(bad, dup), {})
+    return Checked(good, concat_quarantine(bad))

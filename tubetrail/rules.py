@@ -25,17 +25,30 @@ class Rule:
     broken: pl.Expr
 
 
+#: An accepted row may carry boolean columns named ``warning: <text>``: a warning never stops
+#: a row; the ledger counts the rows that carry it.
+WARNING_PREFIX = "warning: "
+
+
 @dataclass(frozen=True)
 class Checked:
-    """Outcome of a feed's rules: the good rows (typed), the quarantined ones, and warnings.
-
-    ``quarantined`` has ``_line``, ``column``, ``reason``; ``warnings`` counts rows per warning
-    (a warning never stops a row).
-    """
+    """Outcome of a feed's rules on a batch of rows: the good rows (typed, with ``_line`` and
+    any warning flags) and the quarantined ones (``_line``, ``column``, ``reason``)."""
 
     accepted: pl.DataFrame
     quarantined: pl.DataFrame
-    warnings: dict[str, int]
+
+
+@dataclass(frozen=True)
+class StageRule:
+    """A rule that needs the warehouse, as SQL over ``incoming`` (the file's accepted rows with
+    ``person_key``): it returns the rows with extra columns; a row whose ``required_column`` is
+    null is quarantined with ``column`` and ``reason``."""
+
+    sql: str
+    required_column: str
+    column: str
+    reason: str
 
 
 def blank(column: str) -> pl.Expr:
@@ -62,17 +75,22 @@ def split_by_rules(frame: pl.DataFrame, rules: Sequence[Rule]) -> tuple[pl.DataF
     """Split ``frame`` into rows that keep every rule and rows that broke one (the first wins)."""
     if not rules:
         return frame, pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    reason = pl.when(rules[0].broken.fill_null(True)).then(pl.lit(rules[0].reason))
-    column = pl.when(rules[0].broken.fill_null(True)).then(pl.lit(rules[0].column))
-    for rule in rules[1:]:
-        reason = reason.when(rule.broken.fill_null(True)).then(pl.lit(rule.reason))
-        column = column.when(rule.broken.fill_null(True)).then(pl.lit(rule.column))
-    marked = frame.with_columns(
-        reason.otherwise(None).alias("__reason"), column.otherwise(None).alias("__column")
+    # Each rule's mask is computed once; the first broken rule names the reason.
+    masks = frame.select(
+        rule.broken.fill_null(True).alias(f"__rule{i}") for i, rule in enumerate(rules)
     )
-    good = marked.filter(pl.col("__reason").is_null()).drop("__reason", "__column")
-    bad = marked.filter(pl.col("__reason").is_not_null()).select(
-        pl.col(LINE), pl.col("__column").alias("column"), pl.col("__reason").alias("reason")
+    first = pl.coalesce(
+        pl.when(pl.col(f"__rule{i}")).then(pl.lit(i, dtype=pl.Int32)) for i in range(len(rules))
+    )
+    index = masks.select(first.alias("__rule")).to_series()
+    good = frame.filter(index.is_null())
+    broken = frame.select(LINE).with_columns(index).filter(pl.col("__rule").is_not_null())
+    bad = broken.select(
+        pl.col(LINE),
+        pl.col("__rule").replace_strict(list(range(len(rules))), [r.column for r in rules],
+                                        return_dtype=pl.Utf8).alias("column"),
+        pl.col("__rule").replace_strict(list(range(len(rules))), [r.reason for r in rules],
+                                        return_dtype=pl.Utf8).alias("reason"),
     )
     return good, bad
 
@@ -159,28 +177,3 @@ def with_columns_present(frame: pl.DataFrame, columns: Iterable[str]) -> pl.Data
     if not missing:
         return frame
     return frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing)
-
-
-def split_duplicates(
-    frame: pl.DataFrame, *, key: tuple[str, ...], data: tuple[str, ...]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Within one file: the last line per key wins; earlier lines are quarantined as exact
-    duplicates (same data) or as conflicting duplicates superseded by the later line."""
-    marked = frame.with_columns(
-        pl.col(LINE).max().over(key).alias("__last"),
-        pl.struct(data).hash().alias("__h"),
-    )
-    marked = marked.with_columns(
-        pl.col("__h").filter(pl.col(LINE) == pl.col("__last")).first().over(key).alias("__h_last")
-    )
-    earlier = marked.filter(pl.col(LINE) != pl.col("__last"))
-    quarantined = earlier.select(
-        pl.col(LINE),
-        pl.lit(key[-1]).alias("column"),
-        pl.when(pl.col("__h") == pl.col("__h_last"))
-        .then(pl.format("duplicate row (same as line {})", pl.col("__last")))
-        .otherwise(pl.format("conflicting duplicate (superseded by line {})", pl.col("__last")))
-        .alias("reason"),
-    )
-    kept = marked.filter(pl.col(LINE) == pl.col("__last")).drop("__last", "__h", "__h_last")
-    return kept, quarantined

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import re
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +26,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tubetrail.rules import LINE
+from tubetrail.rules import LINE, WARNING_PREFIX, Checked
 
 #: feed kinds in dependency order: reference data, the register, then the chain
 KINDS = ("sites", "labs", "zones", "register", "scans", "manifests", "receipts", "results")
 
 REJECT_SCHEMA = {LINE: pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
-_counter = itertools.count()
 
 
 class RefusedFile(Exception):
@@ -46,17 +46,115 @@ class InboxFile:
     label: str
 
 
-@dataclass(frozen=True)
-class RawTable:
-    """A file's rows as text: ``frame`` (columns lower-case, plus ``_line``) and ``rejects``."""
+class RawFile:
+    """A file's rows staged as text in a private on-disk DuckDB database, read back in batches,
+    so memory stays bounded whatever the file's size (DuckDB spills to disk).
 
-    frame: pl.DataFrame
-    rejects: pl.DataFrame
-    file_format: str
+    The staging table ``raw`` holds the file's columns (lower-case names) in file order;
+    ``rejects`` holds the unreadable rows (``_line``, column, reason, raw).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, file_format: str, rejects: pl.DataFrame,
+                 line_of: Callable[[pl.Series], pl.Series] | None) -> None:
+        self.con = con
+        self.file_format = file_format
+        self.rejects = rejects.cast(REJECT_SCHEMA)
+        self._line_of = line_of
+        self.rows = int(con.sql("SELECT count(*) FROM raw").fetchall()[0][0])
+        self.columns = [c for c in con.sql("SELECT * FROM raw LIMIT 0").columns if c != LINE]
 
     @property
     def rows_read(self) -> int:
-        return self.frame.height + self.rejects.height
+        return self.rows + self.rejects.height
+
+    def batches(self, size: int = 1_000_000) -> Iterator[pl.DataFrame]:
+        """The rows in file order as text frames with ``_line``, ``size`` rows at a time."""
+        for start in range(0, max(self.rows, 1), size):
+            arrow = self.con.sql(
+                f"SELECT rowid + 1 AS __ord, * FROM raw WHERE rowid >= {start} AND rowid < {start + size}"
+                " ORDER BY rowid"
+            ).to_arrow_table()
+            frame = pl.from_arrow(arrow)
+            assert isinstance(frame, pl.DataFrame)
+            if LINE not in frame.columns:
+                assert self._line_of is not None
+                frame = frame.with_columns(self._line_of(frame["__ord"]).alias(LINE))
+            yield frame.drop("__ord")
+
+    def keep(self, batch: pl.DataFrame, checked: Checked) -> None:
+        """Stage a checked batch: accepted rows, and quarantined rows with their raw text as JSON."""
+        data_columns = [c for c in batch.columns if c != LINE]
+        quarantined = checked.quarantined.join(
+            batch.select(LINE, pl.struct(data_columns).struct.json_encode().alias("raw")), on=LINE, how="left"
+        ).select(LINE, "column", "reason", "raw")
+        for table, frame in (("accepted", checked.accepted), ("quarantined", quarantined)):
+            self.con.register("batch_arrow", frame.to_arrow())
+            exists = self.con.sql(f"SELECT 1 FROM duckdb_tables() WHERE table_name = '{table}'").fetchall()
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM batch_arrow" if exists
+                             else f"CREATE TABLE {table} AS SELECT * FROM batch_arrow")
+            self.con.unregister("batch_arrow")
+
+    def settle(self, unique_key: Sequence[str] | None) -> dict[str, int]:
+        """After the last batch: unreadable rows join the quarantine; within the file the last line
+        per ``unique_key`` wins (earlier exact repeats are duplicates, earlier different rows are
+        superseded). Returns the warning counts over the rows kept."""
+        for table, frame in (("accepted", pl.DataFrame({LINE: []}, schema={LINE: pl.Int64})),
+                             ("quarantined", pl.DataFrame(schema={LINE: pl.Int64, "column": pl.Utf8,
+                                                                   "reason": pl.Utf8, "raw": pl.Utf8}))):
+            if not self.con.sql(f"SELECT 1 FROM duckdb_tables() WHERE table_name = '{table}'").fetchall():
+                self.con.register("empty_arrow", frame.to_arrow())
+                self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty_arrow")
+                self.con.unregister("empty_arrow")
+        if self.rejects.height:
+            self.con.register("rejects_arrow", self.rejects.to_arrow())
+            self.con.execute("INSERT INTO quarantined BY NAME SELECT * FROM rejects_arrow")
+            self.con.unregister("rejects_arrow")
+        columns = self.con.sql("SELECT * FROM accepted LIMIT 0").columns
+        warnings = [c for c in columns if c.startswith(WARNING_PREFIX)]
+        if unique_key:
+            data = [c for c in columns if c != LINE and c not in warnings]
+            key = ", ".join(f'"{k}"' for k in unique_key)
+            on = " AND ".join(f'a."{k}" IS NOT DISTINCT FROM d."{k}"' for k in unique_key)
+            packed = ", ".join(f'"{c}" := a."{c}"' for c in data)
+            self.con.execute(
+                f"""CREATE TEMP TABLE repeats AS
+                WITH d AS (SELECT {key} FROM accepted GROUP BY ALL HAVING count(*) > 1),
+                r AS (SELECT a.{LINE}, to_json(struct_pack({packed})) AS raw,
+                             hash(struct_pack({packed})) AS h,
+                             max(a.{LINE}) OVER (PARTITION BY {', '.join(f'a."{k}"' for k in unique_key)}) AS last_line
+                      FROM accepted a SEMI JOIN d ON {on})
+                SELECT r.*, l.h AS last_h FROM r JOIN r l ON l.{LINE} = r.last_line WHERE r.{LINE} <> r.last_line"""
+            )
+            self.con.execute(
+                f"""INSERT INTO quarantined SELECT {LINE}, '{unique_key[-1]}',
+                       CASE WHEN h = last_h THEN format('duplicate row (same as line {{}})', last_line)
+                            ELSE format('conflicting duplicate (superseded by line {{}})', last_line) END, raw
+                    FROM repeats"""
+            )
+            self.con.execute(f"DELETE FROM accepted WHERE {LINE} IN (SELECT {LINE} FROM repeats)")
+            self.con.execute("DROP TABLE repeats")
+        if not warnings:
+            return {}
+        counts = self.con.sql(
+            "SELECT " + ", ".join(f'coalesce(sum("{w}"::INTEGER), 0)' for w in warnings) + " FROM accepted"
+        ).fetchall()[0]
+        return {w.removeprefix(WARNING_PREFIX): int(n) for w, n in zip(warnings, counts) if n}
+
+    @property
+    def path(self) -> str:
+        return str(self.con.sql("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0])
+
+    def release(self) -> str:
+        """Close the staging database so the warehouse connection can attach it; returns its path."""
+        path = self.path
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+        return path
+
+    def frame(self) -> pl.DataFrame:
+        """All rows at once (small files and tests)."""
+        parts = list(self.batches())
+        return pl.concat(parts) if parts else pl.DataFrame()
 
 
 def content_hash(path: Path) -> str:
@@ -90,23 +188,50 @@ def sniff_format(path: Path) -> str:
     return "csv"
 
 
-def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
-    """Read one inbox file into text columns; refuse it if unreadable or missing a column."""
+@contextmanager
+def stage_file(path: Path, required: Iterable[str], label: str | None = None) -> Iterator[RawFile]:
+    """Stage one inbox file as text; refuse it if unreadable or missing a required column."""
     label = label or str(path)
     if path.stat().st_size == 0:
         raise RefusedFile(f"{label}: empty file")
     file_format = sniff_format(path)
-    reader = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}[file_format]
-    frame, rejects = reader(path, label)
-    columns = [c.strip().lower() for c in frame.columns if c != LINE]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicates:
-        raise RefusedFile(f"{label}: column named twice (names are case-insensitive): {', '.join(duplicates)}")
-    frame = frame.rename({c: c.strip().lower() for c in frame.columns if c != LINE})
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise RefusedFile(f"{label}: missing required column(s) {', '.join(missing)}")
-    return RawTable(frame, rejects.cast(REJECT_SCHEMA), file_format)
+    reader = {"csv": _stage_csv, "parquet": _stage_parquet, "jsonl": _stage_jsonl}[file_format]
+    with tempfile.TemporaryDirectory(prefix="tubetrail-stage-") as tmp:
+        con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
+        try:
+            con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
+            rejects, line_of = reader(con, path, label)
+            columns = con.sql("SELECT * FROM raw LIMIT 0").columns
+            lowered = [c.strip().lower() for c in columns if c != LINE]
+            twice = sorted({c for c in lowered if lowered.count(c) > 1})
+            if twice:
+                raise RefusedFile(f"{label}: column named twice (names are case-insensitive): {', '.join(twice)}")
+            renames = [(c, c.strip().lower()) for c in columns if c != c.strip().lower()]
+            for old, new in renames:
+                con.execute(f'ALTER TABLE raw RENAME COLUMN "{old}" TO "{new}"')
+            missing = [c for c in required if c not in lowered]
+            if missing:
+                raise RefusedFile(f"{label}: missing required column(s) {', '.join(missing)}")
+            yield RawFile(con, file_format, rejects, line_of)
+        finally:
+            con.close()
+
+
+def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
+    """A whole (small) file as one text frame: for tests and small reference files."""
+    with stage_file(path, required, label) as raw:
+        return RawTable(raw.frame(), raw.rejects, raw.file_format)
+
+
+@dataclass(frozen=True)
+class RawTable:
+    frame: pl.DataFrame
+    rejects: pl.DataFrame
+    file_format: str
+
+    @property
+    def rows_read(self) -> int:
+        return self.frame.height + self.rejects.height
 
 
 def _empty_rejects() -> pl.DataFrame:
@@ -118,47 +243,41 @@ def _csv_header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _read_csv(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, label: str):
     names = [n.strip().lower() for n in _csv_header(path)]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise RefusedFile(f"{label}: column named twice (names are case-insensitive): {', '.join(twice)}")
-    con = duckdb.connect()
-    n = next(_counter)
-    table, scan = f"rejects_{n}", f"reject_scans_{n}"
     try:
-        rel = con.sql(
-            "SELECT * FROM read_csv(?, header = true, all_varchar = true, delim = ',', quote = '\"',"
-            " escape = '\"', store_rejects = true, rejects_table = ?, rejects_scan = ?,"
-            " null_padding = false)",
-            params=[str(path), table, scan],
+        con.execute(
+            "CREATE TABLE raw AS SELECT * FROM read_csv(?, header = true, all_varchar = true, delim = ',',"
+            " quote = '\"', escape = '\"', store_rejects = true, rejects_table = 'csv_rejects',"
+            " rejects_scan = 'csv_reject_scans', null_padding = false)",
+            [str(path)],
         )
-        arrow = rel.to_arrow_table()
         rejects = pl.from_arrow(
             con.sql(
                 f"SELECT line::BIGINT AS {LINE}, column_name::VARCHAR AS column, error_type::VARCHAR AS error_type,"
-                f" csv_line AS raw FROM {table} ORDER BY line"
+                " csv_line AS raw FROM csv_rejects ORDER BY line"
             ).to_arrow_table()
         )
     except duckdb.Error as exc:
         raise RefusedFile(f"{label}: not readable as CSV ({_first_line(exc)})") from exc
-    finally:
-        con.close()
-    frame = pl.from_arrow(arrow)
-    assert isinstance(frame, pl.DataFrame) and isinstance(rejects, pl.DataFrame)
-    if not frame.width:
+    assert isinstance(rejects, pl.DataFrame)
+    if not con.sql("SELECT * FROM raw LIMIT 0").columns:
         raise RefusedFile(f"{label}: no header row")
-    frame = frame.with_columns(_good_row_lines(path, frame.height, rejects.get_column(LINE)).alias(LINE))
+    rows = int(con.sql("SELECT count(*) FROM raw").fetchall()[0][0])
+    line_of = _good_row_lines(path, rows, rejects.get_column(LINE))
     rejects = rejects.group_by(LINE, maintain_order=True).agg(
         pl.col("column").first(),
         pl.format("unreadable row: {}", pl.col("error_type").first().str.to_lowercase()).alias("reason"),
         pl.col("raw").first(),
     )
-    return frame, rejects
+    return rejects, line_of
 
 
-def _good_row_lines(path: Path, good_rows: int, reject_lines: pl.Series) -> pl.Series:
-    """Physical line of each good CSV row, given the lines DuckDB rejected.
+def _good_row_lines(path: Path, good_rows: int, reject_lines: pl.Series) -> Callable[[pl.Series], pl.Series]:
+    """A function from good-row ordinals (1-based) to their physical CSV lines.
 
     When every line is one record (no blank lines, no quoted line breaks: the usual case), a good
     row's line is its ordinal plus the header plus the rejected lines before it. Otherwise the
@@ -173,8 +292,12 @@ def _good_row_lines(path: Path, good_rows: int, reject_lines: pl.Series) -> pl.S
     physical = newlines + (0 if last == b"\n" else 1)
     if physical == 1 + good_rows + reject_lines.len():
         shifted = reject_lines - pl.int_range(1, reject_lines.len() + 1, eager=True)
-        ordinal = pl.int_range(1, good_rows + 1, eager=True, dtype=pl.Int64)
-        return ordinal + 1 + shifted.search_sorted(ordinal, side="right").cast(pl.Int64)
+
+        def by_formula(ordinal: pl.Series) -> pl.Series:
+            ordinal = ordinal.cast(pl.Int64)
+            return ordinal + 1 + shifted.search_sorted(ordinal, side="right").cast(pl.Int64)
+
+        return by_formula
     starts: list[int] = []
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.reader(handle)
@@ -184,22 +307,36 @@ def _good_row_lines(path: Path, good_rows: int, reject_lines: pl.Series) -> pl.S
                 starts.append(previous_end + 1)
             previous_end = reader.line_num
     rejected = set(reject_lines.to_list())
-    lines = [line for line in starts[1:] if line not in rejected][:good_rows]
-    lines += [None] * (good_rows - len(lines))
-    return pl.Series(LINE, lines, dtype=pl.Int64)
+    lines = pl.Series(LINE, [line for line in starts[1:] if line not in rejected][:good_rows], dtype=pl.Int64)
+
+    def by_count(ordinal: pl.Series) -> pl.Series:
+        return lines.gather(ordinal.cast(pl.Int64) - 1)
+
+    return by_count
 
 
-def _read_parquet(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, label: str):
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        created = False
+        for batch in parquet.iter_batches(batch_size=500_000):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            text = frame.with_columns(_as_text(frame.schema)).to_arrow()
+            con.register("parquet_batch", text)
+            con.execute("INSERT INTO raw SELECT * FROM parquet_batch" if created
+                        else "CREATE TABLE raw AS SELECT * FROM parquet_batch")
+            con.unregister("parquet_batch")
+            created = True
+        if not created:
+            frame = pl.from_arrow(parquet.schema_arrow.empty_table())
+            assert isinstance(frame, pl.DataFrame)
+            con.register("parquet_batch", frame.with_columns(_as_text(frame.schema)).to_arrow())
+            con.execute("CREATE TABLE raw AS SELECT * FROM parquet_batch")
+            con.unregister("parquet_batch")
     except (pa.ArrowException, OSError) as exc:
         raise RefusedFile(f"{label}: not readable as Parquet ({_first_line(exc)})") from exc
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    frame = frame.with_columns(_as_text(frame.schema)).with_columns(
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINE)
-    )
-    return frame, _empty_rejects()
+    return _empty_rejects(), lambda ordinal: ordinal.cast(pl.Int64)
 
 
 def _as_text(schema: pl.Schema) -> list[pl.Expr]:
@@ -216,8 +353,8 @@ def _as_text(schema: pl.Schema) -> list[pl.Expr]:
     return out
 
 
-def _read_jsonl(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    con = duckdb.connect()
+def _stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, label: str):
+    is_object = "CASE WHEN json_valid(j) THEN json_type(j) = 'OBJECT' ELSE false END"
     try:
         con.execute(
             "CREATE TABLE lines AS SELECT row_number() OVER () AS line, j FROM read_csv(?, header = false,"
@@ -225,36 +362,24 @@ def _read_jsonl(path: Path, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
             " strict_mode = false)",
             [str(path)],
         )
-        keys = [
-            r[0]
-            for r in con.sql(
-                "SELECT DISTINCT unnest(json_keys(j)) FROM lines WHERE json_valid(j)"
-                " AND CASE WHEN json_valid(j) THEN json_type(j) = 'OBJECT' ELSE false END ORDER BY 1"
-            ).fetchall()
-        ]
+        keys = [r[0] for r in con.sql(
+            f"SELECT DISTINCT unnest(json_keys(j)) FROM lines WHERE {is_object} ORDER BY 1").fetchall()]
         if not keys:
             raise RefusedFile(f"{label}: no JSON object lines")
-        select = ", ".join(
-            f"json_extract_string(j, ?) AS \"{k.replace(chr(34), '')}\"" for k in keys
-        )
-        con.execute("CREATE TABLE objects AS SELECT line, j FROM lines WHERE CASE WHEN json_valid(j) THEN json_type(j) = 'OBJECT' ELSE false END")
+        con.execute(f"CREATE TABLE objects AS SELECT line, j FROM lines WHERE {is_object} ORDER BY line")
+        select = ", ".join(f"json_extract_string(j, ?) AS \"{k.replace(chr(34), '')}\"" for k in keys)
         paths = ['$."' + k.replace('"', '\\"') + '"' for k in keys]
-        good = con.sql(
-            f"SELECT line::BIGINT AS {LINE}, {select} FROM objects ORDER BY line", params=paths
-        ).to_arrow_table()
+        con.execute(f"CREATE TABLE raw AS SELECT {select}, line::BIGINT AS {LINE} FROM objects ORDER BY line", paths)
         bad = con.sql(
             f"SELECT line::BIGINT AS {LINE}, NULL::VARCHAR AS column, 'unreadable row: not a JSON object'"
-            " AS reason, j AS raw FROM lines WHERE trim(coalesce(j, '')) <> ''"
-            " AND NOT CASE WHEN json_valid(j) THEN json_type(j) = 'OBJECT' ELSE false END ORDER BY line"
+            f" AS reason, j AS raw FROM lines WHERE trim(coalesce(j, '')) <> '' AND NOT {is_object} ORDER BY line"
         ).to_arrow_table()
+        con.execute("DROP TABLE lines; DROP TABLE objects")
     except duckdb.Error as exc:
         raise RefusedFile(f"{label}: not readable as JSON Lines ({_first_line(exc)})") from exc
-    finally:
-        con.close()
-    frame = pl.from_arrow(good)
     rejects = pl.from_arrow(bad)
-    assert isinstance(frame, pl.DataFrame) and isinstance(rejects, pl.DataFrame)
-    return frame, rejects
+    assert isinstance(rejects, pl.DataFrame)
+    return rejects, None
 
 
 def _first_line(exc: BaseException) -> str:

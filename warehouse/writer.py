@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import duckdb
 import polars as pl
 
-from tubetrail.rules import LINE, Checked
+from tubetrail.rules import LINE, WARNING_PREFIX, StageRule
 from warehouse.schema import UPSERT_KEYS
 
 
@@ -67,16 +67,37 @@ def record_refusal(
     return FileOutcome(kind, file_name, content_hash, "refused", message=message)
 
 
-def quarantine_rows(raw: pl.DataFrame, rejects: pl.DataFrame, checked: Checked) -> pl.DataFrame:
-    """Quarantined rows with the raw row as JSON: unreadable rows as their text, rule breakers as
-    their fields."""
-    data_columns = [c for c in raw.columns if c != LINE]
-    broken = checked.quarantined.join(
-        raw.select(LINE, pl.struct(data_columns).struct.json_encode().alias("raw")), on=LINE, how="left"
+STAGE = "stage"
+
+
+def attach_stage(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """Attach a file's staging database (from :mod:`warehouse.inbox`) as ``stage``."""
+    con.execute(f"ATTACH '{path}' AS {STAGE}")
+
+
+def detach_stage(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"DETACH {STAGE}")
+
+
+def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
+    """Run a rule that needs the warehouse over the staged rows: rows it leaves without
+    ``rule.required_column`` move to the staged quarantine (a scratch database, not the warehouse)."""
+    columns = [c for c in con.sql(f"SELECT * FROM {STAGE}.accepted LIMIT 0").columns]
+    data = [c for c in columns if c != LINE and not c.startswith(WARNING_PREFIX)]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE incoming AS
+        SELECT *, CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END AS person_key
+        FROM {STAGE}.accepted"""
     )
-    return pl.concat(
-        [rejects.select(LINE, "column", "reason", "raw"), broken.select(LINE, "column", "reason", "raw")]
-    ).sort(LINE)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {rule.sql}")
+    packed = ", ".join(f'"{c}" := "{c}"' for c in data)
+    con.execute(
+        f"""INSERT INTO {STAGE}.quarantined SELECT {LINE}, ?, ?, to_json(struct_pack({packed}))
+        FROM ruled WHERE "{rule.required_column}" IS NULL""",
+        [rule.column, rule.reason],
+    )
+    con.execute(f'CREATE OR REPLACE TABLE {STAGE}.accepted AS SELECT * FROM ruled WHERE "{rule.required_column}" IS NOT NULL')
+    con.execute("DROP TABLE incoming; DROP TABLE ruled")
 
 
 def record_file(
@@ -87,76 +108,50 @@ def record_file(
     file_name: str,
     file_format: str,
     size_bytes: int,
-    raw: pl.DataFrame,
-    rejects: pl.DataFrame,
-    checked: Checked,
+    rows_read: int,
+    warnings: dict[str, int],
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None],
     run_id: str | None,
 ) -> FileOutcome:
-    """Take one file in one transaction. ``apply(con, content_hash, run_id)`` writes the accepted
-    rows, which it finds in the temporary view ``staged``."""
-    quarantined = quarantine_rows(raw, rejects, checked)
-    rows_read = raw.height + rejects.height
-    accepted = checked.accepted.height
-    if accepted + quarantined.height != rows_read:
-        raise AssertionError(
-            f"{file_name}: rows read {rows_read} != accepted {accepted} + quarantined {quarantined.height}"
-        )
-    by_reason = (
-        dict(quarantined.group_by("reason").len().sort("reason").iter_rows()) if quarantined.height else {}
-    )
-    # Quarantine reasons name line numbers for duplicates; count them under one reason.
-    by_reason = _fold_reasons(by_reason)
+    """Take one staged file (attached as ``stage``) in one transaction. ``apply(con,
+    content_hash, run_id)`` writes the accepted rows, which it finds in the temporary view
+    ``staged`` (file columns, ``source_line``)."""
+    accepted = int(con.sql(f"SELECT count(*) FROM {STAGE}.accepted").fetchall()[0][0])
+    quarantined = int(con.sql(f"SELECT count(*) FROM {STAGE}.quarantined").fetchall()[0][0])
+    if accepted + quarantined != rows_read:
+        raise AssertionError(f"{file_name}: rows read {rows_read} != accepted {accepted} + quarantined {quarantined}")
+    by_reason = _fold_reasons(dict(con.sql(
+        f"SELECT reason, count(*) FROM {STAGE}.quarantined GROUP BY reason ORDER BY reason").fetchall()))
+    columns = con.sql(f"SELECT * FROM {STAGE}.accepted LIMIT 0").columns
+    drop = [LINE, *(c for c in columns if c.startswith(WARNING_PREFIX))]
     now = _now()
     con.begin()
     try:
         if ledger_entry(con, content_hash) is not None:  # taken by an earlier attempt of this run
             con.rollback()
             return FileOutcome(kind, file_name, content_hash, "skipped", message="seen before")
-        staged = checked.accepted.drop(LINE).with_columns(checked.accepted[LINE].alias("source_line"))
-        con.register("staged_arrow", staged.to_arrow())
-        con.execute("CREATE OR REPLACE TEMP VIEW staged AS SELECT * FROM staged_arrow")
+        exclude = ", ".join(f'"{c}"' for c in drop)
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} AS source_line"
+            f" FROM {STAGE}.accepted"
+        )
         apply(con, content_hash, run_id)
         con.execute("DROP VIEW staged")
-        con.unregister("staged_arrow")
-        if quarantined.height:
-            con.register("quarantined_arrow", quarantined.to_arrow())
-            con.execute(
-                "INSERT INTO quarantine SELECT ?, ?, ?, _line, \"column\", reason, raw, ?, ? FROM quarantined_arrow",
-                [content_hash, kind, file_name, now, run_id],
-            )
-            con.unregister("quarantined_arrow")
+        con.execute(
+            f"INSERT INTO quarantine SELECT ?, ?, ?, {LINE}, \"column\", reason, raw, ?, ? FROM {STAGE}.quarantined",
+            [content_hash, kind, file_name, now, run_id],
+        )
         con.execute(
             "INSERT INTO ingest_ledger VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, NULL, ?, ?)",
-            [
-                content_hash,
-                kind,
-                file_name,
-                file_format,
-                size_bytes,
-                rows_read,
-                accepted,
-                quarantined.height,
-                json.dumps(checked.warnings, ensure_ascii=False) if checked.warnings else None,
-                now,
-                run_id,
-            ],
+            [content_hash, kind, file_name, file_format, size_bytes, rows_read, accepted, quarantined,
+             json.dumps(warnings, ensure_ascii=False) if warnings else None, now, run_id],
         )
         con.commit()
     except BaseException:
         con.rollback()
         raise
-    return FileOutcome(
-        kind,
-        file_name,
-        content_hash,
-        "accepted",
-        rows_read=rows_read,
-        rows_accepted=accepted,
-        rows_quarantined=quarantined.height,
-        quarantined_by_reason=by_reason,
-        warnings=dict(checked.warnings),
-    )
+    return FileOutcome(kind, file_name, content_hash, "accepted", rows_read=rows_read, rows_accepted=accepted,
+                       rows_quarantined=quarantined, quarantined_by_reason=by_reason, warnings=dict(warnings))
 
 
 def _fold_reasons(by_reason: dict[str, int]) -> dict[str, int]:
