@@ -7,8 +7,8 @@ transaction hold it (``write_guard`` adds the Prefect global concurrency limit i
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import polars as pl
 from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, check_receipts
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from sampling.register import REQUIRED as REGISTER_REQUIRED
+from sampling.register import COLUMNS as REGISTER_COLUMNS
 from sampling.register import UNIQUE_KEY as REGISTER_KEY
 from sampling.register import check_register
 from sampling.rounds import ROUND_RULE
@@ -72,7 +73,7 @@ FEEDS: dict[str, Feed] = {
         "register",
         REGISTER_REQUIRED,
         lambda raw, cfg: check_register(raw, phone_region=cfg.city.phone_region),
-        apply_register,
+        apply_register(REGISTER_COLUMNS),
         REGISTER_KEY,
     ),
     "scans": Feed(
@@ -114,9 +115,13 @@ def take_file(
     digest = content_hash(path)
     size = path.stat().st_size
     key = id_hash_key()
-    warehouse = cfg.warehouse
 
-    with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
+    @contextmanager
+    def session() -> Iterator[duckdb.DuckDBPyConnection]:
+        with write_guard(), open_warehouse(cfg.warehouse.path, key, lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
+            yield con
+
+    with session() as con:
         seen = ledger_entry(con, digest)
     if seen is not None:
         return FileOutcome(file.kind, file.label, digest, "skipped", message=f"seen before as {seen[1]} ({seen[0]})")
@@ -128,7 +133,7 @@ def take_file(
             warnings = raw.settle(feed.unique_key)
             rows_read, file_format = raw.rows_read, raw.file_format
             stage_path = raw.release()
-            with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
+            with session() as con:
                 attach_stage(con, stage_path)
                 try:
                     if feed.stage_rule is not None:
@@ -149,7 +154,7 @@ def take_file(
                 finally:
                     detach_stage(con)
     except RefusedFile as refusal:
-        with write_guard(), open_warehouse(warehouse.path, key, lock_timeout=warehouse.lock_timeout_seconds) as con:
+        with session() as con:
             return record_refusal(
                 con,
                 content_hash=digest,

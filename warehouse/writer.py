@@ -204,33 +204,21 @@ def upsert_with_audit(
     con.execute("DROP TABLE upsert_source")
 
 
-REGISTER_COLUMNS = (
-    "person_key",
-    "id_type",
-    "id_number",
-    "name",
-    "phone",
-    "district",
-    "subdistrict",
-    "community",
-    "grid",
-    "address",
-    "household_id",
-    "mobility_limited",
-    "key_group",
-)
+def apply_register(columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str, str | None], None]:
+    """Upsert register rows by person key (later file wins, audited)."""
 
+    def apply(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+        upsert_with_audit(
+            con,
+            table="register",
+            source_sql="SELECT person_key(id_type, id_number) AS person_key, * FROM staged",
+            columns=("person_key", *columns),
+            content_hash=content_hash,
+            run_id=run_id,
+            reason="register row changed by a later file (later file wins)",
+        )
 
-def apply_register(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-    upsert_with_audit(
-        con,
-        table="register",
-        source_sql="SELECT person_key(id_type, id_number) AS person_key, * FROM staged",
-        columns=REGISTER_COLUMNS,
-        content_hash=content_hash,
-        run_id=run_id,
-        reason="register row changed by a later file (later file wins)",
-    )
+    return apply
 
 
 def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str, str | None], None]:
