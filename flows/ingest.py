@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from itertools import groupby
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -19,7 +20,7 @@ from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import KINDS, InboxFile, discover
+from warehouse.inbox import InboxFile, discover
 from warehouse.writer import FileOutcome
 
 
@@ -71,15 +72,14 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     logger = get_run_logger()
     cfg = load_config(config_path).with_warehouse(warehouse)
     ensure_concurrency_limits(cfg)
-    found = discover(Path(inbox))
+    found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
     skipped_kinds: Counter[str] = Counter()
-    for kind in KINDS:
-        files = [f for f in found if f.kind == kind]
-        if not files:
-            continue
+    # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
+    for kind, stretch in groupby(found, key=lambda f: f.kind):
+        files = list(stretch)
         if kind in NOT_YET_IMPLEMENTED:
-            skipped_kinds[kind] = len(files)
+            skipped_kinds[kind] += len(files)
             logger.warning("skipped %d %s file(s): the %s feed is not implemented yet", len(files), kind, kind)
             continue
         outcomes.extend(ingest_feed(kind, files, config_path, warehouse))

@@ -173,6 +173,22 @@ def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
     assert ("tube_refused", "T2", P[4], False, True) in orders
 
 
+def test_one_inbox_holding_the_round_and_next_morning_resamples(tmp_path, cfg):
+    """Chain files are taken in the order things happened, so the re-sample scanned the next
+    morning finds the order raised by the receipt of the day before."""
+    setup_round(cfg)
+    inbox = build_inbox(tmp_path / "in")
+    write(inbox / "scans/zz-early-name/resample.csv", RESAMPLES)
+    write(inbox / "manifests/a-resample.csv", RESAMPLE_CUSTODY[0])
+    write(inbox / "receipts/a-resample.csv", RESAMPLE_CUSTODY[1])
+    outcomes = ingest(inbox, cfg)
+    assert [o.file_name for o in outcomes][-3:] == [
+        "scans/zz-early-name/resample.csv", "manifests/a-resample.csv", "receipts/a-resample.csv"]
+    _, orders, status, _, _ = snapshot(cfg)
+    assert status[P[4]] == "sampled"
+    assert ("tube_refused", "T2", P[4], False, True) in orders
+
+
 def test_many_small_scan_files_equal_one_big_file_and_reingest_changes_nothing(tmp_path, cfg):
     setup_round(cfg)
     ingest(build_inbox(tmp_path / "one"), cfg)

@@ -3,6 +3,7 @@ deployment runs. Exit codes: 0 success, 1 refused input, 2 usage (including conf
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -192,6 +193,22 @@ def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0) -> bo
     raise RuntimeError(f"the Prefect server did not answer on {url} within {timeout:.0f} s; see {log_path}")
 
 
+def _open_demo_round(state: State, rnd: dict) -> None:
+    """Open the simulated round (once: a re-run of the demo finds it open)."""
+    from flows.rounds import open_round
+    from sampling.rounds import RoundRefused
+
+    cfg = state.config()
+    try:
+        open_round(rnd["id"], datetime.fromisoformat(rnd["start"]), datetime.fromisoformat(rnd["end"]),
+                   rnd.get("districts"), rnd.get("pool_size"), state.config_path, cfg.warehouse.path)
+        console.print(f"opened round {rnd['id']}")
+    except RoundRefused as exc:
+        if "already open" not in str(exc):
+            raise
+        console.print(f"round {rnd['id']} already open")
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -208,6 +225,8 @@ def demo(
         state.warehouse = str(workdir / "tubetrail.duckdb")
     inbox = workdir / "inbox"
     ctx.invoke(simulate, residents=residents, out=inbox)
+    truth = json.loads((inbox / "_truth.json").read_text(encoding="utf-8"))["round"]
+    _open_demo_round(state, truth)
     try:
         code = _run_ingest(state, inbox)
     except MissingSecret as exc:

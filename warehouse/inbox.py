@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -165,8 +166,16 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discover(inbox: Path, kinds: Sequence[str] = KINDS) -> list[InboxFile]:
-    """Every file under the inbox's kind folders, in dependency order, then by path."""
+#: the event time of each chain kind, by which its files are ordered
+EVENT_TIME = {"scans": "scanned_at", "manifests": "packed_at", "receipts": "received_at", "results": "finished_at"}
+
+
+def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "Asia/Shanghai") -> list[InboxFile]:
+    """Every file under the inbox's kind folders, in dependency order: reference data and the
+    register first (kind order, then path), then the chain files in the order things happened
+    (first event time in the file, then kind order, then path; files without a readable time
+    last). So a re-sample scanned the next morning comes after the receipts and results that
+    ordered it, even when one inbox holds a whole round."""
     found: list[InboxFile] = []
     for kind in kinds:
         folder = inbox / kind
@@ -174,7 +183,39 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS) -> list[InboxFile]:
             continue
         paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         found.extend(InboxFile(kind, p, p.relative_to(inbox).as_posix()) for p in paths)
-    return found
+    reference = [f for f in found if f.kind not in EVENT_TIME]
+    chain = [f for f in found if f.kind in EVENT_TIME]
+    if not chain:
+        return reference
+    times = {f.path: first_event_at(f, timezone_name) for f in chain}
+    far = datetime.max.replace(tzinfo=timezone.utc)
+    chain.sort(key=lambda f: (times[f.path] or far, KINDS.index(f.kind), f.label))
+    return reference + chain
+
+
+def first_event_at(file: InboxFile, timezone_name: str = "Asia/Shanghai") -> datetime | None:
+    """The earliest event time in a chain file (a quick scan of one column; a time without
+    offset is local time of ``timezone_name``), or None."""
+    column = EVENT_TIME[file.kind]
+    file_format = sniff_format(file.path) if file.path.stat().st_size else "empty"
+    source = {"csv": "read_csv(?, header = true, all_varchar = true, ignore_errors = true)",
+              "parquet": "read_parquet(?)",
+              "jsonl": "read_json(?, format = 'newline_delimited', ignore_errors = true)"}.get(file_format)
+    if source is None:
+        return None
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = ?", [timezone_name])
+        names = {c.lower(): c for c in con.sql(f"SELECT * FROM {source} LIMIT 0", params=[str(file.path)]).columns}
+        if column not in names:
+            return None
+        found = con.sql(f'SELECT min(TRY_CAST("{names[column]}" AS TIMESTAMPTZ)) FROM {source}',
+                        params=[str(file.path)]).fetchall()[0][0]
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return found.astimezone(timezone.utc) if found is not None else None
 
 
 def sniff_format(path: Path) -> str:
