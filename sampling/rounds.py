@@ -57,16 +57,23 @@ def check_round(rnd: Round, allowed_sizes: tuple[int, ...], con: duckdb.DuckDBPy
 #: (capacity 1) of a person with a re-sampling order, that order's (latest) round; else a seal
 #: follows its tube's round (from this file or from stored scans).
 ASSIGN_ROUND_SQL = """
-WITH by_row AS (
-    SELECT i.*, coalesce(w.round_id, o.round_id) AS row_round,
-           (w.round_id IS NULL AND o.round_id IS NOT NULL) AS row_resample
-    FROM incoming i
-    LEFT JOIN rounds w ON i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at
-    LEFT JOIN (
-        SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
-        FROM resample_orders(TIMESTAMPTZ 'infinity') ro JOIN rounds rd USING (round_id)
-        GROUP BY ro.person_key
-    ) o ON w.round_id IS NULL AND i.event IN ('add', 'void') AND i.capacity = 1 AND o.person_key = i.person_key
+WITH windowed AS (
+    SELECT i.*, w.round_id AS window_round
+    FROM incoming i LEFT JOIN rounds w ON i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at
+), candidates AS (
+    SELECT DISTINCT person_key FROM windowed
+    WHERE window_round IS NULL AND event IN ('add', 'void') AND capacity = 1
+), ordered AS (
+    SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
+    FROM resample_orders(TIMESTAMPTZ 'infinity') ro JOIN rounds rd USING (round_id)
+    WHERE ro.person_key IN (SELECT person_key FROM candidates)
+    GROUP BY ro.person_key
+), by_row AS (
+    SELECT wd.* EXCLUDE (window_round), coalesce(wd.window_round, o.round_id) AS row_round,
+           (wd.window_round IS NULL AND o.round_id IS NOT NULL) AS row_resample
+    FROM windowed wd
+    LEFT JOIN ordered o ON wd.window_round IS NULL AND wd.event IN ('add', 'void') AND wd.capacity = 1
+                       AND o.person_key = wd.person_key
 ), tube_round AS (
     SELECT tube_barcode, arg_max(round_id, resample) AS round_id, bool_or(resample) AS resample FROM (
         SELECT tube_barcode, row_round AS round_id, row_resample AS resample FROM by_row WHERE row_round IS NOT NULL

@@ -73,7 +73,7 @@ def simulate(
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet for register and scans")] = "csv",
 ) -> None:
     """Write a simulated city's inbox with the faults real rounds have."""
-    from tubetrail.simulate import simulate_city
+    from tubetrail.simcity import simulate_city
 
     if pool_size not in (1, 5, 10, 20):
         errors.print("--pool-size must be 1, 5, 10 or 20")
