@@ -71,6 +71,8 @@ def simulate_city(
                              "pool_size": pool_size, "districts": None}}
 
     def write(kind: str, name: str, frame: pl.DataFrame, fmt: str = "csv") -> None:
+        if frame.height == 0:  # no empty files: two would be one content, taken once
+            return
         path = out / kind / (name + (".parquet" if fmt == "parquet" else ".csv"))
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
@@ -81,15 +83,6 @@ def simulate_city(
 
     say("areas", 0.02)
     areas = _areas(residents, rng)
-    say("register", 0.05)
-    people = _people(residents, areas, rng)
-    register, register_truth, valid = _register_files(people, rng)
-    truth["register"] = register_truth
-    people = people.with_columns(pl.col("i").is_in(valid["i"].implode()).alias("registered"))
-    for name, frame in register:
-        write("register", name, frame, file_format)
-
-    say("sites, labs, zones", 0.25)
     sites = _sites(areas)
     write("sites", "sites", sites.drop("district_code"))
     n_tubes_expected = residents // max(pool_size, 1) + residents // 50
@@ -105,41 +98,62 @@ def simulate_city(
     write("zones", "zones", zones)
     truth["zones"] = dict(zones.group_by("zone").len().sort("zone").iter_rows())
 
-    say("scans", 0.35)
-    tubes, members, scan_truth = _sampling(people, areas, sites, pool_size, prevalence, rng)
-    truth["scans"] = scan_truth
-    events = _scan_events(tubes, members, rng, hours_per_file=1 if residents >= 100_000 else 4)
-    for (district,), part in events.partition_by("district_code", as_dict=True, maintain_order=True).items():
-        for (hour,), chunk in part.partition_by("hour", as_dict=True, maintain_order=True).items():
-            write("scans", f"{district}/scans_{district}_{hour:02d}00", chunk.drop("district_code", "hour"),
-                  file_format)
-
-    say("boxes and receipts", 0.6)
-    boxes, custody_truth, tubes = _custody(tubes, sites, labs, rng)
-    truth["custody"] = custody_truth
-    manifests, receipts = boxes
-    write("manifests", "manifests", manifests)
-    for (lab,), part in receipts.partition_by("lab_id", as_dict=True, maintain_order=True).items():
-        write("receipts", f"receipts_{lab}", part)
-
-    say("results", 0.75)
-    results, result_truth, needs_resample = _results(tubes, members, rng)
-    truth["results"] = result_truth
-    _write_results(out, results, files)
-
-    say("re-samples", 0.9)
-    resample_files, resample_truth = _resamples(needs_resample, members, people, sites, rng)
-    truth["resamples"] = resample_truth
-    for kind, name, frame in resample_files:
-        if kind == "results":
-            _write_results(out, frame, files, prefix="resample_")
-        else:
-            write(kind, name, frame)
+    # District by district: each is independent (its people, sites, boxes), which bounds memory.
+    weights = areas.group_by("district_code", maintain_order=True).agg(pl.col("weight").sum())
+    shares = weights["weight"].to_numpy() / weights["weight"].sum()
+    counts = np.floor(shares * residents).astype(int)
+    counts[0] += residents - counts.sum()
+    offset = 0
+    hours_per_file = 1 if residents >= 100_000 else 4
+    for d_idx, (code, n_d) in enumerate(zip(weights["district_code"].to_list(), counts)):
+        base = 0.05 + 0.9 * offset / max(residents, 1)
+        say(f"district {code}: register", base)
+        d_rng = np.random.default_rng([seed, d_idx])
+        d_areas = areas.filter(pl.col("district_code") == code)
+        d_sites = sites.filter(pl.col("district_code") == code)
+        part: dict = {}
+        people = _people(int(n_d), d_areas, d_rng, offset, d_idx)
+        register, part["register"], valid = _register_files(people, d_rng, d_idx)
+        people = people.with_columns(pl.col("i").is_in(valid["i"].implode()).alias("registered"))
+        for name, frame in register:
+            write("register", f"{name}_{code}", frame, file_format)
+        say(f"district {code}: scans", base + 0.3 * n_d / residents)
+        tubes, members, part["scans"] = _sampling(people, d_areas, d_sites, pool_size, prevalence, d_rng, d_idx)
+        del people
+        events = _scan_events(tubes, members, d_rng, hours_per_file)
+        for (hour,), chunk in events.partition_by("hour", as_dict=True, maintain_order=True).items():
+            write("scans", f"{code}/scans_{code}_{hour:02d}00", chunk.drop("district_code", "hour"), file_format)
+        del events
+        say(f"district {code}: boxes, results, re-samples", base + 0.6 * n_d / residents)
+        (manifests, receipts), part["custody"], tubes = _custody(tubes, labs, d_rng, d_idx)
+        write("manifests", f"manifests_{code}", manifests)
+        write("receipts", f"receipts_{code}", receipts)
+        results, part["results"], needs_resample = _results(tubes, members, d_rng, code, d_idx)
+        _write_results(out, results, files, district=code)
+        resample_files, part["resamples"] = _resamples(needs_resample, members, d_rng, d_idx, labs)
+        for kind, name, frame in resample_files:
+            if kind == "results":
+                _write_results(out, frame, files, prefix="resample_", district=code)
+            else:
+                write(kind, f"{name}_{code}", frame)
+        _merge_truth(truth, part)
+        offset += int(n_d)
 
     truth["files"] = files
     (out / "_truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     say("done", 1.0)
     return SimulationResult(out, files, truth)
+
+
+def _merge_truth(total: dict, part: dict) -> None:
+    """Add one district's truth to the city's: counts add up, lists concatenate."""
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _merge_truth(total.setdefault(key, {}), value)
+        elif isinstance(value, list):
+            total[key] = sorted(total.get(key, []) + value)
+        else:
+            total[key] = total.get(key, 0) + value
 
 
 def _pick(n: int, rate: float, rng: np.random.Generator, minimum: int = 1, eligible: np.ndarray | None = None) -> np.ndarray:
@@ -176,7 +190,7 @@ def _areas(residents: int, rng: np.random.Generator) -> pl.DataFrame:
                               pl.Series("weight", rng.uniform(0.6, 1.4, n)))
 
 
-def _people(n: int, areas: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+def _people(n: int, areas: pl.DataFrame, rng: np.random.Generator, offset: int = 0, d_idx: int = 0) -> pl.DataFrame:
     weights = areas["weight"].to_numpy()
     grid_index = np.sort(rng.choice(areas.height, size=n, p=weights / weights.sum()))
     household_break = rng.random(n) < 0.38
@@ -186,7 +200,7 @@ def _people(n: int, areas: pl.DataFrame, rng: np.random.Generator) -> pl.DataFra
     born = rng.integers(0, (date(2021, 12, 31) - date(1935, 1, 1)).days, n)
     migrant = rng.random(n) < 0.15
     frame = pl.DataFrame({
-        "i": np.arange(n, dtype=np.int64),
+        "i": np.arange(offset, offset + n, dtype=np.int64),
         "grid_index": grid_index,
         "household": household,
         "id_type": id_type,
@@ -213,8 +227,10 @@ def _people(n: int, areas: pl.DataFrame, rng: np.random.Generator) -> pl.DataFra
     ).otherwise(pl.col("district_code"))
     birth = (pl.lit(date(1935, 1, 1)) + pl.duration(days=pl.col("born"))).dt.strftime("%Y%m%d")
     frame = frame.with_columns(region.alias("region"), birth.alias("birth"))
-    # the 3-digit order code: unique within region and birth date
-    frame = frame.with_columns(pl.int_range(pl.len()).over("region", "birth").alias("seq"))
+    # the 3-digit order code: unique within region and birth date; migrants' codes are shared by
+    # every district, so their order codes are interleaved by district
+    rank = pl.int_range(pl.len()).over("region", "birth")
+    frame = frame.with_columns(pl.when(pl.col("migrant")).then(rank * 16 + d_idx).otherwise(rank).alias("seq"))
     first17 = pl.col("region") + pl.col("birth") + pl.col("seq").cast(pl.Utf8).str.zfill(3)
     frame = frame.with_columns(
         pl.when(pl.col("id_type") == "RIC").then(first17 + ric_check_char(first17 + "0"))
@@ -228,14 +244,15 @@ def _people(n: int, areas: pl.DataFrame, rng: np.random.Generator) -> pl.DataFra
         pl.when(pl.col("key_draw") < 0.02).then(
             pl.col("key_kind").replace_strict([0, 1, 2], KEY_GROUPS, return_dtype=pl.Utf8)).alias("key_group"),
         pl.format("{}{}号{}室", pl.col("community"), pl.col("door"), pl.col("room")).alias("home_address"),
-        pl.format("HH{}", pl.col("household").cast(pl.Utf8).str.zfill(9)).alias("household_id"),
+        pl.format("HH{}{}", pl.lit(f"{d_idx:02d}"), pl.col("household").cast(pl.Utf8).str.zfill(8)).alias("household_id"),
     )
     # a household shares the address of its first member
     frame = frame.with_columns(pl.col("home_address").first().over("household").alias("address"))
-    return frame
+    return frame.drop("grid_index", "born", "other_region", "surname", "given1", "given2", "phone_prefix",
+                      "key_draw", "key_kind", "home_address", "weight", "region", "birth", "seq")
 
 
-def _register_files(people: pl.DataFrame, rng: np.random.Generator):
+def _register_files(people: pl.DataFrame, rng: np.random.Generator, d_idx: int = 0):
     n = people.height
     style = pl.col("phone_style")
     mobile = pl.col("mobile")
@@ -244,12 +261,19 @@ def _register_files(people: pl.DataFrame, rng: np.random.Generator):
              .when(style < 0.23).then(pl.format("{}-{}-{}", mobile.str.slice(0, 3), mobile.str.slice(3, 4), mobile.str.slice(7, 4)))
              .when(style < 0.30).then(pl.lit("0086") + mobile)
              .otherwise(mobile))
-    fault = rng.random(n)
-    frame = people.with_columns(phone.alias("phone"), pl.Series("fault", fault))
-    ric = pl.col("id_type") == "RIC"
-    bad_check = ric & (pl.col("fault") < 0.001)
-    bad_birth = ric & (pl.col("fault") >= 0.001) & (pl.col("fault") < 0.0011)
-    missing_area = (pl.col("fault") >= 0.0011) & (pl.col("fault") < 0.0013)
+    least = 1 if d_idx == 0 else 0
+    is_ric = people["id_type"].to_numpy() == "RIC"
+    bad_check_mask = _pick(n, 0.001, rng, 2 * least, is_ric)
+    bad_birth_mask = _pick(n, 0.0001, rng, least, is_ric & ~bad_check_mask)
+    missing_mask = _pick(n, 0.0002, rng, least, ~bad_check_mask & ~bad_birth_mask)
+    clean = ~bad_check_mask & ~bad_birth_mask & ~missing_mask
+    dup_mask = _pick(n, 0.0005, rng, least, clean)
+    update_mask = _pick(n, 0.0005, rng, least, clean & ~dup_mask)
+    frame = people.with_columns(phone.alias("phone"), pl.Series("fault", rng.random(n)),
+                                pl.Series("dup", dup_mask), pl.Series("update", update_mask))
+    bad_check = pl.Series(bad_check_mask)
+    bad_birth = pl.Series(bad_birth_mask)
+    missing_area = pl.Series(missing_mask)
     wrong_digit = ((pl.col("id_number").str.slice(17, 1).replace({"X": "10"}).cast(pl.Int32, strict=False) + 1) % 10).cast(pl.Utf8)
     lower_x = pl.col("id_number").str.ends_with("X") & (pl.col("fault") > 0.5)
     frame = frame.with_columns(
@@ -271,12 +295,12 @@ def _register_files(people: pl.DataFrame, rng: np.random.Generator):
         "key_group": pl.col("key_group").fill_null(""),
     }
     main = frame.select(**cols)
-    dup_rows = frame.filter(pl.col("fault").is_between(0.2, 0.2005, closed="left") & ~bad_check & ~bad_birth & ~missing_area)
+    dup_rows = frame.filter(pl.col("dup"))
     duplicates = dup_rows.select(**cols)
     main = pl.concat([main, duplicates])
     order = rng.permutation(main.height)
     main = main[order]
-    updates_src = frame.filter(pl.col("fault").is_between(0.3, 0.3005, closed="left") & ~bad_check & ~bad_birth & ~missing_area)
+    updates_src = frame.filter(pl.col("update"))
     updates = updates_src.with_columns(
         pl.format("{}号{}室(新)", pl.col("door") + 1, pl.col("room")).alias("address"),
         ("139" + pl.col("phone_n").cast(pl.Utf8).str.zfill(8)).alias("phone"),
@@ -314,7 +338,7 @@ def _sites(areas: pl.DataFrame) -> pl.DataFrame:
 # --- collect: who is swabbed into which tube ---------------------------------------------------
 
 def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, pool_size: int,
-              prevalence: float, rng: np.random.Generator):
+              prevalence: float, rng: np.random.Generator, d_idx: int = 0):
     n = people.height
     fixed = sites.filter(pl.col("kind") == "fixed").select("community", pl.col("site_id").alias("fixed_site"))
     home = sites.filter(pl.col("kind") == "home").select("subdistrict", pl.col("site_id").alias("home_site"))
@@ -329,9 +353,9 @@ def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, po
     n_visitors = max(1, n // 100)
     visitor_area = areas[rng.integers(0, areas.height, n_visitors)]
     visitors = pl.DataFrame({
-        "i": np.arange(n, n + n_visitors, dtype=np.int64),
+        "i": np.arange(10**10 + d_idx * 10**8, 10**10 + d_idx * 10**8 + n_visitors, dtype=np.int64),
         "id_type": ["PASSPORT"] * n_visitors,
-        "id_number": pl.select(pl.format("G{}", pl.int_range(n_visitors).cast(pl.Utf8).str.zfill(8))).to_series(),
+        "id_number": pl.select(pl.format("G{}{}", pl.lit(f"{d_idx:02d}"), pl.int_range(n_visitors).cast(pl.Utf8).str.zfill(7))).to_series(),
         "name": ["访客"] * n_visitors,
         "mobile": ["13700000000"] * n_visitors,
     }).with_columns(
@@ -341,7 +365,8 @@ def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, po
         pl.Series("infected", rng.random(n_visitors) < prevalence), pl.lit(True).alias("visitor"))
     members = pl.concat([sampled, visitors.select(sampled.columns)])
     members = members.join(fixed, on="community", how="left").join(home, on="subdistrict", how="left").sort("i")
-    misuse_sites = set(fixed["fixed_site"].gather_every(33).to_list())
+    misuse_sites = set(fixed["fixed_site"].gather_every(33, offset=min(16, max(fixed.height - 1, 0))).to_list())
+    least = 1 if d_idx == 0 else 0
     members = members.with_columns(
         pl.when(pl.col("mobility")).then(pl.col("home_site")).otherwise(pl.col("fixed_site")).alias("site_id"),
         pl.when(pl.col("key_group").is_not_null()).then(pl.lit("single"))
@@ -362,7 +387,8 @@ def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, po
         pl.struct("site_id", "policy", "group_extra", "local").rank("dense").cast(pl.Int64).alias("tube"))
     tube_order = rng.permutation(int(members["tube"].max()) + 1) + 1_000_000
     members = members.with_columns(pl.Series("tube_code", tube_order[members["tube"].to_numpy()]))
-    members = members.with_columns(pl.format("T{}", pl.col("tube_code").cast(pl.Utf8).str.zfill(10)).alias("tube_barcode"))
+    members = members.with_columns(
+        pl.format("T{}{}", pl.lit(f"{d_idx:02d}"), pl.col("tube_code").cast(pl.Utf8).str.zfill(8)).alias("tube_barcode"))
     members = members.with_columns(pl.int_range(pl.len()).over("tube").alias("position"),
                                    pl.len().over("tube").alias("size"), pl.lit(False).alias("extra"),
                                    pl.lit(False).alias("voided"))
@@ -372,7 +398,7 @@ def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, po
     n_tubes = tubes.height
     # over-full tubes: one more person, already swabbed elsewhere (sampled twice)
     full = tubes.filter((pl.col("members") == pl.col("capacity")) & (pl.col("capacity") >= 5))
-    over = full.sample(n=min(full.height, max(2, n_tubes // 1000)), seed=int(rng.integers(1 << 31)))
+    over = full.sample(n=min(full.height, max(2 * least, n_tubes // 1000)), seed=int(rng.integers(1 << 31)))
     donors = members.filter(~pl.col("visitor") & (pl.col("capacity") > 1) & ~pl.col("tube").is_in(over["tube"].implode())).sample(
         n=over.height, seed=int(rng.integers(1 << 31)))
     extra = donors.with_columns(over["tube"].alias("tube"), over["tube_barcode"].alias("tube_barcode"),
@@ -380,12 +406,12 @@ def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, po
                                 (over["capacity"]).alias("position"), pl.lit(True).alias("extra"))
     members = pl.concat([members, extra.select(members.columns)], how="vertical_relaxed")
     # voided scans: the add is voided; that person is not in that tube
-    members = members.with_columns(pl.Series("voided", _pick(members.height, 0.002, rng, 2, ~members["extra"].to_numpy())))
+    members = members.with_columns(pl.Series("voided", _pick(members.height, 0.002, rng, 2 * least, ~members["extra"].to_numpy())))
     tubes = tubes.with_columns(pl.col("tube").is_in(over["tube"].implode()).alias("over_full"))
     # tube times: a morning peak between 06:00 and 21:30; an add each 40 s; seal a minute later
     start_s = (rng.beta(2, 4, n_tubes) * 15.5 * 3600).astype(np.int64)
-    after_seal = _pick(n_tubes, 0.0005, rng)
-    unsealed = _pick(n_tubes, 0.0002, rng, eligible=~after_seal)
+    after_seal = _pick(n_tubes, 0.0005, rng, least)
+    unsealed = _pick(n_tubes, 0.0002, rng, least, eligible=~after_seal)
     tubes = tubes.with_columns(pl.Series("start_s", start_s), pl.Series("add_after_seal", after_seal),
                                pl.Series("unsealed", unsealed))
     # the zone policy (DESIGN §8) per member, and per tube the smallest: what the warehouse must find
@@ -452,10 +478,9 @@ def _scan_events(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Gene
 
 # --- deliver: boxes and receipts -----------------------------------------------------------------
 
-def _custody(tubes: pl.DataFrame, sites: pl.DataFrame, labs: pl.DataFrame, rng: np.random.Generator):
+def _custody(tubes: pl.DataFrame, labs: pl.DataFrame, rng: np.random.Generator, d_idx: int = 0):
     n_labs = labs.height
     lab_ids = labs["lab_id"].to_list()
-    district_codes = [d[1] for d in DISTRICTS]
     seal_at = pl.lit(ROUND_START) + pl.duration(seconds=pl.col("start_s") + 40 * pl.col("members") + 60)
     packed = tubes.filter(~pl.col("unsealed")).with_columns(seal_at.alias("sealed_at")).sort("site_id", "sealed_at")
     # a box leaves each site every hour, 80 tubes at most
@@ -464,17 +489,17 @@ def _custody(tubes: pl.DataFrame, sites: pl.DataFrame, labs: pl.DataFrame, rng: 
         (pl.col("seal_hour") * 100 + pl.int_range(pl.len()).over("site_id", "seal_hour") // 80).alias("box_local"))
     packed = packed.with_columns(
         pl.format("B{}-{}", pl.col("site_id"), pl.col("box_local").cast(pl.Utf8).str.zfill(4)).alias("box_id"),
-        pl.col("district_code").replace_strict(district_codes, [lab_ids[k % n_labs] for k in range(len(district_codes))],
-                                               return_dtype=pl.Utf8).alias("planned_lab"))
+        pl.lit(lab_ids[d_idx % n_labs]).alias("planned_lab"))
     boxes = packed.group_by("box_id", maintain_order=True).agg(
         pl.col("sealed_at").max().alias("last_seal"), pl.col("planned_lab").first(), pl.col("site_id").first())
     nb = boxes.height
     delay_h = rng.uniform(1.0, 3.0, nb)
-    late = _pick(nb, 0.01, rng)
+    least = 1 if d_idx == 0 else 0
+    late = _pick(nb, 0.01, rng, least)
     delay_h = np.where(late, delay_h + 4.0, delay_h)
     lost = np.zeros(nb, dtype=bool)
     wrong = np.zeros(nb, dtype=bool)
-    if nb > 10:
+    if nb > 10 and (d_idx == 0 or rng.random() < 0.25):
         pick = rng.choice(nb, 2, replace=False)
         lost[pick[0]] = True
         wrong[pick[1]] = True
@@ -494,9 +519,9 @@ def _custody(tubes: pl.DataFrame, sites: pl.DataFrame, labs: pl.DataFrame, rng: 
                               _iso("departed_at").alias("departed_at"), pl.col("planned_lab").alias("lab_id"))
     received = packed.filter(~pl.col("lost"))
     nr = received.height
-    leaked = _pick(nr, 0.0002, rng)
-    unlabelled = _pick(nr, 0.0002, rng, eligible=~leaked)
-    insufficient = _pick(nr, 0.0001, rng, eligible=~leaked & ~unlabelled)
+    leaked = _pick(nr, 0.0002, rng, least)
+    unlabelled = _pick(nr, 0.0002, rng, least, eligible=~leaked)
+    insufficient = _pick(nr, 0.0001, rng, least, eligible=~leaked & ~unlabelled)
     condition = np.where(leaked, "leaked", np.where(unlabelled, "unlabelled", np.where(
         insufficient, "insufficient", np.where(rng.random(nr) < 0.3, "", "ok"))))
     received = received.with_columns(pl.Series("condition", condition))
@@ -506,7 +531,8 @@ def _custody(tubes: pl.DataFrame, sites: pl.DataFrame, labs: pl.DataFrame, rng: 
     received = received.with_columns(
         pl.when(pl.col("tube_barcode") == moved["tube_barcode"][0]).then(pl.lit(other_box["box_id"][0]))
         .otherwise(pl.col("box_id")).alias("box_id"))
-    stray = other_box.with_columns(pl.lit("T9999999999").alias("tube_barcode"), pl.lit("ok").alias("condition"))
+    stray_code = f"T{d_idx:02d}99999999"
+    stray = other_box.with_columns(pl.lit(stray_code).alias("tube_barcode"), pl.lit("ok").alias("condition"))
     receipts = pl.concat([received, stray.select(received.columns)]).sort("received_at").select(
         "lab_id", "box_id", "tube_barcode", _iso("received_at").alias("received_at"), "condition")
     tubes = tubes.join(received.select("tube_barcode", "received_at", "lab_id", "condition", "box_id"),
@@ -521,7 +547,7 @@ def _custody(tubes: pl.DataFrame, sites: pl.DataFrame, labs: pl.DataFrame, rng: 
         "lost_tubes": int(packed.filter(pl.col("lost")).height),
         "wrong_lab_box_ids": boxes.filter(pl.col("wrong_lab"))["box_id"].to_list(),
         "not_on_manifest_tubes": moved["tube_barcode"].to_list(),
-        "received_not_collected_tubes": ["T9999999999"],
+        "received_not_collected_tubes": [stray_code],
         "refused_tubes_by_condition": dict(refused.group_by("condition").len().sort("condition").iter_rows()),
         "late_received_tubes": late_tubes.height,
     }
@@ -573,19 +599,20 @@ def _ct_rows(placed: pl.DataFrame, outcome: str, rng: np.random.Generator) -> pl
     return pl.concat([long, *controls], how="vertical_relaxed")
 
 
-def _results(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generator):
+def _results(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generator, code: str = "", d_idx: int = 0):
+    least = 2 if d_idx == 0 else 0
     infected = members.filter(pl.col("infected") & ~pl.col("voided")).select("tube").unique().with_columns(
         pl.lit(True).alias("has_infected"))
     tested = tubes.filter(pl.col("condition").is_in(["ok", ""]) & ~pl.col("lost")).join(
         infected, on="tube", how="left").with_columns(pl.col("has_infected").fill_null(False)).sort("tube_barcode")
     nt = tested.height
     clean = ~tested["has_infected"].to_numpy()
-    grey = _pick(nt, 0.0005, rng, 2, clean)
-    single = _pick(nt, 0.0003, rng, 2, clean & ~grey)
-    invalid = _pick(nt, 0.0005, rng, 2, clean & ~grey & ~single)
+    grey = _pick(nt, 0.0005, rng, least, clean)
+    single = _pick(nt, 0.0003, rng, least, clean & ~grey)
+    invalid = _pick(nt, 0.0005, rng, least, clean & ~grey & ~single)
     # on the re-run: half the single-target tubes persist, a tenth of the invalid ones stay invalid
-    persist = _pick(nt, 0.00015, rng, 1, single)
-    still_invalid = _pick(nt, 0.00005, rng, 1, invalid)
+    persist = _pick(nt, 0.00015, rng, least // 2, single)
+    still_invalid = _pick(nt, 0.00005, rng, least // 2, invalid)
     first = (pl.when(pl.col("has_infected")).then(pl.lit("positive"))
              .when(pl.Series(grey)).then(pl.lit("grey"))
              .when(pl.Series(single)).then(pl.lit("single"))
@@ -593,9 +620,10 @@ def _results(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generato
              .otherwise(pl.lit("negative")))
     tested = tested.with_columns(first.alias("first"), pl.col("received_at").alias("ready_at"),
                                  pl.Series("persist", persist | still_invalid))
-    run1 = _plate_layout(tested, "P", 3.0)
+    run1 = _plate_layout(tested, f"P{code}-", 3.0)
     plate_ids = run1["plate_id"].unique().sort()
-    failed = set(plate_ids.sample(n=max(1, plate_ids.len() // 200), seed=int(rng.integers(1 << 31))).to_list()) if plate_ids.len() > 20 else set()
+    n_failed = min(plate_ids.len(), max(1 if d_idx == 0 else 0, plate_ids.len() // 200))
+    failed = set(plate_ids.sample(n=n_failed, seed=int(rng.integers(1 << 31))).to_list())
     run1 = run1.with_columns(pl.col("plate_id").is_in(list(failed)).alias("plate_failed"))
     rows1 = _ct_rows(run1, "first", rng)
     # second runs: tubes of failed plates (same outcome again), grey, single and invalid tubes
@@ -606,7 +634,7 @@ def _results(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generato
         .when(pl.col("first") == "invalid").then(pl.when(pl.col("persist")).then(pl.lit("invalid")).otherwise(pl.lit("negative")))
         .otherwise(pl.col("first")).alias("second"),
         pl.col("finished_at").alias("ready_at")).drop("plate_id", "plate_local", "slot", "finished_at", "plate_failed")
-    run2 = _plate_layout(rerun, "RR", 3.0).with_columns(pl.lit(False).alias("plate_failed"))
+    run2 = _plate_layout(rerun, f"RR{code}-", 3.0).with_columns(pl.lit(False).alias("plate_failed"))
     rows2 = _ct_rows(run2, "second", rng) if run2.height else rows1.clear()
     results = pl.concat([rows1, rows2])
     final = tested.join(run2.select("tube", "second"), on="tube", how="left").with_columns(
@@ -636,7 +664,7 @@ def _results(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generato
     return results, truth, need
 
 
-def _write_results(out: Path, results: pl.DataFrame, files: dict[str, int], prefix: str = "") -> None:
+def _write_results(out: Path, results: pl.DataFrame, files: dict[str, int], prefix: str = "", district: str = "") -> None:
     """Most plates as the generic CSV (per lab and hour); per lab a few plates as QuantStudio and
     CFX Maestro exports laid out like the instruments' own files."""
     plates = results.select("lab_id", "plate_id").unique(maintain_order=True)
@@ -644,15 +672,16 @@ def _write_results(out: Path, results: pl.DataFrame, files: dict[str, int], pref
     if not prefix:
         for (lab,), part in plates.partition_by("lab_id", as_dict=True, maintain_order=True).items():
             ids = part["plate_id"].to_list()
-            if len(ids) >= 4:
-                instrument[ids[1]] = "quantstudio"
-                instrument[ids[2]] = "cfx"
+            if len(ids) >= 2:
+                instrument[ids[0]] = "quantstudio"
+            if len(ids) >= 3:
+                instrument[ids[1]] = "cfx"
     generic = results.filter(~pl.col("plate_id").is_in(list(instrument)))
     generic = generic.with_columns(
         pl.col("finished_at").dt.convert_time_zone("Asia/Shanghai").dt.hour().alias("hour"),
         pl.col("plate_id").alias("run_id"))
     for (lab, hour), part in generic.partition_by("lab_id", "hour", as_dict=True, maintain_order=True).items():
-        path = out / "results" / lab / f"{prefix}results_{lab}_{hour:02d}00.csv"
+        path = out / "results" / lab / f"{prefix}results_{lab}_{district}_{hour:02d}00.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         part.select("lab_id", "run_id", "plate_id", "well", "sample", "target", "ct",
                     _iso("finished_at").alias("finished_at")).write_csv(path)
@@ -700,17 +729,18 @@ def _cfx(part: pl.DataFrame) -> str:
 
 # --- re-samples: single tubes, at home, the next morning -----------------------------------------
 
-def _resamples(need: pl.DataFrame, members: pl.DataFrame, people: pl.DataFrame, sites: pl.DataFrame,
-               rng: np.random.Generator):
+def _resamples(need: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generator, d_idx: int,
+               labs: pl.DataFrame):
     who = members.filter(~pl.col("voided")).join(need.unique("tube"), on="tube").unique("i", keep="first")
     who = who.sort("i").with_columns(pl.int_range(pl.len()).alias("k"))
+    lab = labs["lab_id"][d_idx % labs.height]
     n = who.height
     truth = {"resample_people": n, "by_reason": dict(who.group_by("reason").len().sort("reason").iter_rows()),
              "positive_on_resample": int(who["infected"].sum())}
     if n == 0:
         return [], truth
     who = who.with_columns(
-        pl.format("R{}", (pl.col("k") + 1).cast(pl.Utf8).str.zfill(10)).alias("tube_barcode"),
+        pl.format("R{}{}", pl.lit(f"{d_idx:02d}"), (pl.col("k") + 1).cast(pl.Utf8).str.zfill(8)).alias("tube_barcode"),
         pl.col("home_site").alias("site_id"),
         (pl.lit(RESAMPLE_DAY) + pl.duration(seconds=pl.col("k") * 7 % 14400)).alias("at"))
     scans = pl.concat([
@@ -726,12 +756,12 @@ def _resamples(need: pl.DataFrame, members: pl.DataFrame, people: pl.DataFrame, 
                            (pl.col("at").max().over("site_id") + pl.duration(minutes=20)).alias("packed_at"))
     manifests = who.select("box_id", "tube_barcode", "site_id", _iso("packed_at").alias("packed_at"),
                            pl.lit("K-home").alias("courier_id"), _iso("packed_at").alias("departed_at"),
-                           pl.lit("L01").alias("lab_id"))
-    who = who.with_columns((pl.col("packed_at") + pl.duration(hours=1)).alias("received_at"), pl.lit("L01").alias("lab_id"))
+                           pl.lit(lab).alias("lab_id"))
+    who = who.with_columns((pl.col("packed_at") + pl.duration(hours=1)).alias("received_at"), pl.lit(lab).alias("lab_id"))
     receipts = who.select("lab_id", "box_id", "tube_barcode", _iso("received_at").alias("received_at"), pl.lit("ok").alias("condition"))
     placed = _plate_layout(who.select("tube_barcode", "lab_id", pl.col("received_at").alias("ready_at"),
                                       pl.when(pl.col("infected")).then(pl.lit("positive")).otherwise(pl.lit("negative")).alias("outcome")),
-                           "RS", 2.0).with_columns(pl.lit(False).alias("plate_failed"))
+                           f"RS{d_idx:02d}-", 2.0).with_columns(pl.lit(False).alias("plate_failed"))
     results = _ct_rows(placed, "outcome", rng)
     return [("scans", "resample/scans_resample", scans), ("manifests", "manifests_resample", manifests),
             ("receipts", "receipts_resample", receipts), ("results", "", results)], truth
