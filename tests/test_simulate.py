@@ -138,3 +138,41 @@ def test_the_pipeline_finds_every_injected_fault(city, ingested):
     assert visitors == [(scans["visitors_outside_register"],)]
     assert orders["tube_refused"] + orders["tube_lost"] == (
         truth["resamples"]["by_reason"]["tube_refused"] + truth["resamples"]["by_reason"]["tube_lost"])
+
+
+def test_a_scan_file_in_50_parts_gives_the_same_tubes(city, tmp_path):
+    """Sites upload every few minutes: 50 small files must give what one big file gives."""
+    big = max((city / "scans").rglob("*.csv"), key=lambda p: p.stat().st_size)
+    lines = big.read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], lines[1:]
+    assert len(rows) >= 50
+
+    def snapshot(parts: int) -> tuple:
+        root = tmp_path / f"parts{parts}"
+        for kind in ("sites", "labs", "zones", "register"):
+            for p in (city / kind).rglob("*.csv"):
+                target = root / p.relative_to(city)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(p.read_bytes())
+        size = -(-len(rows) // parts)
+        for n in range(parts):
+            chunk = rows[n * size:(n + 1) * size]
+            if chunk:
+                (root / "scans").mkdir(parents=True, exist_ok=True)
+                (root / "scans" / f"part{n:02d}.csv").write_text("\n".join([header, *chunk]) + "\n", encoding="utf-8")
+        cfg = Config().with_warehouse(tmp_path / f"parts{parts}.duckdb")
+        rnd = json.loads((city / "_truth.json").read_text())["round"]
+        with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+            open_round(con, round_id=rnd["id"], starts_at=datetime.fromisoformat(rnd["start"]),
+                       ends_at=datetime.fromisoformat(rnd["end"]), districts=None, pool_size=10, run_id=None)
+        taken = [take_file(f, cfg) for f in discover(root)]
+        assert sum(o.kind == "scans" and o.status == "accepted" for o in taken) == min(parts, len(rows))
+        with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+            define_views(con, cfg)
+            return (con.sql("SELECT * EXCLUDE (person_key) FROM tube_members ORDER BY ALL").fetchall(),
+                    con.sql("SELECT * FROM tubes ORDER BY ALL").fetchall(),
+                    con.sql("SELECT * FROM tube_anomalies ORDER BY ALL").fetchall())
+
+    one = snapshot(1)
+    assert one[0] and one[1]
+    assert snapshot(50) == one
