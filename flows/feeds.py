@@ -117,11 +117,15 @@ def take_file(
     key = id_hash_key()
 
     @contextmanager
-    def session() -> Iterator[duckdb.DuckDBPyConnection]:
-        with write_guard(), open_warehouse(cfg.warehouse.path, key, lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
+    def session(guarded: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The warehouse, under its file lock; writes also hold the write guard (one
+        acquisition per file: a slot released and at once re-acquired can wait on its lease)."""
+        with write_guard() if guarded else nullcontext(), open_warehouse(
+            cfg.warehouse.path, key, lock_timeout=cfg.warehouse.lock_timeout_seconds
+        ) as con:
             yield con
 
-    with session() as con:
+    with session(guarded=False) as con:  # a read: the file lock is enough
         seen = ledger_entry(con, digest)
     if seen is not None:
         return FileOutcome(file.kind, file.label, digest, "skipped", message=f"seen before as {seen[1]} ({seen[0]})")

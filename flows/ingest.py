@@ -45,25 +45,23 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
                 "%s %s: read %d, accepted %d, quarantined %d",
                 outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted, outcome.rows_quarantined,
             )
-    if kind in CHAIN_KINDS and any(o.status == "accepted" for o in outcomes):
-        publish_chain_summary(kind, config_path, warehouse)
     return outcomes
 
 
 CHAIN_KINDS = ("scans", "manifests", "receipts")
 
 
-@task(task_run_name="summarise {kind}")
-def publish_chain_summary(kind: str, config_path: str | None, warehouse: str | None) -> None:
-    """Tubes, people sampled and anomalies after a chain feed: aggregate, no personal data."""
+@task(task_run_name="summarise collect and deliver")
+def publish_chain_summary(config_path: str | None, warehouse: str | None) -> None:
+    """Tubes, people sampled and anomalies after the chain feeds: aggregate, no personal data.
+    A read: the warehouse file lock is enough, no write slot is taken."""
     cfg = load_config(config_path).with_warehouse(warehouse)
     as_of = datetime.now(timezone.utc)
-    with warehouse_write_guard(cfg)(), open_warehouse(cfg.warehouse.path, id_hash_key(),
-                                                      lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
+    with open_warehouse(cfg.warehouse.path, id_hash_key(), lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
         define_views(con, cfg)
         summary = chain_summary(con, as_of)
-    create_markdown_artifact(key=f"{kind}-summary", markdown=chain_summary_markdown(summary, as_of),
-                             description=f"Collect and deliver after the {kind} feed")
+    create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of),
+                             description="Collect and deliver: tubes, people sampled, anomalies by kind")
 
 
 @flow(name="ingest-inbox", flow_run_name="ingest inbox {inbox}")
@@ -71,6 +69,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     """Take every new file under ``inbox``: reference data, the register, then the chain."""
     logger = get_run_logger()
     cfg = load_config(config_path).with_warehouse(warehouse)
+    id_hash_key()  # fail fast, before any file, when the secret is missing
     ensure_concurrency_limits(cfg)
     found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
@@ -84,6 +83,8 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
             continue
         outcomes.extend(ingest_feed(kind, files, config_path, warehouse))
     publish_ingest_summary(outcomes, skipped_kinds)
+    if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
+        publish_chain_summary(config_path, warehouse)
     return outcomes
 
 

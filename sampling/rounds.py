@@ -56,18 +56,14 @@ def check_round(rnd: Round, allowed_sizes: tuple[int, ...], con: duckdb.DuckDBPy
 #: scans with ``person_key``): the round whose window holds the scan; else, for a single tube
 #: (capacity 1) of a person with a re-sampling order, that order's (latest) round; else a seal
 #: follows its tube's round (from this file or from stored scans).
-ASSIGN_ROUND_SQL = """
+_ASSIGN_TEMPLATE = """
 WITH windowed AS (
     SELECT i.*, w.round_id AS window_round
     FROM incoming i LEFT JOIN rounds w ON i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at
 ), candidates AS (
     SELECT DISTINCT person_key FROM windowed
     WHERE window_round IS NULL AND event IN ('add', 'void') AND capacity = 1
-), ordered AS (
-    SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
-    FROM resample_orders(TIMESTAMPTZ 'infinity') ro JOIN rounds rd USING (round_id)
-    WHERE ro.person_key IN (SELECT person_key FROM candidates)
-    GROUP BY ro.person_key
+), ordered AS ({ordered}
 ), by_row AS (
     SELECT wd.* EXCLUDE (window_round), coalesce(wd.window_round, o.round_id) AS row_round,
            (wd.window_round IS NULL AND o.round_id IS NOT NULL) AS row_resample
@@ -88,7 +84,26 @@ SELECT b.* EXCLUDE (row_round, row_resample, person_key),
 FROM by_row b LEFT JOIN tube_round t ON b.row_round IS NULL AND t.tube_barcode = b.tube_barcode
 """
 
+_ORDERED = """
+    SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
+    FROM resample_orders(TIMESTAMPTZ 'infinity') ro JOIN rounds rd USING (round_id)
+    WHERE ro.person_key IN (SELECT person_key FROM candidates)
+    GROUP BY ro.person_key"""
+_NO_ORDERS = """
+    SELECT NULL::UHUGEINT AS person_key, NULL::VARCHAR AS round_id WHERE false"""
+
+ASSIGN_ROUND_SQL = _ASSIGN_TEMPLATE.format(ordered=_ORDERED)
+#: the same rule when no scan lies outside every window (no order needs looking up)
+ASSIGN_BY_WINDOW_SQL = _ASSIGN_TEMPLATE.format(ordered=_NO_ORDERS)
+#: true when every single-tube person scan lies in some round's window
+ALL_IN_WINDOWS_SQL = """
+SELECT count(*) = 0 FROM incoming i
+WHERE i.event IN ('add', 'void') AND i.capacity = 1
+  AND NOT EXISTS (SELECT 1 FROM rounds w WHERE i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at)
+"""
+
 OUTSIDE_ROUNDS = "scanned outside every open round"
 
 #: Every scan gets its round; a scan that belongs to none is quarantined.
-ROUND_RULE = StageRule(sql=ASSIGN_ROUND_SQL, required_column="round_id", column="scanned_at", reason=OUTSIDE_ROUNDS)
+ROUND_RULE = StageRule(sql=ASSIGN_ROUND_SQL, required_column="round_id", column="scanned_at", reason=OUTSIDE_ROUNDS,
+                       quick_sql=ASSIGN_BY_WINDOW_SQL, quick_when_sql=ALL_IN_WINDOWS_SQL)

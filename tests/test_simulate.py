@@ -112,6 +112,8 @@ def test_the_pipeline_finds_every_injected_fault(city, ingested):
         define_views(con, cfg)
         assert con.sql("SELECT count(*) FROM register").fetchall() == [(reg["people_registered"],)]
         assert con.sql("SELECT count(*) FROM audit WHERE entity = 'register'").fetchall() == [(reg["conflicting_duplicates"],)]
+        # the update files come later and win: every amended person holds the new address
+        assert con.sql("SELECT count(*) FROM register WHERE address LIKE '%(新)'").fetchall() == [(reg["conflicting_duplicates"],)]
         status = dict(con.execute("SELECT status, count(*) FROM person_status('R20220404', ?) GROUP BY 1", [as_of]).fetchall())
         anomalies = dict(con.execute(
             "SELECT kind, count(*) FROM (SELECT kind FROM tube_anomalies UNION ALL"

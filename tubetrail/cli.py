@@ -23,6 +23,9 @@ from rich.table import Table
 from tubetrail.config import Config, ConfigError, load_config
 from tubetrail.secrets import MissingSecret
 
+# Prefect's own telemetry has nowhere to go from a city's network: off unless said otherwise.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 app = typer.Typer(
     name="tubetrail",
     help="Logistics of citywide pooled nucleic-acid screening: collect → deliver → test → report.",

@@ -49,6 +49,9 @@ class StageRule:
     required_column: str
     column: str
     reason: str
+    #: an equivalent, cheaper SQL, used when ``quick_when_sql`` (over ``incoming``) is true
+    quick_sql: str | None = None
+    quick_when_sql: str | None = None
 
 
 def blank(column: str) -> pl.Expr:

@@ -307,7 +307,7 @@ def _register_files(people: pl.DataFrame, rng: np.random.Generator, d_idx: int =
     ).select(**{**cols, "address": pl.col("address"), "phone": pl.col("phone")})
     valid = frame.filter(~bad_check & ~bad_birth & ~missing_area)
     truth = {
-        "rows_written": {"register": main.height, "register_2_updates": updates.height},
+        "rows_written": {"register": main.height, "register_updates": updates.height},
         "people_registered": valid.height,
         "bad_check_digits": frame.filter(bad_check).height,
         "bad_birth_dates": frame.filter(bad_birth).height,
@@ -316,7 +316,8 @@ def _register_files(people: pl.DataFrame, rng: np.random.Generator, d_idx: int =
         "conflicting_duplicates": updates.height,
         "missing_phones": valid.filter(pl.col("phone") == "").height,
     }
-    return [("register", main), ("register_2_updates", updates)], truth, valid.select("i")
+    # "register_updates_…" sorts after "register_3…": the later file, which wins
+    return [("register", main), ("register_updates", updates)], truth, valid.select("i")
 
 
 def _sites(areas: pl.DataFrame) -> pl.DataFrame:

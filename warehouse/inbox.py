@@ -187,34 +187,45 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
     chain = [f for f in found if f.kind in EVENT_TIME]
     if not chain:
         return reference
-    times = {f.path: first_event_at(f, timezone_name) for f in chain}
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = ?", [timezone_name])
+        times = {f.path: first_event_at(f, con) for f in chain}
+    finally:
+        con.close()
     far = datetime.max.replace(tzinfo=timezone.utc)
     chain.sort(key=lambda f: (times[f.path] or far, KINDS.index(f.kind), f.label))
     return reference + chain
 
 
-def first_event_at(file: InboxFile, timezone_name: str = "Asia/Shanghai") -> datetime | None:
+def first_event_at(file: InboxFile, con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The earliest event time in a chain file (a quick scan of one column; a time without
-    offset is local time of ``timezone_name``), or None."""
+    offset is local time of the connection's TimeZone), or None."""
     column = EVENT_TIME[file.kind]
     file_format = sniff_format(file.path) if file.path.stat().st_size else "empty"
-    source = {"csv": "read_csv(?, header = true, all_varchar = true, ignore_errors = true)",
-              "parquet": "read_parquet(?)",
-              "jsonl": "read_json(?, format = 'newline_delimited', ignore_errors = true)"}.get(file_format)
-    if source is None:
-        return None
-    con = duckdb.connect()
     try:
-        con.execute("SET TimeZone = ?", [timezone_name])
-        names = {c.lower(): c for c in con.sql(f"SELECT * FROM {source} LIMIT 0", params=[str(file.path)]).columns}
-        if column not in names:
+        if file_format == "csv":
+            header = _csv_header(file.path)
+            names = [h.strip().lower() for h in header]
+            if column not in names:
+                return None
+            spec = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header))) + "}"
+            source = (f"read_csv(?, header = true, columns = {spec}, auto_detect = false, delim = ',',"
+                      " quote = '\"', escape = '\"', ignore_errors = true, null_padding = true)")
+            target = f"c{names.index(column)}"
+        elif file_format == "parquet":
+            names = {n.lower(): n for n in pq.read_schema(file.path).names}
+            if column not in names:
+                return None
+            source, target = "read_parquet(?)", names[column]
+        elif file_format == "jsonl":
+            source, target = "read_json(?, format = 'newline_delimited', ignore_errors = true)", column
+        else:
             return None
-        found = con.sql(f'SELECT min(TRY_CAST("{names[column]}" AS TIMESTAMPTZ)) FROM {source}',
+        found = con.sql(f'SELECT min(TRY_CAST("{target}" AS TIMESTAMPTZ)) FROM {source}',
                         params=[str(file.path)]).fetchall()[0][0]
-    except duckdb.Error:
+    except (duckdb.Error, pa.ArrowException, OSError):
         return None
-    finally:
-        con.close()
     return found.astimezone(timezone.utc) if found is not None else None
 
 

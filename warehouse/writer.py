@@ -89,7 +89,10 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
         SELECT *, CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END AS person_key
         FROM {STAGE}.accepted"""
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {rule.sql}")
+    sql = rule.sql
+    if rule.quick_sql and rule.quick_when_sql and con.sql(rule.quick_when_sql).fetchall()[0][0]:
+        sql = rule.quick_sql
+    con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {sql}")
     packed = ", ".join(f'"{c}" := "{c}"' for c in data)
     con.execute(
         f"""INSERT INTO {STAGE}.quarantined SELECT {LINE}, ?, ?, to_json(struct_pack({packed}))

@@ -92,7 +92,7 @@ def test_round_flow_and_chain_summary_artifact(tmp_path, cfg):
         open_round("R2", datetime(2022, 4, 4, 21, tzinfo=sh), datetime(2022, 4, 5, 6, tzinfo=sh),
                    None, 10, None, cfg.warehouse.path)
     ingest_inbox(str(build_inbox(tmp_path / "in")), None, cfg.warehouse.path)
-    text = read_artifacts("receipts-summary")[0].data
+    text = read_artifacts("chain-summary")[0].data
     # 10 tubes opened, 8 sealed, 8 received (T10 was never collected), 1 refused; 18 registered
     # people sampled (P2 voided, P19 untested) and 2 visitors
     assert "| R1 | 10 | 9 | 8 | 1 | 18 | 2 |" in text
