@@ -29,7 +29,7 @@ from tubetrail.config import Config
 from tubetrail.rules import Checked, StageRule
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
-from warehouse.connection import open_warehouse
+from warehouse.connection import open_configured
 from warehouse.inbox import InboxFile, RefusedFile, content_hash, stage_file
 from warehouse.writer import (
     FileOutcome,
@@ -120,9 +120,7 @@ def take_file(
     def session(guarded: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         """The warehouse, under its file lock; writes also hold the write guard (one
         acquisition per file: a slot released and at once re-acquired can wait on its lease)."""
-        with write_guard() if guarded else nullcontext(), open_warehouse(
-            cfg.warehouse.path, key, lock_timeout=cfg.warehouse.lock_timeout_seconds
-        ) as con:
+        with write_guard() if guarded else nullcontext(), open_configured(cfg.warehouse, key) as con:
             yield con
 
     with session(guarded=False) as con:  # a read: the file lock is enough
@@ -131,7 +129,7 @@ def take_file(
         return FileOutcome(file.kind, file.label, digest, "skipped", message=f"seen before as {seen[1]} ({seen[0]})")
 
     try:
-        with stage_file(path, feed.required, label=file.label) as raw:
+        with stage_file(path, feed.required, label=file.label, memory_limit=cfg.warehouse.memory_limit) as raw:
             for batch in raw.batches():
                 raw.keep(batch, feed.check(batch, cfg))
             warnings = raw.settle(feed.unique_key)

@@ -19,7 +19,7 @@ from reporting.summary import chain_summary, chain_summary_markdown
 from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
-from warehouse.connection import open_warehouse
+from warehouse.connection import open_configured
 from warehouse.inbox import InboxFile, discover
 from warehouse.writer import FileOutcome
 
@@ -57,7 +57,7 @@ def publish_chain_summary(config_path: str | None, warehouse: str | None) -> Non
     A read: the warehouse file lock is enough, no write slot is taken."""
     cfg = load_config(config_path).with_warehouse(warehouse)
     as_of = datetime.now(timezone.utc)
-    with open_warehouse(cfg.warehouse.path, id_hash_key(), lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
         define_views(con, cfg)
         summary = chain_summary(con, as_of)
     create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of),
@@ -79,9 +79,10 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
         files = list(stretch)
         if kind in NOT_YET_IMPLEMENTED:
             skipped_kinds[kind] += len(files)
-            logger.warning("skipped %d %s file(s): the %s feed is not implemented yet", len(files), kind, kind)
             continue
         outcomes.extend(ingest_feed(kind, files, config_path, warehouse))
+    for kind, n in skipped_kinds.items():
+        logger.warning("skipped %d %s file(s): the %s feed is not implemented yet", n, kind, kind)
     publish_ingest_summary(outcomes, skipped_kinds)
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         publish_chain_summary(config_path, warehouse)

@@ -11,7 +11,7 @@ from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from sampling.rounds import Round, check_round
 from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
-from warehouse.connection import open_warehouse
+from warehouse.connection import open_configured
 from warehouse.writer import open_round as write_round
 
 
@@ -29,8 +29,7 @@ def open_round(
     ensure_concurrency_limits(cfg)
     rnd = Round(round_id, starts_at, ends_at, tuple(districts) if districts else None,
                 pool_size or cfg.pool_policy.default_size)
-    with warehouse_write_guard(cfg)(), open_warehouse(cfg.warehouse.path, id_hash_key(),
-                                                      lock_timeout=cfg.warehouse.lock_timeout_seconds) as con:
+    with warehouse_write_guard(cfg)(), open_configured(cfg.warehouse, id_hash_key()) as con:
         check_round(rnd, cfg.pool_policy.allowed_sizes, con)
         write_round(con, round_id=rnd.round_id, starts_at=rnd.starts_at, ends_at=rnd.ends_at,
                     districts=rnd.districts, pool_size=rnd.pool_size, run_id=str(flow_run.get_id()))

@@ -107,9 +107,11 @@ def _run_ingest(state: State, inbox: Path) -> int:
 
     cfg = state.config()
     outcomes = ingest_inbox(str(inbox), state.config_path, cfg.warehouse.path)
-    table = Table("kind", "file", "status", "read", "accepted", "quarantined")
-    for o in outcomes:
-        table.add_row(o.kind, o.file_name, o.status, f"{o.rows_read:,}", f"{o.rows_accepted:,}", f"{o.rows_quarantined:,}")
+    table = Table("kind", "files taken", "seen before", "refused", "rows read", "accepted", "quarantined")
+    for kind in dict.fromkeys(o.kind for o in outcomes):
+        mine = [o for o in outcomes if o.kind == kind]
+        table.add_row(kind, *(str(sum(o.status == s for o in mine)) for s in ("accepted", "skipped", "refused")),
+                      *(f"{sum(getattr(o, a) for o in mine):,}" for a in ("rows_read", "rows_accepted", "rows_quarantined")))
     console.print(table)
     refused = [o for o in outcomes if o.status == "refused"]
     for o in refused:

@@ -9,6 +9,7 @@ from this file: see :mod:`tubetrail.secrets`.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -42,10 +43,15 @@ class WarehouseConfig:
     write_limit: str = "tubetrail-warehouse-writer"
     #: Seconds a writer waits for the warehouse file lock before giving up.
     lock_timeout_seconds: float = 600.0
+    #: DuckDB memory limit of each connection (warehouse and file staging); beyond it DuckDB
+    #: spills to disk. Two such connections never run at once in one ingest.
+    memory_limit: str = "10GB"
 
     def validate(self, prefix: str) -> None:
         if not self.path:
             raise ConfigError(f"{prefix}.path: must not be empty")
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(MB|GB|MiB|GiB)", self.memory_limit):
+            raise ConfigError(f"{prefix}.memory_limit: expected a size like '10GB', got {self.memory_limit!r}")
         if self.lock_timeout_seconds <= 0:
             raise ConfigError(f"{prefix}.lock_timeout_seconds: must be positive")
 

@@ -16,12 +16,13 @@ import hmac
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 
+from tubetrail.config import WarehouseConfig
 from warehouse.schema import MIGRATIONS
 
 
@@ -100,7 +101,8 @@ def define_person_key(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
 
 
 @contextmanager
-def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0,
+                   memory_limit: str = "10GB") -> Iterator[duckdb.DuckDBPyConnection]:
     """Lock, connect, migrate, define the person key; close and unlock on exit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +110,14 @@ def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0)
         con = duckdb.connect(str(path))
         try:
             con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET memory_limit = '{memory_limit}'")
             migrate(con)
             define_person_key(con, key)
             yield con
         finally:
             con.close()
+
+
+def open_configured(cfg: WarehouseConfig, key: bytes) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    """:func:`open_warehouse` with the configured path, lock timeout and memory limit."""
+    return open_warehouse(cfg.path, key, lock_timeout=cfg.lock_timeout_seconds, memory_limit=cfg.memory_limit)

@@ -241,7 +241,8 @@ def sniff_format(path: Path) -> str:
 
 
 @contextmanager
-def stage_file(path: Path, required: Iterable[str], label: str | None = None) -> Iterator[RawFile]:
+def stage_file(path: Path, required: Iterable[str], label: str | None = None,
+               memory_limit: str = "10GB") -> Iterator[RawFile]:
     """Stage one inbox file as text; refuse it if unreadable or missing a required column."""
     label = label or str(path)
     if path.stat().st_size == 0:
@@ -252,6 +253,7 @@ def stage_file(path: Path, required: Iterable[str], label: str | None = None) ->
         con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
         try:
             con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
+            con.execute(f"SET memory_limit = '{memory_limit}'")
             rejects, line_of = reader(con, path, label)
             columns = con.sql("SELECT * FROM raw LIMIT 0").columns
             lowered = [c.strip().lower() for c in columns if c != LINE]
