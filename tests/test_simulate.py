@@ -178,3 +178,16 @@ def test_a_scan_file_in_50_parts_gives_the_same_tubes(city, tmp_path):
     one = snapshot(1)
     assert one[0] and one[1]
     assert snapshot(50) == one
+
+
+def test_every_simulated_results_file_parses(city):
+    from lab.instruments import parse_export
+
+    formats = set()
+    for path in sorted((city / "results").rglob("*")):
+        if path.is_file():
+            parsed = parse_export(path)
+            formats.add(parsed.format)
+            assert parsed.rejects.height == 0, path.name
+            assert parsed.records.height > 0
+    assert formats == {"generic_csv", "quantstudio", "cfx_maestro"}

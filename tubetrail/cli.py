@@ -133,6 +133,27 @@ def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox
     raise typer.Exit(code)
 
 
+@lab_app.command("parse")
+def lab_parse(
+    file: Annotated[Path, typer.Argument(help="an instrument export")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Parquet file to write")],
+) -> None:
+    """Parse one instrument export to the long table well, sample, target, ct (ct null = not detected)."""
+    from lab.instruments import UnrecognisedExport, parse_export, write_long_table
+
+    if not file.is_file():
+        errors.print(f"{file}: no such file")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        parsed = parse_export(file)
+    except UnrecognisedExport as exc:
+        errors.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(EXIT_REFUSED) from exc
+    write_long_table(parsed, out)
+    console.print(f"{file.name}: {parsed.format}, {parsed.records.height} rows, "
+                  f"{parsed.rejects.height} rejected → {out}")
+
+
 def parse_cli_time(value: str, timezone: str) -> datetime:
     """ISO 8601; without offset, local time of the city."""
     try:
