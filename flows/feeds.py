@@ -16,7 +16,9 @@ import duckdb
 import polars as pl
 
 from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, check_receipts
+from lab.instruments import UnrecognisedExport, parse_export
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
+from lab.results import check_results
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.register import COLUMNS as REGISTER_COLUMNS
 from sampling.register import UNIQUE_KEY as REGISTER_KEY
@@ -26,17 +28,18 @@ from sampling.scans import REQUIRED as SCAN_REQUIRED
 from sampling.scans import check_scans
 from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUIRED, check_sites, check_zones
 from tubetrail.config import Config
-from tubetrail.rules import Checked, StageRule
+from tubetrail.rules import LINE, Checked, StageRule
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
-from warehouse.inbox import InboxFile, RefusedFile, content_hash, stage_file
+from warehouse.inbox import InboxFile, RefusedFile, content_hash, stage_file, stage_records
 from warehouse.writer import (
     FileOutcome,
     apply_manifests,
     apply_receipts,
     apply_reference,
     apply_register,
+    apply_results,
     apply_scans,
     apply_stage_rule,
     attach_stage,
@@ -51,7 +54,7 @@ from warehouse.writer import (
 class Feed:
     kind: str
     required: tuple[str, ...]
-    check: Callable[[pl.DataFrame, Config], Checked]
+    check: Callable[[pl.DataFrame, Config, str], Checked]
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None]
     #: within one file, the last line per key wins (None: every row is an event)
     unique_key: tuple[str, ...] | None = None
@@ -60,45 +63,61 @@ class Feed:
 
 
 FEEDS: dict[str, Feed] = {
-    "sites": Feed("sites", SITE_REQUIRED, lambda raw, cfg: check_sites(raw), apply_reference("sites", SITE_COLUMNS), ("site_id",)),
-    "labs": Feed("labs", LAB_REQUIRED, lambda raw, cfg: check_labs(raw), apply_reference("labs", LAB_COLUMNS), ("lab_id",)),
+    "sites": Feed("sites", SITE_REQUIRED, lambda raw, cfg, label: check_sites(raw), apply_reference("sites", SITE_COLUMNS), ("site_id",)),
+    "labs": Feed("labs", LAB_REQUIRED, lambda raw, cfg, label: check_labs(raw), apply_reference("labs", LAB_COLUMNS), ("lab_id",)),
     "zones": Feed(
         "zones",
         ZONE_REQUIRED,
-        lambda raw, cfg: check_zones(raw, timezone=cfg.city.timezone),
+        lambda raw, cfg, label: check_zones(raw, timezone=cfg.city.timezone),
         apply_reference("zones", ZONE_COLUMNS),
         ("grid", "since"),
     ),
     "register": Feed(
         "register",
         REGISTER_REQUIRED,
-        lambda raw, cfg: check_register(raw, phone_region=cfg.city.phone_region),
+        lambda raw, cfg, label: check_register(raw, phone_region=cfg.city.phone_region),
         apply_register(REGISTER_COLUMNS),
         REGISTER_KEY,
     ),
     "scans": Feed(
         "scans",
         SCAN_REQUIRED,
-        lambda raw, cfg: check_scans(raw, timezone=cfg.city.timezone),
+        lambda raw, cfg, label: check_scans(raw, timezone=cfg.city.timezone),
         apply_scans,
         stage_rule=ROUND_RULE,
     ),
     "manifests": Feed(
         "manifests",
         MANIFEST_REQUIRED,
-        lambda raw, cfg: check_manifests(raw, timezone=cfg.city.timezone),
+        lambda raw, cfg, label: check_manifests(raw, timezone=cfg.city.timezone),
         apply_manifests,
     ),
     "receipts": Feed(
         "receipts",
         RECEIPT_REQUIRED,
-        lambda raw, cfg: check_receipts(raw, timezone=cfg.city.timezone),
+        lambda raw, cfg, label: check_receipts(raw, timezone=cfg.city.timezone),
         apply_receipts,
+    ),
+    "results": Feed(
+        "results",
+        (),
+        lambda records, cfg, label: check_results(records, label),
+        apply_results,
     ),
 }
 
 #: kinds of the chain that later work implements; ingest says plainly that it skipped them
-NOT_YET_IMPLEMENTED = ("results",)
+NOT_YET_IMPLEMENTED: tuple[str, ...] = ()
+
+
+def stage_export(path: Path, label: str, memory_limit: str):
+    """An instrument export, read by its parser and staged like any other file."""
+    try:
+        parsed = parse_export(path)
+    except UnrecognisedExport as exc:
+        raise RefusedFile(str(exc) if str(exc).startswith(label) else f"{label}: {exc}") from exc
+    records = parsed.records.rename({"line": LINE}).with_columns(pl.lit(parsed.format).alias("source_format"))
+    return stage_records(records, parsed.rejects.rename({"line": LINE}), parsed.format, memory_limit)
 
 WriteGuard = Callable[[], AbstractContextManager[object]]
 
@@ -129,9 +148,11 @@ def take_file(
         return FileOutcome(file.kind, file.label, digest, "skipped", message=f"seen before as {seen[1]} ({seen[0]})")
 
     try:
-        with stage_file(path, feed.required, label=file.label, memory_limit=cfg.warehouse.memory_limit) as raw:
+        stager = (stage_export(path, file.label, cfg.warehouse.memory_limit) if file.kind == "results"
+                  else stage_file(path, feed.required, label=file.label, memory_limit=cfg.warehouse.memory_limit))
+        with stager as raw:
             for batch in raw.batches():
-                raw.keep(batch, feed.check(batch, cfg))
+                raw.keep(batch, feed.check(batch, cfg, file.label))
             warnings = raw.settle(feed.unique_key)
             rows_read, file_format = raw.rows_read, raw.file_format
             stage_path = raw.release()

@@ -122,7 +122,7 @@ def snapshot(cfg, as_of=AS_OF):
                              " ORDER BY ALL", [as_of]).fetchall()
         status = dict(con.execute("SELECT id_number, status FROM person_status('R1', ?)", [as_of]).fetchall())
         tubes = con.execute("SELECT tube_barcode, members, capacity FROM tubes ORDER BY 1").fetchall()
-        outside = con.execute("SELECT sum(people) FROM outside_register").fetchone()[0]
+        outside = con.execute("SELECT sum(people) FROM outside_register").fetchall()[0][0]
     return anomalies, orders, status, tubes, outside
 
 

@@ -45,7 +45,7 @@ def ingested(city, tmp_path_factory):
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         open_round(con, round_id=rnd["id"], starts_at=datetime.fromisoformat(rnd["start"]),
                    ends_at=datetime.fromisoformat(rnd["end"]), districts=None, pool_size=rnd["pool_size"], run_id=None)
-    outcomes = [take_file(f, cfg) for f in discover(city) if f.kind != "results"]
+    outcomes = [take_file(f, cfg) for f in discover(city)]
     return cfg, outcomes
 
 
@@ -178,6 +178,20 @@ def test_a_scan_file_in_50_parts_gives_the_same_tubes(city, tmp_path):
     one = snapshot(1)
     assert one[0] and one[1]
     assert snapshot(50) == one
+
+
+def test_results_are_taken_as_facts(city, ingested):
+    from lab.instruments import parse_export
+
+    cfg, outcomes = ingested
+    taken = [o for o in outcomes if o.kind == "results"]
+    assert taken and all(o.status == "accepted" and o.rows_quarantined == 0 for o in taken)
+    expected = sum(parse_export(p).records.height for p in (city / "results").rglob("*") if p.is_file())
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        rows = con.sql("SELECT count(*), count(DISTINCT lab_id), count(*) FILTER (WHERE ct IS NULL) FROM results").fetchall()[0]
+        formats = {r[0] for r in con.sql("SELECT DISTINCT source_format FROM results").fetchall()}
+    assert rows[0] == expected and rows[1] >= 3 and 0 < rows[2] < rows[0]
+    assert formats == {"generic_csv", "quantstudio", "cfx_maestro"}
 
 
 def test_every_simulated_results_file_parses(city):

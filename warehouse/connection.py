@@ -91,7 +91,8 @@ def define_person_key(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
             || encode(id_type || '|' || id_number)))), 1, 32))::UHUGEINT"""
     )
     fingerprint = hmac.new(key, b"tubetrail person key check", hashlib.sha256).hexdigest()
-    stored = con.execute("SELECT value FROM warehouse_settings WHERE name = 'id_hash_key_check'").fetchone()
+    rows = con.execute("SELECT value FROM warehouse_settings WHERE name = 'id_hash_key_check'").fetchall()
+    stored = rows[0] if rows else None
     if stored is None:
         con.execute("INSERT INTO warehouse_settings VALUES ('id_hash_key_check', ?)", [fingerprint])
     elif stored[0] != fingerprint:

@@ -271,6 +271,22 @@ def stage_file(path: Path, required: Iterable[str], label: str | None = None,
             con.close()
 
 
+@contextmanager
+def stage_records(records: pl.DataFrame, rejects: pl.DataFrame, file_format: str,
+                  memory_limit: str = "10GB") -> Iterator[RawFile]:
+    """Stage rows a parser already read (instrument exports): ``records`` with ``_line``."""
+    with tempfile.TemporaryDirectory(prefix="tubetrail-stage-") as tmp:
+        con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.register("records_arrow", records.to_arrow())
+            con.execute("CREATE TABLE raw AS SELECT * FROM records_arrow ORDER BY _line")
+            con.unregister("records_arrow")
+            yield RawFile(con, file_format, rejects, None)
+        finally:
+            con.close()
+
+
 def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
     """A whole (small) file as one text frame: for tests and small reference files."""
     with stage_file(path, required, label) as raw:

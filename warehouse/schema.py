@@ -157,6 +157,25 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        "results: every well, target and Ct as the instruments reported them",
+        """
+        CREATE TABLE results (
+            lab_id VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            plate_id VARCHAR NOT NULL,
+            well VARCHAR NOT NULL,
+            sample VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            ct DOUBLE,
+            finished_at TIMESTAMPTZ,
+            source_format VARCHAR NOT NULL,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT NOT NULL
+        );
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).

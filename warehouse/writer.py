@@ -37,11 +37,12 @@ class FileOutcome:
 
 
 def ledger_entry(con: duckdb.DuckDBPyConnection, content_hash: str) -> tuple | None:
-    return con.execute(
+    rows = con.execute(
         "SELECT status, file_name, rows_read, rows_accepted, rows_quarantined FROM ingest_ledger"
         " WHERE content_hash = ?",
         [content_hash],
-    ).fetchone()
+    ).fetchall()
+    return rows[0] if rows else None
 
 
 def _now() -> datetime:
@@ -293,3 +294,12 @@ def open_round(
     except BaseException:
         con.rollback()
         raise
+
+
+def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+    """Results are facts: appended, never changed (calls are derived from them)."""
+    con.execute(
+        """INSERT INTO results SELECT lab_id, run_id, plate_id, well, sample, target, ct, finished_at,
+               source_format, ?, source_line FROM staged""",
+        [content_hash],
+    )

@@ -19,7 +19,6 @@ def small_inbox(root: Path, people: list[str], name: str = "r.csv") -> Path:
     write(root / "labs/l.csv", "lab_id,name\nL1,Lab\n")
     rows = [register_row(p, phone="13812345678", name="王小明", address="外滩1号") for p in people]
     write(root / "register" / name, REGISTER_HEADER + "\n" + "\n".join(rows) + "\nRIC,1,x,,a,b,c,d,,,,\n")
-    write(root / "results/L1/x.csv", "lab_id,run_id\n")
     return root
 
 
@@ -36,14 +35,17 @@ def test_ingest_flow_publishes_a_summary_without_personal_data(tmp_path, cfg):
 
     people = [ric(f"31010119800102{i:03d}") for i in range(5)]
     inbox = small_inbox(tmp_path / "in", people)
+    write(inbox / "results/L1/x.csv", "lab_id,run_id\n")  # no instrument export at all
     outcomes = ingest_inbox(str(inbox), None, cfg.warehouse.path)
     assert [(o.kind, o.status, o.rows_read, o.rows_accepted, o.rows_quarantined) for o in outcomes] == [
-        ("sites", "accepted", 1, 1, 0), ("labs", "accepted", 1, 1, 0), ("register", "accepted", 6, 5, 1)]
+        ("sites", "accepted", 1, 1, 0), ("labs", "accepted", 1, 1, 0), ("register", "accepted", 6, 5, 1),
+        ("results", "refused", 0, 0, 0)]
+    assert outcomes[-1].message.startswith("results/L1/x.csv: ")
 
     summary = read_artifacts("ingest-summary")[0].data
     assert "| register | 1 | 0 | 0 | 6 | 5 | 1 |" in summary
     assert "RIC not 17 digits plus a check character" in summary
-    assert "1 results file(s): the results feed is not implemented yet" in summary
+    assert "## Refused files" in summary and "results/L1/x.csv" in summary
     files = read_artifacts("ingest-files")[0].data
     for text in (summary, str(files)):
         for secret in [*people, "王小明", "13812345678", "+8613812345678", "外滩1号"]:

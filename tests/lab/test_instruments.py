@@ -115,3 +115,19 @@ def test_lab_parse_command_writes_the_long_table(instruments, tmp_path):
     assert table.columns == ["well", "sample", "target", "ct"] and table.height == 48
     bad = CliRunner().invoke(app, ["lab", "parse", str(write(tmp_path / "x.txt", "hello")), "-o", str(out)])
     assert bad.exit_code == 1 and "x.txt" in bad.output
+
+
+def test_results_check_takes_lab_run_and_plate_from_the_path():
+    from lab.results import check_results
+
+    records = pl.DataFrame({"well": ["A1", "A2", "A3"], "sample": ["T1", "", "T3"], "target": ["N", "N", "N"],
+                            "ct": [30.0, None, None], "_line": [2, 3, 4], "run_id": [None] * 3, "plate_id": [None] * 3,
+                            "lab_id": [None] * 3, "finished_at": [None] * 3, "source_format": ["cfx_maestro"] * 3},
+                           schema_overrides={"run_id": pl.Utf8, "plate_id": pl.Utf8, "lab_id": pl.Utf8,
+                                             "finished_at": pl.Datetime("us", "UTC")})
+    checked = check_results(records, "results/L07/PLATE-9.csv")
+    assert checked.accepted.select("lab_id", "run_id", "plate_id", "sample").rows() == [
+        ("L07", "PLATE-9", "PLATE-9", "T1"), ("L07", "PLATE-9", "PLATE-9", "T3")]
+    assert checked.quarantined.rows() == [(3, "sample", "missing sample")]
+    no_lab = check_results(records.head(1), "results/PLATE-9.csv")
+    assert no_lab.quarantined["reason"].to_list() == ["no lab: neither in the file nor a results/<lab_id>/ folder"]

@@ -128,7 +128,7 @@ def test_refused_file_is_recorded_and_good_files_go_on(tmp_path, cfg):
 def test_person_key_is_an_hmac_not_a_plain_hash(tmp_path, cfg):
     key = b"tubetrail-test-key-0123456789"
     with open_warehouse(cfg.warehouse.path, key) as con:
-        got = con.execute("SELECT person_key('RIC', ?)", [A]).fetchone()[0]
+        got = con.execute("SELECT person_key('RIC', ?)", [A]).fetchall()[0][0]
     expected = int(hmac.new(key, f"RIC|{A}".encode(), hashlib.sha256).hexdigest()[:32], 16)
     assert got == expected
     assert got != int(hashlib.sha256(f"RIC|{A}".encode()).hexdigest()[:32], 16)
