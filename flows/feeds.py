@@ -106,9 +106,6 @@ FEEDS: dict[str, Feed] = {
     ),
 }
 
-#: kinds of the chain that later work implements; ingest says plainly that it skipped them
-NOT_YET_IMPLEMENTED: tuple[str, ...] = ()
-
 
 def stage_export(path: Path, label: str, memory_limit: str):
     """An instrument export, read by its parser and staged like any other file."""

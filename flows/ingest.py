@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.feeds import NOT_YET_IMPLEMENTED, take_file
+from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.summary import chain_summary, chain_summary_markdown
 from tubetrail.config import load_config
@@ -73,23 +73,18 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     ensure_concurrency_limits(cfg)
     found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
-    skipped_kinds: Counter[str] = Counter()
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
     for kind, stretch in groupby(found, key=lambda f: f.kind):
-        files = list(stretch)
-        if kind in NOT_YET_IMPLEMENTED:
-            skipped_kinds[kind] += len(files)
-            continue
-        outcomes.extend(ingest_feed(kind, files, config_path, warehouse))
-    for kind, n in skipped_kinds.items():
-        logger.warning("skipped %d %s file(s): the %s feed is not implemented yet", n, kind, kind)
-    publish_ingest_summary(outcomes, skipped_kinds)
+        outcomes.extend(ingest_feed(kind, list(stretch), config_path, warehouse))
+    logger.info("took %d file(s), %d seen before, %d refused", sum(o.status == "accepted" for o in outcomes),
+                sum(o.status == "skipped" for o in outcomes), sum(o.status == "refused" for o in outcomes))
+    publish_ingest_summary(outcomes)
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         publish_chain_summary(config_path, warehouse)
     return outcomes
 
 
-def publish_ingest_summary(outcomes: list[FileOutcome], skipped_kinds: Counter[str]) -> None:
+def publish_ingest_summary(outcomes: list[FileOutcome]) -> None:
     rows = [
         {
             "kind": o.kind,
@@ -132,7 +127,4 @@ def publish_ingest_summary(outcomes: list[FileOutcome], skipped_kinds: Counter[s
     refused = [o for o in outcomes if o.status == "refused"]
     if refused:
         lines += ["", "## Refused files", ""] + [f"- {o.message}" for o in refused]
-    if skipped_kinds:
-        lines += ["", "## Not taken yet", ""]
-        lines += [f"- {n} {k} file(s): the {k} feed is not implemented yet" for k, n in skipped_kinds.items()]
     create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="Ingest summary")
