@@ -2,73 +2,128 @@
 
 Formats are detected by content, never by file name: the QuantStudio / 7500 text export
 (``[Results]`` section), Bio-Rad CFX Maestro "Quantification Cq Results" CSV, RDML 1.0–1.3
-(zipped or plain XML) and the generic CSV of DESIGN §4. Parsing is instrument-level: sample
-names and targets are kept as the instrument wrote them; mapping targets to assay roles is the
-calling rules' business. ``ct`` null means not detected.
+(zipped or plain XML) and the generic results table of DESIGN §4 (CSV; Parquet and JSON Lines
+with the same columns are accepted too, DESIGN §4). Parsing is instrument-level: sample names
+and targets are kept as the instrument wrote them; mapping targets to assay roles is the calling
+rules' business. ``ct`` null means not detected.
+
+Every format module has the same three steps: ``read`` (bytes → raw rows), ``records`` (raw
+rows → typed records and row-level rejects) and ``to_table`` (records → the long table).
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
 import polars as pl
 
-from lab.instruments.common import RECORD_SCHEMA, REJECT_SCHEMA, UnrecognisedExport
+from lab.instruments.common import (
+    DEFAULT_TIMEZONE,
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    UnrecognisedExport,
+    text_lines,
+)
 
-__all__ = ["ParsedExport", "UnrecognisedExport", "detect_format", "parse_export", "write_long_table"]
+__all__ = ["FORMATS", "ParsedExport", "UnrecognisedExport", "detect_format", "parse_export", "write_long_table"]
+
+FORMATS = ("quantstudio", "cfx_maestro", "rdml", "generic_csv")
+#: the generic table's columns (DESIGN §4)
+GENERIC_COLUMNS = ("lab_id", "run_id", "plate_id", "well", "sample", "target", "ct", "finished_at")
+#: how much of a file detection looks at
+HEAD_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
 class ParsedExport:
+    """One export as read: ``records`` has the columns of ``RECORD_SCHEMA`` (well, sample,
+    target, ct, line, run_id, plate_id, lab_id, finished_at); ``rejects`` (line, column, reason,
+    raw) holds the rows that could not be read, without stopping the good ones; ``meta`` the
+    header facts without personal data (instrument, serial, experiment, run end …)."""
+
     format: str
-    records: pl.DataFrame  # RECORD_SCHEMA
+    records: pl.DataFrame
     rejects: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECT_SCHEMA))
     meta: dict[str, str] = field(default_factory=dict)
 
 
 def detect_format(data: bytes, name: str = "") -> str:
-    """Which export this is, from its content; :class:`UnrecognisedExport` if none."""
-    if data[:4] == b"PK\x03\x04":
-        return "rdml"
-    head = data[:65536].decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
-    if head.startswith("<?xml") or head.startswith("<rdml"):
-        if "rdml" in head[:2000]:
+    """Which export ``data`` (the whole file or its first 64 KiB) is, from its content only:
+    ``quantstudio``, ``cfx_maestro``, ``rdml`` or ``generic_csv``. Raises
+    :class:`UnrecognisedExport` naming ``name`` and why."""
+    label = name or "file"
+    if not data.strip():
+        raise UnrecognisedExport(f"{label}: empty file")
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "rdml"  # RDML is a zip; rdml.read refuses a zip without RDML XML
+    if data[:4] == b"PAR1":
+        return "generic_csv"  # the generic table as Parquet
+    # lenient: the head may end inside a character; GB18030 text keeps its ASCII header readable
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    head = data[:HEAD_BYTES].decode("utf-16" if utf16 else "utf-8", errors="replace").lstrip("\ufeff")
+    if "\x00" in head:
+        raise UnrecognisedExport(f"{label}: binary content, not a zip and not a text export")
+    if head.lstrip().startswith("<"):
+        if "<rdml" in head[:4096] or ":rdml" in head[:4096]:
             return "rdml"
-    lines = [line.strip() for line in head.splitlines()]
-    if any(line == "[Results]" for line in lines) or (
-        lines and lines[0].startswith("* ") and "[Sample Setup]" in lines
-    ):
+        raise UnrecognisedExport(f"{label}: XML but not RDML (no <rdml> root element)")
+    lines = [line.strip() for line in text_lines(head) if line.strip()]
+    first = lines[0]
+    if (first.startswith("* ") and " = " in first) or any(
+            line in ("[Results]", "[Sample Setup]", "[Amplification Data]") for line in lines):
         return "quantstudio"
-    first = lines[0].lower() if lines else ""
-    if first.startswith(",well,") and ",cq," in first + ",":
+    if first.startswith("{"):
+        try:
+            keys = {str(k).strip().lower() for k in json.loads(first)}
+        except (ValueError, TypeError):
+            keys = set()
+        if {"well", "ct"} & keys:
+            return "generic_csv"  # the generic table as JSON Lines
+    cells = [cell.strip().strip('"').lower() for cell in first.split(",")]
+    if "well" in cells and ("fluor" in cells or ("cq" in cells and "target" in cells)):
         return "cfx_maestro"
-    columns = {c.strip().lower() for c in first.split(",")}
-    if {"well", "sample", "target"} <= columns and ("ct" in columns or "lab_id" in columns):
-        return "generic_csv"
-    raise UnrecognisedExport(f"{name or 'file'}: not a QuantStudio, CFX Maestro, RDML or generic results export")
+    if len(set(cells) & set(GENERIC_COLUMNS)) >= 3:
+        return "generic_csv"  # the parser names any required column that is missing
+    raise UnrecognisedExport(
+        f"{label}: not a QuantStudio export (no '* Key = Value' header, no [Results] section), "
+        "not a CFX Maestro Cq results CSV (no Well, Fluor, Cq columns), not a zip and not RDML XML, "
+        "not the generic results CSV (no lab_id, run_id, plate_id, well, sample, target, ct columns)")
 
 
-def parse_export(path: str | Path) -> ParsedExport:
+def parse_export(path: str | Path, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
+    """Read one export, whatever its name. ``timezone``: where a run time without zone or
+    offset was written (DESIGN §4: the city's). Raises :class:`UnrecognisedExport` for a file
+    that is no export or is damaged beyond its rows; row-level problems go to ``rejects``."""
     from lab.instruments import cfx, generic, quantstudio, rdml
 
     path = Path(path)
-    data = path.read_bytes()
-    kind = detect_format(data, path.name)
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    kind = detect_format(head, path.name)
     try:
+        if kind == "generic_csv":  # possibly millions of rows: read in bulk from the file
+            return generic.parse(path, timezone)
+        data = path.read_bytes()
         if kind == "quantstudio":
-            return quantstudio.parse(data, path.name)
+            return quantstudio.parse(data, path.name, timezone)
         if kind == "cfx_maestro":
             return cfx.parse(data, path.name)
-        if kind == "rdml":
-            return rdml.parse(data, path.name)
-        return generic.parse(path)
-    except UnrecognisedExport:
-        raise
-    except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, KeyError, IndexError) as exc:
-        raise UnrecognisedExport(f"{path.name}: a damaged {kind} export ({type(exc).__name__})") from exc
+        return rdml.parse(data, path.name, timezone)
+    except UnrecognisedExport as exc:
+        if path.name in str(exc):
+            raise
+        raise UnrecognisedExport(f"{path.name}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UnrecognisedExport(f"{path.name}: a {kind} export that is not UTF-8, UTF-16 or GB18030 text") from exc
+    except (zipfile.BadZipFile, ParseError, EOFError, ValueError, KeyError, IndexError) as exc:
+        raise UnrecognisedExport(f"{path.name}: a damaged {kind} export ({type(exc).__name__}: {exc})") from exc
 
 
 def write_long_table(parsed: ParsedExport, out: str | Path) -> None:
-    parsed.records.select("well", "sample", "target", "ct").write_parquet(out)
+    """The long table as Parquet, with exactly the columns well, sample, target, ct."""
+    parsed.records.select(pl.col(c).cast(t) for c, t in RECORD_SCHEMA.items() if c in ("well", "sample", "target", "ct")
+                          ).write_parquet(out)

@@ -1,50 +1,86 @@
-"""Bio-Rad CFX Maestro "Quantification Cq Results" CSV: a leading empty column, wells like
-``A01``, ``NaN`` for no Cq; ``Target`` may be empty, then the dye (``Fluor``) names the target."""
+"""Bio-Rad CFX Maestro "Quantification Cq Results" CSV: a leading empty column, then Well,
+Fluor, Target, Content, Sample, Biological Set Name, Cq, …; wells like ``A01``; ``NaN`` for no
+Cq. When ``Target`` is empty the dye (``Fluor``) names the target. The file carries no run,
+plate or lab: those stay null and the caller takes them from the file's place in the inbox."""
 
 from __future__ import annotations
 
 import csv
 import io
 
-import polars as pl
-
 from lab.instruments import ParsedExport
-from lab.instruments.common import REJECT_SCHEMA, UnrecognisedExport, canonical_well, ct_value, records_frame
+from lab.instruments.common import (
+    UnrecognisedExport,
+    canonical_well,
+    ct_value,
+    decode_text,
+    records_frame,
+    rejects_frame,
+)
+
+REQUIRED = ("well", "sample", "cq")
+RawRows = list[tuple[int, list[str]]]
 
 
-def read(data: bytes, name: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig")))
-    rows = [(n, r) for n, r in enumerate(reader, start=1) if any(cell.strip() for cell in r)]
-    if not rows:
+# --- 1. reading: bytes → header and rows -------------------------------------------------------
+
+def read(data: bytes, name: str) -> tuple[list[str], RawRows]:
+    """The header (lower-case, stripped) and the non-empty rows as (1-based line, cells)."""
+    reader = csv.reader(io.StringIO(decode_text(data), newline=""))
+    header: list[str] | None = None
+    rows: RawRows = []
+    line = 1
+    for cells in reader:
+        if any(cell.strip() for cell in cells):
+            if header is None:
+                header = [cell.strip().lower() for cell in cells]
+            else:
+                rows.append((line, cells))
+        line = reader.line_num + 1  # the line where the next record starts
+    if header is None:
         raise UnrecognisedExport(f"{name}: empty CFX export")
-    header = [h.strip().lower() for h in rows[0][1]]
-    for needed in ("well", "sample", "cq"):
-        if needed not in header:
-            raise UnrecognisedExport(f"{name}: CFX export without a {needed.capitalize()} column")
-    return header, rows[1:]
+    missing = [c for c in REQUIRED if c not in header] + ([] if {"target", "fluor"} & set(header) else ["target"])
+    if missing:
+        raise UnrecognisedExport(f"{name}: CFX export without the column(s) {', '.join(m.capitalize() for m in missing)}")
+    return header, rows
 
 
-def records(header: list[str], rows: list[tuple[int, list[str]]], name: str) -> tuple[list[dict], list[dict]]:
-    at = {h: i for i, h in enumerate(header)}
+# --- 2. typed records ---------------------------------------------------------------------------
+
+def records(header: list[str], rows: RawRows) -> tuple[list[dict], list[dict]]:
+    at = {h: i for i, h in reversed(list(enumerate(header)))}  # the first column of a name wins
+    needed = max(at[c] for c in REQUIRED)
     good, bad = [], []
     for number, cells in rows:
-        cells = cells + [""] * (len(header) - len(cells))
-        target = cells[at["target"]].strip() if "target" in at else ""
-        target = target or (cells[at["fluor"]].strip() if "fluor" in at else "")
-        try:
-            well = canonical_well(cells[at["well"]])
-            ct = ct_value(cells[at["cq"]])
-        except ValueError as exc:
-            bad.append({"line": number, "column": "Cq" if "well" not in str(exc) else "Well",
-                        "reason": "not a well" if "well" in str(exc) else "Cq not a number", "raw": ",".join(cells)})
+        raw = ",".join(cells)
+        if len(cells) <= needed:
+            bad.append({"line": number, "column": "Cq", "reason": "row ends before its last needed column", "raw": raw})
             continue
-        good.append({"well": well, "sample": cells[at["sample"]].strip(), "target": target, "ct": ct, "line": number,
+        cell = lambda column: cells[at[column]].strip() if column in at and at[column] < len(cells) else ""  # noqa: E731
+        target = cell("target") or cell("fluor")
+        if not target:
+            continue  # a well without a target or dye: nothing was measured there
+        try:
+            well = canonical_well(cell("well"))
+        except ValueError:
+            bad.append({"line": number, "column": "Well", "reason": "not a well", "raw": raw})
+            continue
+        try:
+            ct = ct_value(cell("cq"))
+        except ValueError:
+            bad.append({"line": number, "column": "Cq", "reason": "Ct not a number", "raw": raw})
+            continue
+        good.append({"well": well, "sample": cell("sample"), "target": target, "ct": ct, "line": number,
                      "run_id": None, "plate_id": None, "lab_id": None, "finished_at": None})
     return good, bad
 
 
+# --- 3. mapping to the long table -----------------------------------------------------------------
+
+def to_table(good: list[dict], bad: list[dict]) -> ParsedExport:
+    return ParsedExport("cfx_maestro", records_frame(good), rejects_frame(bad), {"export": "Quantification Cq Results"})
+
+
 def parse(data: bytes, name: str) -> ParsedExport:
     header, rows = read(data, name)
-    good, bad = records(header, rows, name)
-    return ParsedExport("cfx_maestro", records_frame(good),
-                        pl.DataFrame(bad, schema=REJECT_SCHEMA) if bad else pl.DataFrame(schema=REJECT_SCHEMA), {})
+    return to_table(*records(header, rows))

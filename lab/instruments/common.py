@@ -1,8 +1,12 @@
-"""What every instrument parser shares: the long-table schema, wells, Ct text."""
+"""What every instrument parser shares: the long-table schema, text decoding, wells, Ct text,
+run times. Pure Python and polars; no Prefect."""
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -11,38 +15,137 @@ RECORD_SCHEMA = {
     "run_id": pl.Utf8, "plate_id": pl.Utf8, "lab_id": pl.Utf8, "finished_at": pl.Datetime("us", "UTC"),
 }
 REJECT_SCHEMA = {"line": pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
-#: spellings of "no Ct" (not detected) in the exports, lower-case
-NOT_DETECTED = ("", "undetermined", "nan", "no ct", "n/a", "-")
+
+#: the city's zone: a time written without offset or zone is local time here (DESIGN §4)
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+#: "no Ct" (not detected) as the instruments' own software writes it, lower-case
+INSTRUMENT_NOT_DETECTED = frozenset({"", "undetermined", "nan", "no ct", "no cq", "n/a", "na"})
+#: "no Ct" in the generic CSV: exactly the spellings of DESIGN §4, lower-case; anything else that
+#: is not a number is a row-level reject
+GENERIC_NOT_DETECTED = ("", "undetermined", "nan", "no ct")
 
 
 class UnrecognisedExport(ValueError):
     """A file that is none of the known exports, or a damaged one; the message names the file."""
 
 
-#: a well of a 96-, 384- or 1536-well plate: rows A–P or AA–AF, columns 1–48
+# --- text ------------------------------------------------------------------------------------
+
+def decode_text(data: bytes) -> str:
+    """Export bytes as text: UTF-8 (BOM or not), UTF-16 with a BOM, else GB18030 (exports written
+    by Chinese Windows software). Raises :class:`UnicodeDecodeError` when none fits."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("gb18030")
+
+
+def text_lines(text: str) -> list[str]:
+    """Physical lines (CRLF, CR or LF), so that line numbers match an editor's. Unlike
+    ``str.splitlines`` it does not break on U+2028, U+0085 … that may occur inside a name."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+# --- wells -----------------------------------------------------------------------------------
+
+#: a well of a 96-, 384- or 1536-well plate: rows A–P or AA–AF, columns 1–48 (zero padding allowed)
 WELL_PATTERN = r"([A-Pa-p]|[Aa][A-Fa-f])0*([1-9]|[1-3]\d|4[0-8])"
+_ROWS = [chr(ord("A") + i) for i in range(26)] + [f"A{chr(ord('A') + i)}" for i in range(6)]
 
 
-def canonical_well(text: str) -> str:
-    """``A01`` / ``a1`` / ``A1`` → ``A1``."""
+def canonical_well(text: str | None) -> str:
+    """``A01`` / ``a1`` / ``A1`` → ``A1``; raises ValueError on anything else."""
     match = re.fullmatch(r"\s*" + WELL_PATTERN + r"\s*", text or "")
     if not match:
         raise ValueError(f"not a well: {text!r}")
     return f"{match.group(1).upper()}{int(match.group(2))}"
 
 
+def well_from_number(number: int, rows: int, columns: int) -> str:
+    """1-based well number counted row-major over a ``rows`` × ``columns`` plate: on 8 × 12,
+    1 → A1, 12 → A12, 13 → B1, 96 → H12. Raises ValueError outside the plate."""
+    if not (1 <= number <= rows * columns) or rows > len(_ROWS):
+        raise ValueError(f"well number {number} outside a {rows} x {columns} plate")
+    row, column = divmod(number - 1, columns)
+    return f"{_ROWS[row]}{column + 1}"
+
+
+# --- Ct --------------------------------------------------------------------------------------
+
 def ct_value(text: str | None) -> float | None:
-    """Ct text to a number; None when not detected. Raises ValueError on other text."""
+    """An instrument's Ct text as a number; None when not detected (``Undetermined``, ``NaN``,
+    empty, RDML's ``-1`` …). A decimal comma (``31,25``, Russian or German locale) is a decimal
+    point: a Ct is never in the thousands. Raises ValueError on other text and on Ct ≤ 0."""
     value = (text or "").strip()
-    if value.lower() in NOT_DETECTED:
+    if value.lower() in INSTRUMENT_NOT_DETECTED:
         return None
-    number = float(value.replace(",", ""))
-    if number != number or number <= 0:  # NaN, or the -1 some instruments write for "none"
+    if re.fullmatch(r"[+-]?\d+,\d+", value):
+        value = value.replace(",", ".")
+    number = float(value)
+    if math.isnan(number) or number == -1:
         return None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"Ct not a positive number: {text!r}")
     return number
 
 
+# --- run times -------------------------------------------------------------------------------
+
+#: time-zone abbreviations seen in run end times. ``CST`` is read as China Standard Time (+08:00),
+#: the zone of this system's labs; in an export from a US lab it would mean US Central (-06:00).
+ZONE_HOURS = {"UTC": 0, "GMT": 0, "Z": 0, "CST": 8, "CCT": 8, "HKT": 8, "BJT": 8,
+              "EDT": -4, "EST": -5, "CDT": -5, "MDT": -6, "MST": -7, "PDT": -7, "PST": -8}
+
+_RUN_TIME = re.compile(
+    r"(?:(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})|(?P<m2>\d{1,2})[-/](?P<d2>\d{1,2})[-/](?P<y2>\d{4}))"
+    r"[ T](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.\d+)?)?"
+    r"(?:\s*(?P<half>[AaPp][Mm]))?"
+    r"(?:\s*(?P<zone>[A-Za-z]{1,5}|[+-]\d{2}:?\d{2}))?"
+)
+
+
+def run_time(text: str | None, local_zone: str = DEFAULT_TIMEZONE) -> datetime | None:
+    """An instrument's run time (``2010-10-21 00:51:26 AM EDT``, ``10/21/2010 13:02:11 PM CST``,
+    ``2014-08-19T11:30:20``) as a UTC instant. No zone → local time of ``local_zone``; an unknown
+    zone abbreviation or a text that is no time → None, never an error."""
+    match = _RUN_TIME.fullmatch((text or "").strip())
+    if not match:
+        return None
+    g = match.groupdict()
+    zone: tzinfo
+    if g["zone"] is None:
+        zone = ZoneInfo(local_zone)
+    elif g["zone"][0] in "+-":
+        sign = 1 if g["zone"][0] == "+" else -1
+        digits = g["zone"][1:].replace(":", "")
+        zone = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    elif g["zone"].upper() in ZONE_HOURS:
+        zone = timezone(timedelta(hours=ZONE_HOURS[g["zone"].upper()]))
+    else:
+        return None
+    hour = int(g["H"])
+    half = (g["half"] or "").upper()
+    if half == "PM" and hour < 12:
+        hour += 12  # "13:02:11 PM" (24-hour clock with a PM suffix) stays 13
+    elif half == "AM" and hour == 12:
+        hour = 0
+    try:
+        local = datetime(int(g["y"] or g["y2"]), int(g["m"] or g["m2"]), int(g["d"] or g["d2"]),
+                         hour, int(g["M"]), int(g["S"] or 0), tzinfo=zone)
+    except ValueError:
+        return None
+    return local.astimezone(timezone.utc)
+
+
+# --- frames ----------------------------------------------------------------------------------
+
 def records_frame(rows: list[dict]) -> pl.DataFrame:
-    frame = pl.DataFrame(rows, schema={k: v for k, v in RECORD_SCHEMA.items() if k != "finished_at"} | {
-        "finished_at": pl.Datetime("us", "UTC")}, orient="row") if rows else pl.DataFrame(schema=RECORD_SCHEMA)
-    return frame.select(list(RECORD_SCHEMA))
+    """Typed records (dicts with the keys of :data:`RECORD_SCHEMA`) as the long table."""
+    return pl.DataFrame(rows, schema=RECORD_SCHEMA, orient="row") if rows else pl.DataFrame(schema=RECORD_SCHEMA)
+
+
+def rejects_frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=REJECT_SCHEMA, orient="row") if rows else pl.DataFrame(schema=REJECT_SCHEMA)

@@ -1,6 +1,14 @@
-"""The generic results CSV of DESIGN §4: lab_id, run_id, plate_id, well, sample, target, ct,
-finished_at (optional); any order, names case-insensitive. Read in bulk (DuckDB through the
-inbox stager), Ct parsed vectorised: possibly millions of rows."""
+"""The generic results table of DESIGN §4: lab_id, run_id, plate_id, well, sample, target, ct,
+finished_at (optional); any order, names case-insensitive, a UTF-8 BOM tolerated; CSV, or Parquet /
+JSON Lines with the same columns.
+
+Possibly millions of rows, so nothing here goes row by row in Python: the file is read in bulk by
+DuckDB with every column as text (the inbox stager, which also numbers the physical lines and
+keeps unreadable lines as rejects), then Ct, wells and times are parsed with polars expressions.
+
+``ct``: empty, ``Undetermined``, ``NaN``, ``No Ct`` (any case) mean not detected; any other text
+that is not a positive number (``-1``, ``0``, ``31,5``, ``lots`` …) is a row-level reject, never a
+silent "not detected"."""
 
 from __future__ import annotations
 
@@ -9,44 +17,89 @@ from pathlib import Path
 import polars as pl
 
 from lab.instruments import ParsedExport
-from lab.instruments.common import NOT_DETECTED, RECORD_SCHEMA, REJECT_SCHEMA, WELL_PATTERN, UnrecognisedExport
-from tubetrail.rules import parse_time
+from lab.instruments.common import (
+    DEFAULT_TIMEZONE,
+    GENERIC_NOT_DETECTED,
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    WELL_PATTERN,
+    UnrecognisedExport,
+)
 
-REQUIRED = ("lab_id", "run_id", "plate_id", "well", "sample", "target")
+REQUIRED = ("lab_id", "run_id", "plate_id", "well", "sample", "target", "ct")
+LINE = "_line"
 
 
-def records(raw: pl.DataFrame, timezone: str = "Asia/Shanghai") -> tuple[pl.DataFrame, pl.DataFrame]:
+# --- 1. reading: the file → one text frame (bulk, DuckDB) -----------------------------------------
+
+def read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every row as text with lower-case column names and ``_line``; and the unreadable lines."""
+    from tubetrail.rules import LINE as STAGED_LINE
+    from warehouse.inbox import RefusedFile, read_table
+
+    assert STAGED_LINE == LINE
+    try:
+        raw = read_table(path, REQUIRED, label=path.name)
+    except RefusedFile as exc:
+        raise UnrecognisedExport(str(exc)) from exc
+    frame = raw.frame
+    if "finished_at" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("finished_at"))
+    return frame, raw.rejects.rename({LINE: "line"}).cast(REJECT_SCHEMA)
+
+
+# --- 2. typed records: vectorised Ct, well and time parsing; row-level rejects --------------------
+
+def records(raw: pl.DataFrame, timezone: str = DEFAULT_TIMEZONE) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from tubetrail.rules import parse_time
+
     text = pl.col("ct").str.strip_chars()
-    missing = text.is_null() | text.str.to_lowercase().is_in(list(NOT_DETECTED))
-    number = text.str.replace_all(",", "").cast(pl.Float64, strict=False)
+    not_detected = text.is_null() | text.str.to_lowercase().is_in(list(GENERIC_NOT_DETECTED))
+    number = text.cast(pl.Float64, strict=False)
+    a_ct = number.is_finite() & (number > 0)
     well = pl.col("well").str.strip_chars().str.extract_groups("^" + WELL_PATTERN + "$")
+    finished = pl.col("finished_at")
     frame = raw.with_columns(
-        pl.when(missing).then(None).when(number > 0).then(number).otherwise(None).alias("ct_value"),
-        (~missing & number.is_null()).alias("bad_ct"),
-        pl.format("{}{}", well.struct.field("1").str.to_uppercase(), well.struct.field("2").cast(pl.Int32, strict=False).cast(pl.Utf8)).alias("well_value"),
+        pl.when(not_detected).then(None).otherwise(number).alias("_ct"),
+        (~not_detected & ~a_ct.fill_null(False)).alias("_bad_ct"),
+        pl.format("{}{}", well.struct.field("1").str.to_uppercase(),
+                  well.struct.field("2").cast(pl.Int32, strict=False).cast(pl.Utf8)).alias("_well"),
+        parse_time("finished_at", timezone).alias("_finished"),
+        (finished.is_not_null() & (finished.str.strip_chars() != "")).alias("_has_time"),
     )
-    bad = frame.filter(pl.col("bad_ct") | pl.col("well_value").is_null()).select(
-        pl.col("_line").alias("line"),
-        pl.when(pl.col("bad_ct")).then(pl.lit("ct")).otherwise(pl.lit("well")).alias("column"),
-        pl.when(pl.col("bad_ct")).then(pl.lit("Ct not a number")).otherwise(pl.lit("not a well")).alias("reason"),
-        pl.struct([c for c in raw.columns if c != "_line"]).struct.json_encode().alias("raw"))
-    good = frame.filter(~pl.col("bad_ct") & pl.col("well_value").is_not_null()).select(
-        pl.col("well_value").alias("well"), pl.col("sample").str.strip_chars(), pl.col("target").str.strip_chars(),
-        pl.col("ct_value").alias("ct"), pl.col("_line").alias("line"), pl.col("run_id").str.strip_chars(),
-        pl.col("plate_id").str.strip_chars(), pl.col("lab_id").str.strip_chars(),
-        parse_time("finished_at", timezone).alias("finished_at"))
+    problem = (pl.when(pl.col("_bad_ct")).then(pl.lit("ct|Ct not a number"))
+               .when(pl.col("_well").is_null()).then(pl.lit("well|not a well"))
+               .when(pl.col("_has_time") & pl.col("_finished").is_null()).then(pl.lit("finished_at|finished_at not an ISO 8601 time"))
+               .otherwise(None))
+    frame = frame.with_columns(problem.alias("_problem"))
+    columns = [c for c in raw.columns if c != LINE]
+    bad = frame.filter(pl.col("_problem").is_not_null()).select(
+        pl.col(LINE).alias("line"),
+        pl.col("_problem").str.split_exact("|", 1).struct.field("field_0").alias("column"),
+        pl.col("_problem").str.split_exact("|", 1).struct.field("field_1").alias("reason"),
+        pl.struct(columns).struct.json_encode().alias("raw"))
+    blank_to_null = lambda c: pl.col(c).str.strip_chars().replace("", None).alias(c)  # noqa: E731
+    good = frame.filter(pl.col("_problem").is_null()).select(
+        pl.col("_well").alias("well"),
+        pl.col("sample").str.strip_chars().fill_null(""),
+        pl.col("target").str.strip_chars().fill_null(""),
+        pl.col("_ct").alias("ct"),
+        pl.col(LINE).alias("line"),
+        blank_to_null("run_id"), blank_to_null("plate_id"), blank_to_null("lab_id"),
+        pl.col("_finished").alias("finished_at"))
     return good.cast(RECORD_SCHEMA), bad.cast(REJECT_SCHEMA)
 
 
-def parse(path: Path) -> ParsedExport:
-    from warehouse.inbox import RefusedFile, read_table
+# --- 3. mapping to the long table -------------------------------------------------------------------
 
-    try:
-        raw = read_table(path, (*REQUIRED, "ct"), label=path.name)
-    except RefusedFile as exc:
-        raise UnrecognisedExport(str(exc)) from exc
-    frame = raw.frame if "finished_at" in raw.frame.columns else raw.frame.with_columns(
-        pl.lit(None, dtype=pl.Utf8).alias("finished_at"))
-    good, bad = records(frame)
-    rejects = pl.concat([bad, raw.rejects.rename({"_line": "line"}).cast(REJECT_SCHEMA)])
-    return ParsedExport("generic_csv", good, rejects, {})
+def to_table(good: pl.DataFrame, bad: pl.DataFrame, unreadable: pl.DataFrame, file_format: str) -> ParsedExport:
+    rejects = pl.concat([bad, unreadable]).sort("line")
+    return ParsedExport("generic_csv", good, rejects, {"file_format": file_format})
+
+
+def parse(path: Path, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
+    from warehouse.inbox import sniff_format
+
+    raw, unreadable = read(path)
+    good, bad = records(raw, timezone)
+    return to_table(good, bad, unreadable, sniff_format(path))

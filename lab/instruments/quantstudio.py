@@ -1,119 +1,154 @@
-"""QuantStudio / 7500 text export: ``* Key = Value`` header lines, then sections such as
-``[Sample Setup]``, ``[Amplification Data]``, ``[Results]``; only ``[Results]`` is read.
-Tab-separated; column order varies; the Ct column is ``CT``, ``Cт`` (Cyrillic т), ``Ct`` or
-``Cq``; ``Undetermined`` means not detected; CRLF line ends and non-ASCII text occur."""
+"""QuantStudio / 7500 / StepOne text export: ``* Key = Value`` header lines, then sections such
+as ``[Sample Setup]``, ``[Amplification Data]``, ``[Results]``; only ``[Results]`` is read.
+
+Tab-separated; column order varies between exports; the Ct column is headed ``CT``, ``Cт``
+(Cyrillic т, written by localised software), ``Ct`` or ``Cq``; ``Undetermined`` means not
+detected; CRLF line ends and non-ASCII text occur. A well is given as ``Well Position`` (A1)
+and/or ``Well`` (a number, counted row-major over the block of ``* Block Type``).
+
+Run metadata: run_id = ``Experiment Name``, plate_id = ``Experiment Barcode`` (blank or ``NA`` →
+null), finished_at = ``Experiment Run End Time`` (see :func:`common.run_time`: ``CST`` is read
+as China Standard Time, +08:00; an unknown zone gives null)."""
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta, timezone
-
 from lab.instruments import ParsedExport
-from lab.instruments.common import UnrecognisedExport, canonical_well, ct_value, records_frame
+from lab.instruments.common import (
+    DEFAULT_TIMEZONE,
+    UnrecognisedExport,
+    canonical_well,
+    ct_value,
+    decode_text,
+    records_frame,
+    rejects_frame,
+    run_time,
+    text_lines,
+    well_from_number,
+)
 
-#: time-zone abbreviations of run end times; CST is read as China Standard Time (+08:00),
-#: the zone of this system's labs (in a US export it would mean -06:00)
-ZONES = {"UTC": 0, "GMT": 0, "CST": 8, "CCT": 8, "EDT": -4, "EST": -5, "PDT": -7, "PST": -8, "CET": 1, "CEST": 2}
+#: header facts kept in ``meta``; ``User Name``, ``Experiment File Name`` (a path, often with a
+#: user's name) and ``Experiment Comment`` (free text) are left out: they may be personal
+META_KEYS = ("Instrument Type", "Instrument Name", "Instrument Serial Number", "Block Type", "Chemistry",
+             "Experiment Name", "Experiment Barcode", "Experiment Type", "Experiment Run End Time",
+             "Quantification Cycle Method", "Passive Reference", "Analysis Type")
+
+RawRows = list[tuple[int, list[str]]]
 
 
-# --- reading: text → header metadata and the [Results] table -----------------------------------
+# --- 1. reading: bytes → header metadata, the [Results] header and its rows -------------------
 
-def read(data: bytes, name: str) -> tuple[dict[str, str], list[str], list[tuple[int, list[str]]]]:
-    text = data.decode("utf-8-sig")
+def read(data: bytes, name: str) -> tuple[dict[str, str], list[str], RawRows]:
+    """``* Key = Value`` lines (and the ``Key = Value`` footer after the results), the
+    ``[Results]`` header cells and its rows as (1-based line, cells)."""
     meta: dict[str, str] = {}
     header: list[str] | None = None
-    rows: list[tuple[int, list[str]]] = []
-    in_results = False
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.startswith("* ") and " = " in line and not in_results:
+    rows: RawRows = []
+    section = None
+    results_done = False
+    for number, line in enumerate(text_lines(decode_text(data)), start=1):
+        stripped = line.strip()
+        if section is None and line.startswith("* ") and " = " in line:
             key, _, value = line[2:].partition(" = ")
             meta[key.strip()] = value.strip()
-        elif line.strip().startswith("[") and line.strip().endswith("]"):
-            in_results = line.strip() == "[Results]"
-        elif in_results and not line.strip():
-            in_results = header is None  # a blank line after the table ends it
-        elif in_results:
-            cells = line.split("\t")
-            if header is None:
-                header = cells
+        elif stripped.startswith("[") and stripped.endswith("]") and "\t" not in stripped:
+            section = stripped[1:-1].strip()
+        elif section == "Results" and not results_done:
+            if not stripped:
+                results_done = header is not None  # blank lines before the header are allowed
+            elif header is None:
+                header = line.split("\t")
             else:
-                rows.append((number, cells))
-        elif " = " in line and header is not None:  # footer lines: "Analysis Type = Singleplex"
+                rows.append((number, line.split("\t")))
+        elif results_done and " = " in line:  # footer: "Analysis Type = Singleplex"
             key, _, value = line.partition(" = ")
-            meta[key.strip()] = value.strip()
+            meta.setdefault(key.strip(), value.strip())
     if header is None:
-        raise UnrecognisedExport(f"{name}: no [Results] section with a header row")
+        raise UnrecognisedExport(f"{name}: no [Results] section (or one without its header row)")
     return meta, header, rows
 
 
-# --- typed records ---------------------------------------------------------------------------
+# --- 2. typed records: cells → well, sample, target, Ct; row-level rejects --------------------
 
-def _column(header: list[str], *names: str) -> int:
-    folded = [h.strip().replace("т", "t").replace("Т", "T").lower() for h in header]
-    for candidate in names:
-        if candidate in folded:
-            return folded.index(candidate)
-    raise UnrecognisedExport(f"no {names[0]} column in [Results] (columns: {', '.join(h.strip() for h in header[:12])} …)")
+def _fold(name: str) -> str:
+    """A header cell compared loosely: case, spaces, Cyrillic т / с for Latin t / c."""
+    return " ".join(name.strip().lower().translate(str.maketrans("тс", "tc")).split())
 
 
-def run_end(text: str | None) -> datetime | None:
-    """``2010-10-21 00:51:26 AM EDT`` → UTC; None when absent or unknown."""
-    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2}) (\d{1,2}):(\d{2}):(\d{2})(?: ([AP]M))?(?: ([A-Z]{2,4}))?", (text or "").strip())
-    if not match or (match.group(6) and match.group(6) not in ZONES):
-        return None
-    day, hour, minute, second, half, zone = match.groups()
-    hour = int(hour)
-    if half == "PM" and hour < 12:
-        hour += 12
-    elif half == "AM" and hour == 12:
-        hour = 0
-    local = datetime.fromisoformat(day).replace(hour=hour, minute=int(minute), second=int(second))
-    offset = timezone(timedelta(hours=ZONES.get(zone or "UTC", 0)))
-    return local.replace(tzinfo=offset).astimezone(timezone.utc)
+def _find(header: list[str], *names: str) -> int | None:
+    folded = [_fold(h) for h in header]
+    return next((folded.index(n) for n in names if n in folded), None)
 
 
-def records(meta: dict[str, str], header: list[str], rows: list[tuple[int, list[str]]], name: str) -> tuple[list[dict], list[dict]]:
-    try:
-        well_at = _column(header, "well position", "well")
-        sample_at = _column(header, "sample name", "sample")
-        target_at = _column(header, "target name", "detector", "target")
-        ct_at = _column(header, "ct", "cq", "c t")
-    except UnrecognisedExport as exc:
-        raise UnrecognisedExport(f"{name}: {exc}") from exc
-    blank = lambda v: None if not v or v.upper() == "NA" else v  # noqa: E731
+def plate_shape(block_type: str | None) -> tuple[int, int]:
+    """Rows × columns of ``* Block Type``: 384-well 16 × 24, 48-well (StepOne) 6 × 8, else 8 × 12."""
+    block = (block_type or "").lower()
+    if "384" in block:
+        return 16, 24
+    if block.startswith("48") or "48-well" in block:
+        return 6, 8
+    return 8, 12
+
+
+def records(meta: dict[str, str], header: list[str], rows: RawRows, name: str,
+            timezone: str = DEFAULT_TIMEZONE) -> tuple[list[dict], list[dict]]:
+    position_at, number_at = _find(header, "well position"), _find(header, "well")
+    sample_at = _find(header, "sample name", "sample")
+    target_at = _find(header, "target name", "detector name", "detector", "target")
+    ct_at = _find(header, "ct", "cq", "c t")
+    omit_at = _find(header, "omit")
+    for column, at in (("Well Position or Well", position_at if position_at is not None else number_at),
+                       ("Sample Name", sample_at), ("Target Name", target_at), ("CT / Ct / Cт / Cq", ct_at)):
+        if at is None:
+            raise UnrecognisedExport(f"{name}: no {column} column in [Results] "
+                                     f"(columns: {', '.join(h.strip() for h in header[:10])} …)")
+    rows_on_plate, columns_on_plate = plate_shape(meta.get("Block Type"))
+    blank = lambda v: None if v is None or v.strip().upper() in ("", "NA", "N/A") else v.strip()  # noqa: E731
     run_id, plate_id = blank(meta.get("Experiment Name")), blank(meta.get("Experiment Barcode"))
-    finished = run_end(meta.get("Experiment Run End Time"))
+    finished = run_time(meta.get("Experiment Run End Time"), timezone)
+    needed = max(at for at in (position_at, number_at, sample_at, target_at, ct_at) if at is not None)
     good, bad = [], []
     for number, cells in rows:
-        cells = cells + [""] * (len(header) - len(cells))
-        try:
-            well = canonical_well(cells[well_at])
-        except ValueError:
-            bad.append({"line": number, "column": header[well_at], "reason": "not a well", "raw": "\t".join(cells)})
+        raw = "\t".join(cells)
+        if len(cells) <= needed:  # a cut line: a missing Ct must not read as "not detected"
+            bad.append({"line": number, "column": header[needed].strip(), "reason": "row ends before its last needed column",
+                        "raw": raw})
             continue
-        if not cells[target_at].strip():
-            continue  # an empty well
+        target = cells[target_at].strip()
+        if not target:
+            continue  # a well without a target: nothing was measured there
+        try:
+            if position_at is not None and cells[position_at].strip():
+                well = canonical_well(cells[position_at])
+            else:
+                text = cells[number_at].strip() if number_at is not None else ""
+                well = (well_from_number(int(text), rows_on_plate, columns_on_plate) if text.isdigit()
+                        else canonical_well(text))
+        except ValueError:
+            column = header[position_at if position_at is not None else number_at].strip()  # type: ignore[index]
+            bad.append({"line": number, "column": column, "reason": "not a well", "raw": raw})
+            continue
+        if omit_at is not None and len(cells) > omit_at and cells[omit_at].strip().lower() == "true":
+            bad.append({"line": number, "column": header[omit_at].strip(), "reason": "well omitted in the instrument software",
+                        "raw": raw})
+            continue
         try:
             ct = ct_value(cells[ct_at])
         except ValueError:
-            bad.append({"line": number, "column": header[ct_at], "reason": "Ct not a number", "raw": "\t".join(cells)})
+            bad.append({"line": number, "column": header[ct_at].strip(), "reason": "Ct not a number", "raw": raw})
             continue
-        good.append({"well": well, "sample": cells[sample_at].strip(), "target": cells[target_at].strip(), "ct": ct,
-                     "line": number, "run_id": run_id, "plate_id": plate_id, "lab_id": None, "finished_at": finished})
+        good.append({"well": well, "sample": cells[sample_at].strip(), "target": target, "ct": ct, "line": number,
+                     "run_id": run_id, "plate_id": plate_id, "lab_id": None, "finished_at": finished})
     return good, bad
 
 
-# --- mapping to the long table ----------------------------------------------------------------
+# --- 3. mapping to the long table -------------------------------------------------------------
 
-def parse(data: bytes, name: str) -> ParsedExport:
-    import polars as pl
+def to_table(good: list[dict], bad: list[dict], meta: dict[str, str]) -> ParsedExport:
+    return ParsedExport("quantstudio", records_frame(good), rejects_frame(bad),
+                        {k: meta[k] for k in META_KEYS if meta.get(k)})
 
-    from lab.instruments.common import REJECT_SCHEMA
 
+def parse(data: bytes, name: str, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
     meta, header, rows = read(data, name)
-    good, bad = records(meta, header, rows, name)
-    keep = ("Instrument Type", "Instrument Serial Number", "Experiment Name", "Experiment Barcode",
-            "Experiment Run End Time", "Block Type")
-    return ParsedExport("quantstudio", records_frame(good),
-                        pl.DataFrame(bad, schema=REJECT_SCHEMA) if bad else pl.DataFrame(schema=REJECT_SCHEMA),
-                        {k: meta[k] for k in keep if k in meta})
+    good, bad = records(meta, header, rows, name, timezone)
+    return to_table(good, bad, meta)

@@ -1,96 +1,196 @@
-"""RDML 1.0–1.3 (Real-time PCR Data Markup Language): normally a zip holding
-``rdml_data.xml``, sometimes the plain XML. Each ``<run>`` has a ``<pcrFormat>`` (rows, columns,
-row and column labels) and ``<react id>`` elements, whose id is either a well name or a number
-counted row-major over the plate (id 13 = B1 on 12 columns). A ``<data>`` without ``<cq>`` (or
-with ``-1`` / ``NaN``) is not detected."""
+"""RDML 1.0–1.3 (Real-time PCR Data Markup Language, http://www.rdml.org): normally a zip
+holding ``rdml_data.xml``, sometimes the plain XML. Read with the standard library only
+(zipfile, ``xml.etree.ElementTree.iterparse``, streamed: amplification curves are dropped as
+they are read). Namespaces differ between versions, so elements are matched by local name.
+
+Every ``<experiment>/<run>`` is kept, with its id as ``run_id`` (``plate_id`` stays null: the
+caller takes it from the run id or the path). A run has a ``<pcrFormat>`` (rows, columns, row and
+column labels; v1.0 files may have none or a text like ``free format``: 8 × 12 is assumed) and
+``<react id>`` elements whose id is a well name (``A1``) or a number counted row-major over the
+plate (on 12 columns 1 = A1, 13 = B1). Each ``<data>`` holds ``<tar id>`` and ``<cq>``; a missing
+``<cq>``, ``-1`` or ``NaN`` is not detected. ``line`` is the reaction's ordinal in the file."""
 
 from __future__ import annotations
 
 import io
 import zipfile
-from datetime import datetime, timezone
+import zlib
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import IO
 from xml.etree import ElementTree
 
 from lab.instruments import ParsedExport
-from lab.instruments.common import UnrecognisedExport, canonical_well, ct_value, records_frame
+from lab.instruments.common import (
+    DEFAULT_TIMEZONE,
+    UnrecognisedExport,
+    canonical_well,
+    ct_value,
+    records_frame,
+    rejects_frame,
+    run_time,
+    well_from_number,
+)
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DEFAULT_PLATE = (8, 12)
+#: refuse a zip member that inflates beyond this (a zip bomb is no export)
+MAX_XML_BYTES = 2 << 30
 
 
-def read(data: bytes, name: str) -> ElementTree.Element:
-    xml = data
-    if data[:4] == b"PK\x03\x04":
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = [n for n in archive.namelist() if n.endswith("rdml_data.xml")] or [
-                n for n in archive.namelist() if n.endswith(".xml")]
-            if not names:
-                raise UnrecognisedExport(f"{name}: an RDML zip without rdml_data.xml")
-            xml = archive.read(names[0])
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError as exc:
-        raise UnrecognisedExport(f"{name}: RDML XML that does not parse ({exc})") from exc
-    if not root.tag.endswith("rdml"):
-        raise UnrecognisedExport(f"{name}: XML but not RDML")
-    return root
+@dataclass
+class Run:
+    id: str | None
+    experiment: str | None
+    rows: str | None = None
+    columns: str | None = None
+    date: str | None = None
+    instrument: str | None = None
 
+
+@dataclass
+class Reaction:
+    ordinal: int
+    run: Run
+    id: str
+    sample: str = ""
+    data: list[tuple[str, str | None]] = field(default_factory=list)  # (target id, cq text)
+
+
+# --- 1. reading: bytes → runs and reactions -------------------------------------------------------
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _child(element: ElementTree.Element, name: str) -> ElementTree.Element | None:
-    return next((c for c in element if _local(c.tag) == name), None)
+def _open_xml(data: bytes, name: str, stack: ExitStack) -> IO[bytes]:
+    """The RDML XML as a stream: the zip member ``rdml_data.xml``, or ``data`` itself."""
+    if data[:2] != b"PK":
+        if b"<" not in data[:1024]:
+            raise UnrecognisedExport(f"{name}: not a zip and not RDML XML")
+        return io.BytesIO(data)
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(io.BytesIO(data)))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise UnrecognisedExport(f"{name}: a damaged zip, not readable as RDML ({exc})") from exc
+    xml = [i for i in infos if i.filename.lower().endswith(".xml")]
+    chosen = [i for i in xml if i.filename.rsplit("/", 1)[-1] == "rdml_data.xml"] or (xml if len(xml) == 1 else [])
+    if not chosen:
+        raise UnrecognisedExport(f"{name}: a zip without rdml_data.xml, not an RDML file")
+    if chosen[0].file_size > MAX_XML_BYTES:
+        raise UnrecognisedExport(f"{name}: rdml_data.xml inflates to {chosen[0].file_size} bytes")
+    return stack.enter_context(archive.open(chosen[0]))
 
 
-def _text(element: ElementTree.Element | None, name: str) -> str | None:
-    child = _child(element, name) if element is not None else None
-    return child.text.strip() if child is not None and child.text else None
+def read(data: bytes, name: str) -> tuple[dict[str, str], list[Reaction]]:
+    """The file's reactions in document order, and its header facts (version, instrument)."""
+    meta: dict[str, str] = {}
+    reactions: list[Reaction] = []
+    path: list[str] = []
+    experiment: str | None = None
+    run = Run(None, None)
+    react: Reaction | None = None
+    target, cq = "", None
+    runs = 0
+    with ExitStack() as stack:
+        stream = _open_xml(data, name, stack)
+        try:
+            for event, element in ElementTree.iterparse(stream, events=("start", "end")):
+                tag = _local(element.tag)
+                if event == "start":
+                    parent = path[-1] if path else None
+                    path.append(tag)
+                    if parent is None:
+                        if tag != "rdml":
+                            raise UnrecognisedExport(f"{name}: XML but not RDML (root element <{tag}>)")
+                        meta["rdml_version"] = element.get("version", "")
+                    elif tag == "experiment" and parent == "rdml":
+                        experiment = element.get("id")
+                    elif tag == "run" and parent == "experiment":
+                        run, runs = Run(element.get("id"), experiment), runs + 1
+                    elif tag == "react" and parent == "run":
+                        react = Reaction(len(reactions) + 1, run, element.get("id", "").strip())
+                    elif tag == "sample" and parent == "react" and react is not None:
+                        react.sample = element.get("id", "").strip()
+                    elif tag == "data" and parent == "react":
+                        target, cq = "", None
+                    elif tag == "tar" and parent == "data":
+                        target = element.get("id", "").strip()
+                    continue
+                path.pop()
+                parent = path[-1] if path else None
+                text = (element.text or "").strip()
+                if parent == "pcrFormat" and tag in ("rows", "columns"):
+                    setattr(run, tag, text)
+                elif parent == "run" and tag in ("runDate", "instrument"):
+                    setattr(run, "date" if tag == "runDate" else "instrument", text)
+                    if tag == "instrument" and text:
+                        meta.setdefault("instrument", text)
+                elif parent == "data" and tag == "cq":
+                    cq = text
+                elif tag == "data" and parent == "react" and react is not None:
+                    react.data.append((target, cq))
+                elif tag == "react" and parent == "run" and react is not None:
+                    reactions.append(react)
+                    react = None
+                    element.clear()
+                elif tag in ("adp", "mdp"):
+                    element.clear()  # amplification and melting points: not needed, not kept
+        except ElementTree.ParseError as exc:
+            raise UnrecognisedExport(f"{name}: RDML XML that does not parse ({exc})") from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise UnrecognisedExport(f"{name}: a damaged zip, not readable as RDML ({exc})") from exc
+    meta["runs"] = str(runs)
+    return meta, reactions
 
 
-def well_of(react_id: str, columns: int, row_label: str) -> str:
-    """A reaction id as a well: a well name as it is, a number row-major over the plate."""
-    if react_id.strip().isdigit():
-        index = int(react_id) - 1
-        row, column = divmod(index, columns)
-        letters = LETTERS if row_label.upper().startswith("A") else LETTERS
-        return f"{letters[row]}{column + 1}"
-    return canonical_well(react_id)
+# --- 2. typed records: reaction ids → wells, cq → Ct ------------------------------------------------
+
+def _plate(run: Run) -> tuple[int, int]:
+    try:
+        rows, columns = int(run.rows or ""), int(run.columns or "")
+    except ValueError:
+        return DEFAULT_PLATE
+    return (rows, columns) if rows > 0 and columns > 0 else DEFAULT_PLATE
 
 
-def records(root: ElementTree.Element, name: str) -> list[dict]:
-    good: list[dict] = []
-    ordinal = 0
-    for experiment in (e for e in root if _local(e.tag) == "experiment"):
-        for run in (r for r in experiment if _local(r.tag) == "run"):
-            run_id = run.get("id")
-            fmt = _child(run, "pcrFormat")
-            columns = int(_text(fmt, "columns") or 12) if fmt is not None and len(fmt) else 12
-            row_label = (_text(fmt, "rowLabel") or "ABC") if fmt is not None and len(fmt) else "ABC"
-            run_date = _text(run, "runDate")
-            finished = None
-            if run_date:
-                try:
-                    finished = datetime.fromisoformat(run_date).replace(tzinfo=timezone.utc)
-                except ValueError:
-                    finished = None
-            for react in (r for r in run if _local(r.tag) == "react"):
-                ordinal += 1
-                well = well_of(react.get("id", ""), columns, row_label)
-                sample = _child(react, "sample")
-                for data in (d for d in react if _local(d.tag) == "data"):
-                    target = _child(data, "tar")
-                    good.append({
-                        "well": well, "sample": sample.get("id", "") if sample is not None else "",
-                        "target": target.get("id", "") if target is not None else "",
-                        "ct": ct_value(_text(data, "cq")), "line": ordinal, "run_id": run_id,
-                        "plate_id": run_id, "lab_id": None, "finished_at": finished,
-                    })
-    if not good:
-        raise UnrecognisedExport(f"{name}: RDML without reactions")
-    return good
+def well_of(react_id: str, rows: int, columns: int) -> str:
+    """A reaction id as a well: a well name as it is (``A01`` → ``A1``), a number row-major."""
+    return well_from_number(int(react_id), rows, columns) if react_id.isdigit() else canonical_well(react_id)
 
 
-def parse(data: bytes, name: str) -> ParsedExport:
-    root = read(data, name)
-    return ParsedExport("rdml", records_frame(records(root, name)), meta={"rdml_version": root.get("version", "")})
+def records(reactions: list[Reaction], timezone: str = DEFAULT_TIMEZONE) -> tuple[list[dict], list[dict]]:
+    good, bad = [], []
+    for react in reactions:
+        raw = f"run {react.run.id} react {react.id} sample {react.sample}"
+        try:
+            well = well_of(react.id, *_plate(react.run))
+        except ValueError:
+            bad.append({"line": react.ordinal, "column": "react id", "reason": "reaction id not a well of the plate", "raw": raw})
+            continue
+        when = run_time(react.run.date, timezone)
+        for target, cq in react.data:
+            if not target:
+                continue  # data without a target: nothing to report
+            try:
+                ct = ct_value(cq)
+            except ValueError:
+                bad.append({"line": react.ordinal, "column": "cq", "reason": "Ct not a number",
+                            "raw": f"{raw} target {target} cq {cq}"})
+                continue
+            good.append({"well": well, "sample": react.sample, "target": target, "ct": ct, "line": react.ordinal,
+                         "run_id": react.run.id, "plate_id": None, "lab_id": None, "finished_at": when})
+    return good, bad
+
+
+# --- 3. mapping to the long table ---------------------------------------------------------------------
+
+def to_table(good: list[dict], bad: list[dict], meta: dict[str, str], name: str) -> ParsedExport:
+    if not good and not bad:
+        raise UnrecognisedExport(f"{name}: RDML without any reaction data")
+    return ParsedExport("rdml", records_frame(good), rejects_frame(bad), meta)
+
+
+def parse(data: bytes, name: str, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
+    meta, reactions = read(data, name)
+    return to_table(*records(reactions, timezone), meta, name)
