@@ -1,6 +1,7 @@
 """Ingest flows: ``ingest-inbox`` takes every new file of an inbox, one ``ingest-feed`` subflow
 per kind in dependency order, one task per file (retried; writes are idempotent through the
-ledger). Each run publishes a per-file summary artifact: counts and reasons, no personal data."""
+ledger). Each run publishes a per-file summary artifact: counts and reasons, no personal data.
+A results file that turns pools positive publishes their alerts at once (``flows.alerts``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from flows.alerts import publish_pool_alerts
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.summary import chain_summary, chain_summary_markdown
@@ -45,23 +47,27 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
                 "%s %s: read %d, accepted %d, quarantined %d",
                 outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted, outcome.rows_quarantined,
             )
+        if kind == "results" and outcome.status == "accepted":
+            # the coordinator sees a positive pool within seconds of the file that called it
+            publish_pool_alerts(outcome.file_name, outcome.content_hash, config_path, warehouse)
     return outcomes
 
 
-CHAIN_KINDS = ("scans", "manifests", "receipts")
+CHAIN_KINDS = ("scans", "manifests", "receipts", "results")
 
 
-@task(task_run_name="summarise collect and deliver")
+@task(task_run_name="summarise collect, deliver and test")
 def publish_chain_summary(config_path: str | None, warehouse: str | None) -> None:
-    """Tubes, people sampled and anomalies after the chain feeds: aggregate, no personal data.
+    """Tubes, people sampled, calls, positive pools and anomalies after the chain feeds:
+    aggregate, no personal data.
     A read: the warehouse file lock is enough, no write slot is taken."""
     cfg = load_config(config_path).with_warehouse(warehouse)
     as_of = datetime.now(timezone.utc)
     with open_configured(cfg.warehouse, id_hash_key()) as con:
-        define_views(con, cfg)
+        define_views(con, cfg, snapshot=True)  # a read over the whole city
         summary = chain_summary(con, as_of)
     create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of),
-                             description="Collect and deliver: tubes, people sampled, anomalies by kind")
+                             description="Collect, deliver and test: tubes, people sampled, calls, positive pools, anomalies")
 
 
 @flow(name="ingest-inbox", flow_run_name="ingest inbox {inbox}")

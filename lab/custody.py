@@ -69,7 +69,8 @@ def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
 
 
 def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
-    """``custody`` (one row per tube of a round) and the table macro ``custody_anomalies(as_of)``.
+    """``custody`` (one row per tube of a round), the table macros ``tube_lost(as_of)`` and
+    ``custody_anomalies(as_of)``.
     Needs the views of :func:`sampling.tubes.define_tube_views`."""
     con.execute(
         """
@@ -93,6 +94,15 @@ def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None
     )
     late = f"INTERVAL '{tat.late_after_sealed_hours * 3600:.0f} seconds'"
     lost = f"INTERVAL '{tat.lost_after_round_end_hours * 3600:.0f} seconds'"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO tube_lost(as_of) AS TABLE
+        SELECT c.round_id, c.tube_barcode, c.box_id, rd.ends_at + {lost} AS detected_at
+        FROM custody c JOIN rounds rd USING (round_id)
+        WHERE NOT c.resample AND rd.ends_at + {lost} <= as_of
+          AND (c.received_at IS NULL OR c.received_at > rd.ends_at + {lost})
+        """
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO custody_anomalies(as_of) AS TABLE
@@ -122,11 +132,9 @@ def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None
         WHERE c.sealed_at + {late} <= as_of
           AND (c.received_at IS NULL OR c.received_at > c.sealed_at + {late})
         UNION ALL
-        SELECT 'tube_lost', c.round_id, c.tube_barcode, c.box_id,
-               'not received by round end + ' || '{tat.lost_after_round_end_hours:g} h', rd.ends_at + {lost}
-        FROM custody c JOIN rounds rd USING (round_id)
-        WHERE NOT c.resample AND rd.ends_at + {lost} <= as_of
-          AND (c.received_at IS NULL OR c.received_at > rd.ends_at + {lost})
+        SELECT 'tube_lost', round_id, tube_barcode, box_id,
+               'not received by round end + ' || '{tat.lost_after_round_end_hours:g} h', detected_at
+        FROM tube_lost(as_of)
         UNION ALL
         SELECT 'unsealed_at_round_end', c.round_id, c.tube_barcode, c.box_id,
                format('{{}} people in a tube never sealed', c.members), rd.ends_at

@@ -1,56 +1,105 @@
 """Re-sampling orders (复采): who must be sampled again, why, how urgently, where.
 
 ``resample_orders(as_of)`` is a table macro deriving every order from the stored facts, so an
-order appears in the same transaction as the fact that raises it and is never lost or doubled:
+order appears in the same transaction as the fact that raises it (a receipt, a results file)
+and is never lost or doubled:
 
+* ``pool_positive`` (混阳): a pooled tube (capacity > 1) called ``positive``: every member,
+  ``urgent``, at home, due ``pool_positive_due_hours`` after the call;
+* ``single_target``: a pooled tube whose single target persisted on the re-run: treated as
+  positive, so the same urgent home order, with the reason that tells the lab why;
+* ``invalid``: a tube invalid twice (internal control failed on the re-run too);
 * ``tube_refused``: the lab refused the tube (leaked, unlabelled, insufficient);
 * ``tube_lost``: the tube was not received by round end + the lost threshold.
 
-A member of a refused or lost tube who has another good tube in the round needs no order. An
-order is *fulfilled* once the person has a re-sample tube collected after it was raised that
-was not refused. ``home_visit`` is true for people with limited mobility (上门采样).
+Ordinary orders (the last three) are ``normal``, due ``ordinary_due_hours`` after they are
+raised, at home for people with limited mobility (上门采样); a member who has another good
+tube in the round needs none. An order is *fulfilled* once the person has a re-sample tube
+collected after it was raised that was not refused.
+
+At city scale the few source tubes are found first and only their members and those members'
+good tubes are looked at (materialised once), so the macro stays within memory for 24 M people.
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 import duckdb
 
 from tubetrail.config import ResampleConfig
 
+#: order reasons that flag people ``pool_positive``: urgent home visits
+URGENT_REASONS = ("pool_positive", "single_target")
+ORDER_REASONS = ("pool_positive", "single_target", "tube_refused", "invalid", "tube_lost")
+
+
+def urgent_due_by(called_at: datetime, resample: ResampleConfig) -> datetime:
+    """When an urgent (pool positive, single target) re-sample is due: the rule of
+    ``resample_orders`` for one call, for alerts that must not wait for the whole city."""
+    return called_at + timedelta(hours=resample.pool_positive_due_hours)
+
 
 def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig) -> None:
+    """Needs the custody views and :func:`lab.calling.define_calling_views`."""
     due = f"INTERVAL '{resample.ordinary_due_hours * 3600:.0f} seconds'"
+    urgent_due = f"INTERVAL '{resample.pool_positive_due_hours * 3600:.0f} seconds'"
+    urgent = "o.reason IN ('pool_positive', 'single_target')"
     con.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP MACRO good_tubes(as_of) AS TABLE
-        SELECT tm.round_id, tm.person_key, tm.tube_barcode, tm.added_at, tm.resample
+        SELECT tm.round_id, tm.person_key, tm.tube_barcode, tm.added_at, tm.resample, c.capacity
         FROM tube_members tm JOIN custody c USING (round_id, tube_barcode)
         WHERE tm.added_at <= as_of
           AND NOT (c.refused AND c.received_at <= as_of)
-          AND c.tube_barcode NOT IN (
-              SELECT tube_barcode FROM custody_anomalies(as_of) WHERE kind = 'tube_lost')
+          AND c.tube_barcode NOT IN (SELECT tube_barcode FROM tube_lost(as_of))
         """
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO resample_orders(as_of) AS TABLE
-        WITH raised AS (
-            SELECT c.round_id, tm.person_key, tm.id_type, tm.id_number, 'tube_refused' AS reason,
-                   c.tube_barcode AS source_tube, c.received_at AS raised_at
-            FROM custody c JOIN tube_members tm USING (round_id, tube_barcode)
-            WHERE c.refused AND c.received_at <= as_of
+        WITH sources AS MATERIALIZED (
+            SELECT round_id, tube_barcode, 'tube_refused' AS reason, received_at AS raised_at
+            FROM custody WHERE refused AND received_at <= as_of
             UNION ALL
-            SELECT a.round_id, tm.person_key, tm.id_type, tm.id_number, 'tube_lost', a.tube_barcode, a.detected_at
-            FROM custody_anomalies(as_of) a JOIN tube_members tm USING (round_id, tube_barcode)
-            WHERE a.kind = 'tube_lost'
-        ), good AS (SELECT * FROM good_tubes(as_of))
+            SELECT round_id, tube_barcode, 'tube_lost', detected_at FROM tube_lost(as_of)
+            UNION ALL
+            SELECT c.round_id, c.tube_barcode,
+                   CASE WHEN k.call = 'invalid' THEN 'invalid'
+                        WHEN k.call = 'positive' THEN 'pool_positive'
+                        ELSE 'single_target' END,
+                   k.called_at
+            FROM tube_calls(as_of) k JOIN custody c USING (tube_barcode)
+            WHERE k.call = 'invalid' OR (c.capacity > 1 AND k.call IN ('positive', 'single_target'))
+        ), raised AS MATERIALIZED (
+            SELECT s.round_id, tm.person_key, s.reason, s.tube_barcode AS source_tube, s.raised_at
+            FROM sources s JOIN tube_members tm USING (round_id, tube_barcode)
+        ), ids AS MATERIALIZED (
+            -- identities of the few people with an order, from their scans (not carried through
+            -- the membership of every tube of the city)
+            SELECT person_key, any_value(id_type) AS id_type, any_value(id_number) AS id_number
+            FROM scans WHERE person_key IN (SELECT person_key FROM raised)
+            GROUP BY person_key
+        ), theirs AS MATERIALIZED (
+            -- the good tubes of the people with an order, and nobody else's
+            SELECT g.round_id, g.person_key, g.tube_barcode, g.added_at, g.resample
+            FROM good_tubes(as_of) g SEMI JOIN raised r USING (round_id, person_key)
+        ), per_order AS (
+            SELECT o.round_id, o.person_key, o.source_tube, o.reason,
+                   coalesce(bool_or(t.resample AND t.added_at >= o.raised_at), FALSE) AS fulfilled,
+                   coalesce(bool_or(NOT t.resample AND t.tube_barcode <> o.source_tube), FALSE) AS other_good_tube
+            FROM raised o LEFT JOIN theirs t USING (round_id, person_key)
+            GROUP BY o.round_id, o.person_key, o.source_tube, o.reason
+        )
         SELECT o.round_id, o.person_key, o.id_type, o.id_number, o.reason, o.source_tube,
-               'normal' AS priority, o.raised_at, o.raised_at + {due} AS due_by,
-               coalesce(reg.mobility_limited, FALSE) AS home_visit,
-               EXISTS (SELECT 1 FROM good g WHERE g.round_id = o.round_id AND g.person_key = o.person_key
-                       AND g.resample AND g.added_at >= o.raised_at) AS fulfilled
-        FROM raised o LEFT JOIN register reg USING (person_key)
-        WHERE NOT EXISTS (SELECT 1 FROM good g WHERE g.round_id = o.round_id AND g.person_key = o.person_key
-                          AND NOT g.resample AND g.tube_barcode <> o.source_tube)
+               CASE WHEN {urgent} THEN 'urgent' ELSE 'normal' END AS priority,
+               o.raised_at,
+               o.raised_at + CASE WHEN {urgent} THEN {urgent_due} ELSE {due} END AS due_by,
+               {urgent} OR coalesce(reg.mobility_limited, FALSE) AS home_visit,
+               p.fulfilled
+        FROM (SELECT * FROM raised JOIN ids USING (person_key)) o
+        JOIN per_order p USING (round_id, person_key, source_tube, reason)
+        LEFT JOIN register reg USING (person_key)
+        WHERE {urgent} OR NOT p.other_good_tube
         """
     )

@@ -1,4 +1,4 @@
-"""Aggregate figures of the collect and deliver links for the coordinator's artifacts.
+"""Aggregate figures of the collect, deliver and test links for the coordinator's artifacts.
 
 Counts only: no person, no ID, no phone ever leaves this module."""
 
@@ -33,12 +33,31 @@ def chain_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
     anomalies = con.execute(
         """SELECT kind, count(*) FROM (
                SELECT kind FROM tube_anomalies UNION ALL SELECT kind FROM custody_anomalies(?)
+               UNION ALL SELECT kind FROM lab_anomalies(?)
            ) GROUP BY kind ORDER BY kind""",
-        [as_of],
+        [as_of, as_of],
     ).fetchall()
     names = ("round_id", "tubes_opened", "tubes_sealed", "tubes_received", "tubes_refused",
              "people_sampled", "outside_register")
-    return {"rounds": [dict(zip(names, row)) for row in rounds], "anomalies": dict(anomalies)}
+    return {"rounds": [dict(zip(names, row)) for row in rounds], "anomalies": dict(anomalies),
+            "tests": test_summary(con, as_of)}
+
+
+def test_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
+    """The test link in counts: plates valid and invalid, tubes by current call, positive pools,
+    people flagged and their urgent orders still open."""
+    plates = con.execute(
+        "SELECT count(*) FILTER (WHERE valid), count(*) FILTER (WHERE NOT valid) FROM plate_qc WHERE finished_at <= ?",
+        [as_of]).fetchall()[0]
+    calls = dict(con.execute("SELECT call, count(*) FROM tube_calls(?) GROUP BY 1 ORDER BY 1", [as_of]).fetchall())
+    orders = con.execute(
+        """SELECT count(DISTINCT source_tube), count(DISTINCT person_key),
+                  count(DISTINCT person_key) FILTER (WHERE NOT fulfilled),
+                  count(*) FILTER (WHERE NOT fulfilled AND due_by < ?)
+           FROM resample_orders(?) WHERE reason IN ('pool_positive', 'single_target')""",
+        [as_of, as_of]).fetchall()[0]
+    return {"plates_valid": plates[0], "plates_invalid": plates[1], "calls": calls, "positive_pools": orders[0],
+            "people_flagged": orders[1], "urgent_open": orders[2], "urgent_overdue": orders[3]}
 
 
 def chain_summary_markdown(summary: dict, as_of: datetime) -> str:
@@ -48,6 +67,14 @@ def chain_summary_markdown(summary: dict, as_of: datetime) -> str:
     for r in summary["rounds"]:
         lines.append(f"| {r['round_id']} | {r['tubes_opened']:,} | {r['tubes_sealed']:,} | {r['tubes_received']:,} "
                      f"| {r['tubes_refused']:,} | {r['people_sampled']:,} | {r['outside_register']:,} |")
+    t = summary.get("tests")
+    if t and (t["plates_valid"] or t["plates_invalid"]):
+        lines += ["", "## Test", "",
+                  f"Plates: {t['plates_valid']:,} valid, {t['plates_invalid']:,} invalid (their tubes re-run). "
+                  f"Positive pools: {t['positive_pools']:,}, people flagged: {t['people_flagged']:,}, "
+                  f"urgent re-samples open: {t['urgent_open']:,} (overdue: {t['urgent_overdue']:,}).",
+                  "", "| call | tubes |", "|---|---:|"]
+        lines += [f"| {c} | {n:,} |" for c, n in t["calls"].items()]
     lines += ["", "## Anomalies by kind", "", "| kind | count |", "|---|---:|"]
     lines += [f"| {k} | {n:,} |" for k, n in summary["anomalies"].items()] or ["| none | 0 |"]
     return "\n".join(lines)

@@ -30,20 +30,17 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
     con.execute(
         """
         CREATE OR REPLACE TEMP VIEW tube_members AS
-        SELECT round_id, tube_barcode, person_key,
-               arg_max(event, (scanned_at, event = 'void')) AS last_event,
+        SELECT round_id, tube_barcode, person_key, id_type, id_number,
                min(scanned_at) FILTER (WHERE event = 'add') AS added_at,
                max(scanned_at) FILTER (WHERE event = 'add') AS last_added_at,
-               any_value(id_type) AS id_type,
-               any_value(id_number) AS id_number,
-               arg_min(name, scanned_at) FILTER (WHERE event = 'add') AS name,
-               arg_min(phone, scanned_at) FILTER (WHERE event = 'add') AS phone,
-               arg_min(site_id, scanned_at) AS site_id,
                bool_or(resample) AS resample
         FROM scans
         WHERE event IN ('add', 'void')
-        GROUP BY round_id, tube_barcode, person_key
-        HAVING last_event = 'add'
+        -- the identity is fixed by the person key (its HMAC): grouping by it costs nothing, and
+        -- only fixed-size aggregate states remain, which DuckDB can spill at 24 M people
+        GROUP BY round_id, tube_barcode, person_key, id_type, id_number
+        -- the last event wins; at the same instant a void beats an add
+        HAVING arg_max(event = 'add', epoch_us(scanned_at) * 2 + (event = 'void')::BIGINT)
         """
     )
     con.execute(
@@ -60,12 +57,19 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
             FROM scans GROUP BY round_id, tube_barcode
         ), m AS (
             SELECT round_id, tube_barcode, count(*) AS members FROM tube_members GROUP BY ALL
+        ), per_tube AS (
+            -- one grouping over both (not a join), so a filter on a tube reaches both sides
+            SELECT round_id, tube_barcode, max(site_id) AS site_id, max(site_count) AS site_count,
+                   max(printed_capacity) AS printed_capacity, max(collected_at) AS collected_at,
+                   max(sealed_at) AS sealed_at, bool_or(resample) AS resample, max(members) AS members
+            FROM (SELECT *, NULL::BIGINT AS members FROM ev
+                  UNION ALL BY NAME SELECT round_id, tube_barcode, members FROM m)
+            GROUP BY round_id, tube_barcode
         )
-        SELECT ev.round_id, ev.tube_barcode, ev.site_id, ev.site_count,
-               coalesce(ev.printed_capacity, r.pool_size) AS capacity,
-               ev.collected_at, ev.sealed_at, coalesce(m.members, 0) AS members, ev.resample
-        FROM ev JOIN rounds r USING (round_id)
-        LEFT JOIN m USING (round_id, tube_barcode)
+        SELECT t.round_id, t.tube_barcode, t.site_id, t.site_count,
+               coalesce(t.printed_capacity, r.pool_size) AS capacity,
+               t.collected_at, t.sealed_at, coalesce(t.members, 0) AS members, t.resample
+        FROM per_tube t JOIN rounds r USING (round_id)
         """
     )
     con.execute(
@@ -127,9 +131,10 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
     con.execute(
         """
         CREATE OR REPLACE TEMP VIEW outside_register AS
-        SELECT tm.round_id, tm.site_id, s.district, s.community, count(DISTINCT tm.person_key) AS people
+        SELECT tm.round_id, t.site_id, s.district, s.community, count(DISTINCT tm.person_key) AS people
         FROM tube_members tm
         ANTI JOIN register reg USING (person_key)
+        JOIN tubes t USING (round_id, tube_barcode)
         LEFT JOIN sites s USING (site_id)
         GROUP BY ALL
         """

@@ -8,10 +8,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -20,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tubetrail.alert_inbox import AlertInbox
 from tubetrail.config import Config, ConfigError, load_config
 from tubetrail.secrets import MissingSecret
 
@@ -253,14 +257,57 @@ def demo(
     ctx.invoke(simulate, residents=residents, out=inbox)
     truth = json.loads((inbox / "_truth.json").read_text(encoding="utf-8"))["round"]
     _open_demo_round(state, truth)
-    try:
-        code = _run_ingest(state, inbox)
-    except MissingSecret as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from exc
+    cfg = state.config()
+    alerts_file = workdir / "pool-alerts.jsonl"
+    with _demo_alert_inbox(cfg.alerts.webhook_url, alerts_file) as alert_inbox:
+        try:
+            code = _run_ingest(state, inbox)
+        except MissingSecret as exc:
+            errors.print(f"[red]{exc}[/red]")
+            raise typer.Exit(EXIT_USAGE) from exc
+        _wait_for_quiet(alert_inbox)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
+    console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
+                  f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
+                  f"(kept in {alerts_file})")
     console.print(f"Warehouse: {state.warehouse}")
     raise typer.Exit(code)
+
+
+@contextmanager
+def _demo_alert_inbox(url: str, store: Path) -> Iterator[AlertInbox | None]:
+    """The positive-pool automation, and (for a loopback webhook) the inbox that receives it."""
+    from flows.alerts import ensure_pool_alert_automation
+
+    ensure_pool_alert_automation(url)
+    console.print(f"automation: positive pool -> notification to {url}")
+    if urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
+        yield None
+        return
+
+    def show(alert: dict) -> None:
+        console.print(f"[bold red]ALERT[/bold red] {alert.get('body', '')}")
+
+    try:
+        inbox = AlertInbox(url, store, on_alert=show)
+    except OSError as exc:  # the port is taken: someone else receives them
+        console.print(f"alert inbox not started ({exc}); notifications go to whatever listens on {url}")
+        yield None
+        return
+    with inbox:
+        yield inbox
+
+
+def _wait_for_quiet(inbox: AlertInbox | None, quiet: float = 10.0, limit: float = 90.0) -> None:
+    """Automations act within seconds of an event: wait until notifications stop arriving."""
+    if inbox is None:
+        return
+    start = last_count_change = time.monotonic()
+    count = len(inbox.received)
+    while time.monotonic() - last_count_change < quiet and time.monotonic() - start < limit:
+        time.sleep(0.5)
+        if len(inbox.received) != count:
+            count, last_count_change = len(inbox.received), time.monotonic()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,8 +70,17 @@ class AssayConfig:
     internal_control_target: str = "IC"
     detected_below: float = 37.0
     grey_below: float = 40.0
+    #: sample names of the controls on every plate (compared without case)
+    positive_control_sample: str = "PC"
+    negative_control_sample: str = "NC"
+    #: kits that say "a detected target makes the internal control irrelevant" set this true;
+    #: DESIGN §8 default: internal control not detected -> invalid, whatever the targets show
+    positive_overrides_internal_control: bool = False
 
     def validate(self, prefix: str) -> None:
+        if not self.positive_control_sample.strip() or not self.negative_control_sample.strip() or \
+                self.positive_control_sample.strip().casefold() == self.negative_control_sample.strip().casefold():
+            raise ConfigError(f"{prefix}.positive_control_sample/negative_control_sample: need two distinct names")
         if not 0 < self.detected_below <= self.grey_below <= 60:
             raise ConfigError(
                 f"{prefix}.detected_below/grey_below: need 0 < detected_below <= grey_below <= 60"
@@ -128,6 +137,17 @@ class ResampleConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    """Where the positive-pool automation sends its notifications (a custom webhook)."""
+
+    webhook_url: str = "http://127.0.0.1:8026/pool-alerts"
+
+    def validate(self, prefix: str) -> None:
+        if not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.webhook_url: expected an http(s) URL")
+
+
+@dataclass(frozen=True)
 class SmsConfig:
     provider: str = "webhook"
     base_url: str = "http://127.0.0.1:8025"
@@ -168,6 +188,7 @@ class Config:
     pool_policy: PoolPolicyConfig = field(default_factory=PoolPolicyConfig)
     tat: TatConfig = field(default_factory=TatConfig)
     resample: ResampleConfig = field(default_factory=ResampleConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     #: key group -> test cycle in days (重点人群检测周期)
     key_groups: dict[str, float] = field(
@@ -185,6 +206,10 @@ _SECRET_HINTS = ("secret", "token", "password", "auth", "key_value", "hash_key",
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     origin = get_origin(typ)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -623,8 +624,12 @@ def _results(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Generato
                                  pl.Series("persist", persist | still_invalid))
     run1 = _plate_layout(tested, f"P{code}-", 3.0)
     plate_ids = run1["plate_id"].unique().sort()
-    n_failed = min(plate_ids.len(), max(1 if d_idx == 0 else 0, plate_ids.len() // 200))
-    failed = set(plate_ids.sample(n=n_failed, seed=int(rng.integers(1 << 31))).to_list())
+    # a failed plate holds only tubes that are plainly positive or negative, so every grey,
+    # single-target and invalid first reading is seen on a valid plate
+    eligible = run1.group_by("plate_id").agg(pl.col("first").is_in(["positive", "negative"]).all().alias("plain")).filter(
+        pl.col("plain"))["plate_id"].sort()
+    n_failed = min(eligible.len(), max(1 if d_idx == 0 else 0, plate_ids.len() // 200))
+    failed = set(eligible.sample(n=n_failed, seed=int(rng.integers(1 << 31))).to_list())
     run1 = run1.with_columns(pl.col("plate_id").is_in(list(failed)).alias("plate_failed"))
     rows1 = _ct_rows(run1, "first", rng)
     # second runs: tubes of failed plates (same outcome again), grey, single and invalid tubes
@@ -694,6 +699,10 @@ def _write_results(out: Path, results: pl.DataFrame, files: dict[str, int], pref
         path.parent.mkdir(parents=True, exist_ok=True)
         text = _quantstudio(part, plate) if layout == "quantstudio" else _cfx(part)
         path.write_text(text, encoding="utf-8")
+        # the instrument software writes its export when the run ends: a CFX export carries no
+        # run time of its own, so the file's modification time is when it landed in the inbox
+        landed = part["finished_at"].max().timestamp()
+        os.utime(path, (landed, landed))
         files["results"] = files.get("results", 0) + 1
 
 

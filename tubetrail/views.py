@@ -1,21 +1,37 @@
 """The derived views of every link, defined on a warehouse connection in dependency order.
 
 Each view or table macro is a named rule of one domain package; together they turn the stored
-facts (events, receipts, calls) into tubes, custody, orders and status without writing."""
+facts (events, receipts, results) into tubes, custody, calls, orders and status without writing.
+
+A read session over a whole city (a report, a benchmark, a summary) passes ``snapshot=True``:
+the base views every later rule reads several times (``tube_members``, ``tubes``, ``custody``,
+``tube_runs``) are then computed once into temporary tables of the session and the views read
+those. Without it DuckDB recomputes each view wherever a rule names it, which at 24 M people
+holds many large aggregates at once and runs out of memory. A snapshot is of the facts at that
+moment: a session that writes afterwards defines the views again."""
 
 from __future__ import annotations
 
 import duckdb
 
+from lab.calling import define_calling_views
 from lab.custody import define_custody_views
 from lab.orders import define_order_views
 from reporting.status import define_status_views
 from sampling.tubes import define_tube_views
 from tubetrail.config import Config
 
+#: the base views a snapshot materialises, in dependency order
+SNAPSHOT_VIEWS = ("tube_members", "tubes", "custody", "tube_runs")
 
-def define_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
+
+def define_views(con: duckdb.DuckDBPyConnection, cfg: Config, *, snapshot: bool = False) -> None:
     define_tube_views(con, cfg.pool_policy)
     define_custody_views(con, cfg.tat)
+    define_calling_views(con, cfg.assay)
     define_order_views(con, cfg.resample)
     define_status_views(con)
+    if snapshot:
+        for name in SNAPSHOT_VIEWS:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_snapshot AS SELECT * FROM {name}")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_snapshot")

@@ -201,6 +201,13 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
 def first_event_at(file: InboxFile, con: duckdb.DuckDBPyConnection) -> datetime | None:
     """The earliest event time in a chain file (a quick scan of one column; a time without
     offset is local time of the connection's TimeZone), or None."""
+    found = _quick_first_event_at(file, con)
+    if found is None and file.kind == "results":
+        return _export_finished_at(file.path, con)
+    return found
+
+
+def _quick_first_event_at(file: InboxFile, con: duckdb.DuckDBPyConnection) -> datetime | None:
     column = EVENT_TIME[file.kind]
     file_format = sniff_format(file.path) if file.path.stat().st_size else "empty"
     try:
@@ -227,6 +234,28 @@ def first_event_at(file: InboxFile, con: duckdb.DuckDBPyConnection) -> datetime 
     except (duckdb.Error, pa.ArrowException, OSError):
         return None
     return found.astimezone(timezone.utc) if found is not None else None
+
+
+def _export_finished_at(path: Path, con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """An instrument export (one plate, small) keeps its run time in its header: read it with
+    the export's parser. An export without a run time (CFX Maestro) was written when its run
+    ended: the file's modification time. None for a file that is no export."""
+    from lab.instruments import UnrecognisedExport, parse_export
+
+    zone = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    try:
+        records = parse_export(path, timezone=zone).records
+    except (UnrecognisedExport, OSError):
+        return None
+    if "finished_at" not in records.columns or records["finished_at"].null_count() == records.height:
+        return export_written_at(path)
+    return records["finished_at"].min().astimezone(timezone.utc)
+
+
+def export_written_at(path: Path) -> datetime:
+    """When an export was written: its file's modification time (the run time of an export
+    that carries none)."""
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
 
 
 def sniff_format(path: Path) -> str:

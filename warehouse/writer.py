@@ -297,7 +297,29 @@ def open_round(
 
 
 def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-    """Results are facts: appended, never changed (calls are derived from them)."""
+    """Results are facts: appended, never changed (calls are derived from them). A file that
+    reports a run and plate already reported by another file supersedes those readings (see
+    ``lab.calling``); each such plate is appended to ``audit`` as an amendment, with the
+    readings that changed counted before and after."""
+    con.execute(
+        """INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
+        WITH incoming AS (
+            SELECT lab_id, run_id, plate_id, count(*) AS readings,
+                   count(ct) FILTER (WHERE ct IS NOT NULL) AS with_ct FROM staged GROUP BY ALL
+        ), earlier AS (
+            SELECT r.lab_id, r.run_id, r.plate_id, count(*) AS readings,
+                   count(r.ct) AS with_ct, list(DISTINCT r.source_hash ORDER BY r.source_hash) AS files
+            FROM results r SEMI JOIN incoming i USING (lab_id, run_id, plate_id)
+            WHERE r.source_hash <> ?
+            GROUP BY ALL
+        )
+        SELECT ?, ?, 'plate', e.lab_id || '|' || e.run_id || '|' || e.plate_id, 'amend',
+               'results reported again by a later file: its readings supersede the earlier ones',
+               to_json(struct_pack(readings := e.readings, with_ct := e.with_ct, files := e.files)),
+               to_json(struct_pack(readings := i.readings, with_ct := i.with_ct, files := [?]))
+        FROM earlier e JOIN incoming i USING (lab_id, run_id, plate_id)""",
+        [content_hash, _now(), run_id, content_hash],
+    )
     con.execute(
         """INSERT INTO results SELECT lab_id, run_id, plate_id, well, sample, target, ct, finished_at,
                source_format, ?, source_line FROM staged""",

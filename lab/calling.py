@@ -1,0 +1,184 @@
+"""Calling (判读): from the stored results to a call per tube, set-based, never stored over them.
+
+The rules of DESIGN §8, each a view or table macro named after it (cut-offs and target roles
+from ``[assay]`` in the config):
+
+* ``result_readings``: the current reading of every run, plate, well and target. A later file
+  that reports the same run, plate, well and target again (a re-export, an amended run)
+  supersedes the earlier reading; both stay in ``results`` and the amendment is audited by the
+  writer.
+* ``plate_qc`` (质控): a plate is valid only if its positive control shows every viral target
+  (ORF1ab and N detected, Ct < ``detected_below``) and its negative control shows none
+  (no Ct < ``grey_below``). A plate without either control is invalid. The internal control is
+  not judged on controls: kits differ in whether their controls carry it.
+* ``tube_runs``: one row per tube and run with the Ct of each role and two readings of it:
+  ``first_call`` (a first test: grey zone 37 ≤ Ct < 40 is its own call, re-run once) and
+  ``rerun_call`` (a re-run: Ct < 40 counts as detected). On an invalid plate both are
+  ``plate_invalid``: the tube is re-run and nothing is called.
+* ``tube_call_history(as_of)``: every run of a tube with its attempt number on valid plates, the
+  audit of how a call came about.
+* ``tube_calls(as_of[, tubes := [...]])``: the current call per tube, derived from the history: the first valid
+  run decides ``positive`` and ``negative``; ``grey``, ``single_target`` and ``invalid`` wait
+  for one re-run, whose ``rerun_call`` is final (a persisting single target stays
+  ``single_target``, treated as positive for its people; invalid twice is ``invalid``, a
+  re-sample). Until then the call is ``rerun`` with ``pending_reason``.
+A ``tubes`` list narrows the readings to the plates those tubes ran on (``result_readings_of``,
+``plate_qc_of``, ``tube_runs_of``): an alert right after one results file calls its few
+candidate tubes in a fraction of a second instead of the whole city.
+
+* ``lab_anomalies(as_of)``: ``plate_invalid`` (with the QC reason) and ``result_unknown_tube``
+  (a sample that is not a control and was never scanned).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from tubetrail.config import AssayConfig
+
+#: calls that end a tube's testing
+FINAL_CALLS = ("positive", "negative", "single_target", "invalid")
+#: calls that flag the people of a pooled tube (混阳) and make a single tube's person positive
+POSITIVE_CALLS = ("positive", "single_target")
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> None:
+    """Needs the views of :func:`sampling.tubes.define_tube_views` (for unknown tubes)."""
+    detected, grey = float(assay.detected_below), float(assay.grey_below)
+    pc = _text(assay.positive_control_sample.strip().upper())
+    nc = _text(assay.negative_control_sample.strip().upper())
+    role = (
+        f"CASE lower(trim(r.target)) WHEN lower({_text(assay.orf1ab_target)}) THEN 'orf1ab'"
+        f" WHEN lower({_text(assay.n_target)}) THEN 'n'"
+        f" WHEN lower({_text(assay.internal_control_target)}) THEN 'ic' END"
+    )
+    override = "TRUE" if assay.positive_overrides_internal_control else "FALSE"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO result_readings_of(tubes) AS TABLE
+        SELECT r.lab_id, r.run_id, r.plate_id, r.well, trim(r.sample) AS sample,
+               upper(trim(r.sample)) IN ({pc}, {nc}) AS control, upper(trim(r.sample)) AS control_name,
+               r.target, {role} AS role, r.ct,
+               coalesce(r.finished_at, l.ingested_at) AS finished_at, r.source_hash, l.ingested_at
+        FROM (
+            SELECT * FROM results WHERE tubes IS NULL
+            UNION ALL
+            SELECT x.* FROM results x SEMI JOIN (
+                SELECT DISTINCT lab_id, run_id, plate_id FROM results WHERE trim(sample) IN (SELECT unnest(tubes))
+            ) p USING (lab_id, run_id, plate_id)
+            WHERE tubes IS NOT NULL
+        ) r JOIN ingest_ledger l ON l.content_hash = r.source_hash
+        QUALIFY row_number() OVER (PARTITION BY r.lab_id, r.run_id, r.plate_id, r.well, r.target
+                                   ORDER BY l.ingested_at DESC, r.source_line DESC) = 1
+        """
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO plate_qc_of(tubes) AS TABLE
+        WITH p AS (
+            SELECT lab_id, run_id, plate_id, max(finished_at) AS finished_at,
+                   count(DISTINCT well) FILTER (WHERE NOT control) AS tube_wells,
+                   bool_or(control AND control_name = {pc}) AS has_pc,
+                   bool_or(control AND control_name = {nc}) AS has_nc,
+                   count(DISTINCT role) FILTER (WHERE control AND control_name = {pc} AND role IN ('orf1ab', 'n')
+                                                AND ct < {detected}) AS pc_targets,
+                   count(DISTINCT role) FILTER (WHERE control AND control_name = {nc} AND role IN ('orf1ab', 'n')
+                                                AND ct < {grey}) AS nc_targets
+            FROM result_readings_of(tubes) GROUP BY lab_id, run_id, plate_id
+        )
+        SELECT lab_id, run_id, plate_id, finished_at, tube_wells,
+               coalesce(has_pc AND pc_targets = 2 AND has_nc AND nc_targets = 0, FALSE) AS valid,
+               CASE WHEN NOT coalesce(has_pc, FALSE) THEN 'no positive control'
+                    WHEN pc_targets < 2 THEN 'positive control misses a target'
+                    WHEN NOT coalesce(has_nc, FALSE) THEN 'no negative control'
+                    WHEN nc_targets > 0 THEN 'negative control shows a target' END AS qc_reason
+        FROM p
+        """
+    )
+    det = lambda c: f"coalesce({c} < {detected}, FALSE)"  # noqa: E731
+    shows = lambda c: f"coalesce({c} < {grey}, FALSE)"  # noqa: E731
+    in_grey = lambda c: f"coalesce({c} >= {detected} AND {c} < {grey}, FALSE)"  # noqa: E731
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO tube_runs_of(tubes) AS TABLE
+        WITH t AS (
+            SELECT lab_id, run_id, plate_id, sample AS tube_barcode, min(well) AS well,
+                   max(finished_at) AS finished_at, max(source_hash) AS source_hash,
+                   min(ct) FILTER (WHERE role = 'orf1ab') AS orf1ab_ct,
+                   min(ct) FILTER (WHERE role = 'n') AS n_ct,
+                   min(ct) FILTER (WHERE role = 'ic') AS ic_ct
+            FROM result_readings_of(tubes) WHERE NOT control AND (tubes IS NULL OR sample IN (SELECT unnest(tubes)))
+            GROUP BY lab_id, run_id, plate_id, sample
+        )
+        SELECT t.*, q.valid AS plate_valid,
+               CASE WHEN NOT q.valid THEN 'plate_invalid'
+                    WHEN NOT {shows('ic_ct')} AND NOT ({override} AND ({det('orf1ab_ct')} OR {det('n_ct')})) THEN 'invalid'
+                    WHEN {det('orf1ab_ct')} AND {det('n_ct')} THEN 'positive'
+                    WHEN {in_grey('orf1ab_ct')} OR {in_grey('n_ct')} THEN 'grey'
+                    WHEN {det('orf1ab_ct')} OR {det('n_ct')} THEN 'single_target'
+                    ELSE 'negative' END AS first_call,
+               CASE WHEN NOT q.valid THEN 'plate_invalid'
+                    WHEN NOT {shows('ic_ct')} AND NOT ({override} AND ({shows('orf1ab_ct')} OR {shows('n_ct')})) THEN 'invalid'
+                    WHEN {shows('orf1ab_ct')} AND {shows('n_ct')} THEN 'positive'
+                    WHEN {shows('orf1ab_ct')} OR {shows('n_ct')} THEN 'single_target'
+                    ELSE 'negative' END AS rerun_call
+        FROM t JOIN plate_qc_of(tubes) q USING (lab_id, run_id, plate_id)
+        """
+    )
+    for name in ("result_readings", "plate_qc", "tube_runs"):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_of(NULL::VARCHAR[])")
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO tube_call_history(as_of, tubes := NULL::VARCHAR[]) AS TABLE
+        SELECT tr.*,
+               CASE WHEN tr.plate_valid THEN row_number() OVER (
+                   PARTITION BY tr.tube_barcode, tr.plate_valid ORDER BY tr.finished_at, tr.run_id, tr.plate_id) END AS attempt
+        FROM (SELECT * FROM tube_runs WHERE tubes IS NULL
+              UNION ALL SELECT * FROM tube_runs_of(tubes) WHERE tubes IS NOT NULL) tr
+        WHERE tr.finished_at <= as_of
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO tube_calls(as_of, tubes := NULL::VARCHAR[]) AS TABLE
+        WITH h AS (SELECT * FROM tube_call_history(as_of, tubes := tubes)),
+        runs AS (
+            SELECT tube_barcode, count(*) AS runs, count(*) FILTER (WHERE NOT plate_valid) AS invalid_plate_runs
+            FROM h GROUP BY tube_barcode
+        ), f AS (SELECT * FROM h WHERE attempt = 1), s AS (SELECT * FROM h WHERE attempt = 2),
+        decided AS (
+            SELECT runs.tube_barcode, runs.runs, runs.invalid_plate_runs, f.first_call,
+                   CASE WHEN f.first_call IN ('positive', 'negative') THEN f.first_call
+                        WHEN s.tube_barcode IS NOT NULL THEN s.rerun_call
+                        ELSE 'rerun' END AS call,
+                   CASE WHEN f.tube_barcode IS NULL THEN 'plate_invalid'
+                        WHEN f.first_call NOT IN ('positive', 'negative') AND s.tube_barcode IS NULL
+                        THEN f.first_call END AS pending_reason,
+                   CASE WHEN f.first_call IN ('positive', 'negative') THEN f ELSE s END AS by_run
+            FROM runs LEFT JOIN f USING (tube_barcode) LEFT JOIN s USING (tube_barcode)
+        )
+        SELECT tube_barcode, call, call <> 'rerun' AS final, pending_reason, first_call, runs, invalid_plate_runs,
+               by_run.lab_id, by_run.run_id, by_run.plate_id, by_run.well,
+               by_run.finished_at AS called_at, by_run.source_hash AS called_by_file
+        FROM decided
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO lab_anomalies(as_of) AS TABLE
+        SELECT 'plate_invalid' AS kind, NULL::VARCHAR AS round_id, NULL::VARCHAR AS tube_barcode, NULL::VARCHAR AS box_id,
+               format('lab {} run {} plate {}: {}; {} tube(s) to re-run', lab_id, run_id, plate_id, qc_reason, tube_wells)
+                   AS detail, finished_at AS detected_at
+        FROM plate_qc WHERE NOT valid AND finished_at <= as_of
+        UNION ALL
+        SELECT 'result_unknown_tube', NULL, tr.tube_barcode, NULL,
+               format('lab {} plate {} well {}: sample is no control and was never scanned', tr.lab_id, tr.plate_id, tr.well),
+               tr.finished_at
+        FROM tube_runs tr ANTI JOIN tubes t USING (tube_barcode)
+        WHERE tr.finished_at <= as_of
+        """
+    )

@@ -1,0 +1,131 @@
+"""Positive-pool alerts (混阳预警): what the coordinator must see the moment a pool turns
+positive, masked. Aggregates and masked members only; the worklists (re-sampling orders)
+hold the personal data for authorised staff.
+
+``positive_pools(con, cfg, files, as_of)``: the pooled tubes called ``positive`` or persisting
+``single_target`` by the given results files (content hashes), with lab, run, plate, round,
+the call time, when their urgent re-samples are due, the number of people, and the members
+masked. It looks only at the tubes of those files that show a viral target (Ct below the grey
+cut-off) and at the plates they ran on, so it answers in a moment at city scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from lab.orders import urgent_due_by
+from reporting.masking import define_masking_macros
+from tubetrail.config import Config
+
+#: the Prefect event a positive pool emits; the demo's automation turns it into a notification
+POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
+
+
+@dataclass(frozen=True)
+class PoolAlert:
+    tube_barcode: str
+    round_id: str
+    call: str
+    lab_id: str
+    run_id: str
+    plate_id: str
+    called_at: datetime
+    due_by: datetime
+    people: int
+    grids: int
+    #: (masked ID, masked name, masked phone, grid) per member
+    members: tuple[tuple[str | None, str | None, str | None, str | None], ...]
+
+
+def _quoted(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _in_list(values: list[str]) -> str:
+    """A constant IN list: DuckDB pushes constant filters through the views' aggregates (a
+    bound parameter would be planned as unknown and the whole city computed)."""
+    return f"({_quoted(values)})" if values else "(NULL)"
+
+
+def _list_literal(values: list[str]) -> str:
+    return f"[{_quoted(values)}]::VARCHAR[]"
+
+
+def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str], as_of: datetime) -> list[PoolAlert]:
+    """Needs the views of :func:`tubetrail.views.define_views`."""
+    if not files:
+        return []
+    candidates = [r[0] for r in con.execute(
+        """SELECT DISTINCT trim(sample) FROM results
+           WHERE source_hash IN (SELECT unnest($files::VARCHAR[])) AND ct < $grey
+             AND lower(trim(target)) <> lower($ic) AND upper(trim(sample)) NOT IN (upper($pc), upper($nc))""",
+        {"files": files, "grey": cfg.assay.grey_below, "ic": cfg.assay.internal_control_target,
+         "pc": cfg.assay.positive_control_sample.strip(), "nc": cfg.assay.negative_control_sample.strip()},
+    ).fetchall()]
+    if not candidates:
+        return []
+    pools = con.execute(
+        f"""
+        SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at
+        FROM tube_calls($as_of, tubes := {_list_literal(candidates)}) k JOIN tubes t USING (tube_barcode)
+        WHERE t.tube_barcode IN {_in_list(candidates)}
+          AND t.capacity > 1 AND k.call IN ('positive', 'single_target')
+          AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
+        ORDER BY k.called_at, k.tube_barcode
+        """,
+        {"as_of": as_of, "files": files},
+    ).fetchall()
+    if not pools:
+        return []
+    define_masking_macros(con)
+    tubes = _in_list([p[0] for p in pools])
+    members: dict[str, tuple] = {}
+    for tube, people, grids, listed in con.execute(
+        f"""
+        WITH m AS (
+            SELECT tube_barcode, person_key, id_number FROM tube_members WHERE tube_barcode IN {tubes}
+        ), scanned AS (  -- name and phone as scanned, for people outside the register
+            SELECT tube_barcode, person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone
+            FROM scans WHERE tube_barcode IN {tubes} AND event = 'add' GROUP BY ALL
+        )
+        SELECT m.tube_barcode, count(DISTINCT m.person_key), count(DISTINCT reg.grid),
+               list((mask_id(m.id_number), mask_name(coalesce(reg.name, sc.name)),
+                     mask_phone(coalesce(reg.phone, sc.phone)), reg.grid) ORDER BY reg.grid, m.id_number)
+        FROM m LEFT JOIN scanned sc USING (tube_barcode, person_key)
+        LEFT JOIN register reg USING (person_key)
+        GROUP BY m.tube_barcode
+        """
+    ).fetchall():
+        members[tube] = (people, grids, tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in listed))
+    return [
+        PoolAlert(tube, round_id, call, lab, run, plate, called_at, urgent_due_by(called_at, cfg.resample),
+                  *members.get(tube, (0, 0, ())))
+        for tube, round_id, call, lab, run, plate, called_at in pools
+    ]
+
+
+def pool_alert_markdown(alert: PoolAlert, timezone: str) -> str:
+    zone = ZoneInfo(timezone)
+    kind = "positive" if alert.call == "positive" else "single target, persisting on the re-run"
+    lines = [
+        f"# Positive pool {alert.tube_barcode}",
+        "",
+        f"**{alert.people} people** to re-sample one by one at home, urgently, "
+        f"by **{alert.due_by.astimezone(zone):%Y-%m-%d %H:%M}** ({timezone}).",
+        "",
+        "| tube | call | round | lab | run | plate | called at | people | grids |",
+        "|---|---|---|---|---|---|---|---:|---:|",
+        f"| {alert.tube_barcode} | {kind} | {alert.round_id} | {alert.lab_id} | {alert.run_id} | {alert.plate_id} "
+        f"| {alert.called_at.astimezone(zone):%Y-%m-%d %H:%M} | {alert.people} | {alert.grids} |",
+        "",
+        "## Members (masked; the full list is in the re-sampling orders for authorised staff)",
+        "",
+        "| ID | name | phone | grid |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {i or '–'} | {n or '–'} | {p or '–'} | {g or '–'} |" for i, n, p, g in alert.members]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,92 @@
+"""Positive-pool alerts against the real Prefect server: an artifact per pool, masked; a
+``tubetrail.pool.positive`` event per pool; and the automation that turns each event into a
+notification, received by a real HTTP server on loopback."""
+
+import json
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from tests.lab.test_calling import P, SH, build
+from tubetrail.secrets import id_hash_key
+from warehouse.connection import open_warehouse
+from warehouse.writer import open_round
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        length = int(self.headers.get("content-length", 0))
+        Receiver.received.append(json.loads(self.rfile.read(length) or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.fixture
+def receiver():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", Receiver.received
+    server.shutdown()
+
+
+def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, receiver):
+    from flows.alerts import artifact_key, ensure_pool_alert_automation
+    from flows.ingest import ingest_inbox
+    from tests.flows.test_ingest_flow import read_artifacts
+
+    url, received = receiver
+    ensure_pool_alert_automation(url)
+    ensure_pool_alert_automation(url)  # idempotent: replaced, not doubled
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    inbox = build(tmp_path / "in")
+    ingest_inbox(str(inbox), None, cfg.warehouse.path)
+
+    # TA and TC turn positive, TD's single target persists; TS1/TS2 are single tubes, no pool
+    for tube, people in (("TA", 3), ("TC", 1), ("TD", 1)):
+        (artifact,) = read_artifacts(artifact_key(tube))
+        assert f"**{people} people**" in artifact.data and f"| {tube} |" in artifact.data
+    assert not read_artifacts(artifact_key("TS1"))
+    ta = read_artifacts(artifact_key("TA"))[0].data
+    assert P[1][:6] + "********" + P[1][-4:] in ta and "张*" in ta and "138****8000" in ta
+    for secret in [*P.values(), "张三", "13800138000", "1 Road"]:
+        assert secret not in ta
+
+    summary = read_artifacts("chain-summary")[0].data
+    assert "Plates: 2 valid, 2 invalid" in summary and "Positive pools: 3, people flagged: 5" in summary
+    assert "| positive | 3 |" in summary and "| plate_invalid | 2 |" in summary
+
+    def pool_events() -> list[dict]:
+        response = httpx.post(f"{prefect_server}/events/filter",
+                              json={"filter": {"event": {"name": ["tubetrail.pool.positive"]}}, "limit": 50})
+        response.raise_for_status()
+        return response.json()["events"]
+
+    deadline = time.monotonic() + 60  # events are sent asynchronously: they land within seconds
+    while len(events := pool_events()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sorted(e["resource"]["prefect.resource.name"] for e in events) == ["TA", "TC", "TD"]
+    ta_event = next(e for e in events if e["resource"]["prefect.resource.name"] == "TA")
+    assert ta_event["payload"]["people"] == 3 and ta_event["payload"]["plate_id"] == "P1"
+    assert not {n for n in P.values() if n in json.dumps(events)}
+
+    deadline = time.monotonic() + 60
+    while len(received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    subjects = sorted(r["subject"] for r in received)
+    assert subjects == ["Positive pool TA", "Positive pool TC", "Positive pool TD"]
+    assert any("3 people" in r["body"] for r in received)
