@@ -246,3 +246,43 @@ def test_calls_pools_and_resamples_match_what_the_city_injected(city, ingested):
     assert calls.filter(pl.col("resample") & (pl.col("call") == "positive")).height == resamples["positive_on_resample"]
     assert status.get("pool_positive", 0) == 0
     assert status["positive"] >= resamples["positive_on_resample"] + len(res["positive_single_tubes"])
+
+
+def test_report_coverage_equals_a_direct_count_from_the_inbox(city, ingested, tmp_path):
+    """Coverage per district from the report = people counted straight from the inbox's scan and
+    receipt files (last add/void per tube wins; refused tubes do not count), registered ones."""
+    from reporting.report import write_report
+
+    cfg, _ = ingested
+    out = tmp_path / "report"
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+    scans = pl.concat([pl.read_csv(p, infer_schema=False) for p in (city / "scans").rglob("*.csv")], how="diagonal")
+    receipts = pl.concat([pl.read_csv(p, infer_schema=False) for p in (city / "receipts").rglob("*.csv")], how="diagonal")
+    refused = receipts.filter(pl.col("condition").is_in(["leaked", "unlabelled", "insufficient"]))["tube_barcode"].unique()
+    at = pl.col("scanned_at").str.replace(" ", "T")
+    at = pl.when(at.str.contains(r"([+-]\d\d:\d\d|Z)$")).then(at).otherwise(at + "+08:00")  # no offset: city time
+    people = (scans.filter(pl.col("event").is_in(["add", "void"]))
+              .with_columns(pl.col("id_number").str.to_uppercase(), at.str.to_datetime("%Y-%m-%dT%H:%M:%S%z").alias("at"))
+              .sort("at", pl.col("event") == "void")
+              .group_by("tube_barcode", "id_type", "id_number").agg(pl.col("event").last())
+              .filter((pl.col("event") == "add") & ~pl.col("tube_barcode").is_in(refused.implode())))
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        register = pl.from_arrow(con.sql("SELECT id_type, id_number, district FROM register").to_arrow_table())
+    direct = (people.join(register, on=["id_type", "id_number"]).unique(["id_type", "id_number"])
+              .group_by("district").len().sort("district"))
+    rollup = pl.read_parquet(out / "coverage_rollup.parquet")
+    by_district = rollup.filter(pl.col("level") == "district").select("district", pl.col("sampled").cast(pl.UInt32)).sort("district")
+    assert by_district.rename({"sampled": "len"}).equals(direct)
+    grids = pl.read_parquet(out / "coverage.parquet")
+    assert list(grids.columns) == ["round_id", "district", "subdistrict", "community", "grid", "registered", "sampled",
+                                   "resulted", "untested", "coverage", "outside_register"]
+    city_row = rollup.filter(pl.col("level") == "city").row(0, named=True)
+    assert city_row["registered"] == grids["registered"].sum() == truth_registered(city)
+    assert city_row["sampled"] == grids["sampled"].sum() == direct["len"].sum()
+    assert city_row["outside_register"] == json.loads((city / "_truth.json").read_text())["scans"]["visitors_outside_register"]
+
+
+def truth_registered(city: Path) -> int:
+    return json.loads((city / "_truth.json").read_text())["register"]["people_registered"]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 from urllib.parse import urlsplit
@@ -193,6 +193,42 @@ def round_open(
     console.print(f"opened round {round_id}")
 
 
+@app.command()
+def report(
+    ctx: typer.Context,
+    round_id: Annotated[str, typer.Option("--round", help="round id")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the report files")],
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge time-based rules at this ISO time (default now)")] = None,
+) -> None:
+    """Write the report files of a round (coverage, status, orders, untested, anomalies, TAT, worklists, report.html)."""
+    from flows.report import round_report
+
+    state: State = ctx.obj
+    cfg = state.config()
+    when = parse_cli_time(as_of, cfg.city.timezone) if as_of else None
+    try:
+        result = round_report(round_id, str(out), when, state.config_path, cfg.warehouse.path)
+    except MissingSecret as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    except ValueError as exc:
+        errors.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(EXIT_REFUSED) from exc
+    console.print(f"report of {round_id}: {len(result['files'])} files and {result['worklists']} worklists in {out}; "
+                  f"coverage {100 * (result['coverage'] or 0):.2f} %")
+    console.print(f"open {(out / 'report.html').resolve()}")
+
+
+@app.command()
+def serve() -> None:
+    """Serve every deployment of prefect.yaml from this process (a local setup without workers)."""
+    from flows.serve import build_deployments, serve_all
+
+    names = ", ".join(d.name for d in build_deployments())
+    console.print(f"serving {names}; runs show in the Prefect UI (stop with Ctrl-C)")
+    serve_all()
+
+
 PREFECT_UI = "http://127.0.0.1:4200"
 
 
@@ -266,7 +302,16 @@ def demo(
             errors.print(f"[red]{exc}[/red]")
             raise typer.Exit(EXIT_USAGE) from exc
         _wait_for_quiet(alert_inbox)
+    # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
+    from flows.report import round_report
+
+    next_noon = datetime.fromisoformat(truth["end"]).astimezone(ZoneInfo(cfg.city.timezone)).replace(
+        hour=12, minute=0, second=0) + timedelta(days=1)
+    reported = round_report(truth["id"], str(workdir / "report"), next_noon, state.config_path, cfg.warehouse.path)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
+    console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
+                  f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
+                  f"open [bold]{(workdir / 'report' / 'report.html').resolve()}[/bold]")
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")

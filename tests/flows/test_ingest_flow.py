@@ -23,11 +23,14 @@ def small_inbox(root: Path, people: list[str], name: str = "r.csv") -> Path:
 
 
 def read_artifacts(key: str):
+    """Artifacts of a key, newest first (tests share one server)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC)
 
 
 def test_ingest_flow_publishes_a_summary_without_personal_data(tmp_path, cfg):

@@ -1,0 +1,68 @@
+"""The ``round-report`` flow: every report file of a round (``reporting.report``), then the
+coordinator's artifacts: coverage per district (table), the headline (markdown, with where the
+report lies). Aggregate only. A read: it holds the warehouse file lock, not the write slot."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from reporting.report import write_report
+from tubetrail.config import load_config
+from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
+from warehouse.connection import open_configured
+
+
+def current_round(con, when: datetime) -> str:
+    """The round a nightly report is about: the latest whose window has started."""
+    rows = con.execute("SELECT round_id FROM rounds WHERE starts_at <= ? ORDER BY starts_at DESC LIMIT 1", [when]).fetchall()
+    if not rows:
+        raise ValueError(f"no round has started by {when.isoformat(timespec='minutes')}")
+    return rows[0][0]
+
+
+def _run_name() -> str:
+    return f"report {flow_run.parameters.get('round_id') or 'current round'}"
+
+
+@flow(name="round-report", flow_run_name=_run_name)
+def round_report(round_id: str | None, out: str, as_of: datetime | None = None, config_path: str | None = None,
+                 warehouse: str | None = None, dated: bool = False) -> dict:
+    """``round_id`` None: the current round (the nightly deployment). ``dated``: write into
+    ``out/<round>/<date in city time>`` so each night keeps its report."""
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    when = as_of or datetime.now(timezone.utc)
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        round_id = round_id or current_round(con, when)
+        folder = Path(out) / round_id / f"{when.astimezone(ZoneInfo(cfg.city.timezone)):%Y-%m-%d}" if dated else Path(out)
+        figures = write_report(con, cfg, round_id, when, folder)
+        districts = con.sql("SELECT district, registered, sampled, resulted, untested, coverage "
+                            "FROM coverage($rid, $as_of) WHERE level = 'district' ORDER BY district",
+                            params={"rid": round_id, "as_of": when}).fetchall()
+    create_table_artifact(
+        key="coverage-by-district",
+        table=[{"district": d, "registered": r, "sampled": s, "resulted": res, "untested": u,
+                "coverage %": round(100 * (c or 0), 2)} for d, r, s, res, u, c in districts],
+        description=f"Coverage of round {round_id} by district",
+    )
+    city = figures.city
+    lines = [f"# Round {round_id}: nightly report", "",
+             f"As of {when.isoformat(timespec='minutes')}. Report: `{(folder / 'report.html').resolve()}`", "",
+             "| registered | sampled | coverage | resulted | untested |", "|---:|---:|---:|---:|---:|",
+             f"| {city.get('registered', 0):,} | {city.get('sampled', 0):,} | {100 * (city.get('coverage') or 0):.2f} % "
+             f"| {city.get('resulted', 0):,} | {city.get('untested', 0):,} |", "",
+             "| person status | people |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in figures.statuses.items()], "",
+             "| re-sampling orders | orders |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in figures.orders.items()], "",
+             f"Door-to-door worklists: {figures.worklists} grid(s). Files: {', '.join(figures.files)}."]
+    create_markdown_artifact(key="round-report", markdown="\n".join(lines), description=f"Round {round_id} report")
+    get_run_logger().info("report of %s written to %s: %d files, coverage %.2f %%", round_id, folder,
+                          len(figures.files), 100 * (city.get("coverage") or 0))
+    return {"round_id": round_id, "out": str(folder), "files": figures.files, "coverage": city.get("coverage"),
+            "worklists": figures.worklists}

@@ -1,0 +1,168 @@
+"""The report of a round (DESIGN §7): the files a command centre, grid workers and CDC read.
+
+``write_report(con, cfg, round_id, as_of, out)`` writes, set-based from the derived views:
+
+* ``coverage.parquet`` (grids and rollups), ``person_status.parquet``,
+  ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
+  ``tat.parquet``: exactly the columns of DESIGN §7;
+* ``worklists/<grid>.csv``: per grid, the door-to-door list (上门采样) of untested people with
+  limited mobility and of home re-sampling orders still open;
+* ``report.html`` (``reporting.html``): aggregate and masked only.
+
+The worklists, orders, untested list and person status hold personal data: they are for
+authorised staff. Everything returned for artifacts is aggregate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from reporting.coverage import define_coverage_views
+from reporting.tat import LINKS, define_tat_views
+from tubetrail.config import Config
+
+COVERAGE_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
+                    "untested", "coverage", "outside_register")
+PERSON_STATUS_COLUMNS = ("round_id", "id_type", "id_number", "status", "tube_barcode")
+ORDER_COLUMNS = ("round_id", "id_type", "id_number", "name", "phone", "address", "grid", "reason", "source_tube",
+                 "priority", "due_by", "home_visit")
+UNTESTED_COLUMNS = ("round_id", "id_type", "id_number", "name", "phone", "address", "district", "subdistrict",
+                    "community", "grid", "mobility_limited")
+ANOMALY_COLUMNS = ("kind", "tube_barcode", "box_id", "detail", "detected_at")
+TAT_COLUMNS = ("tube_barcode", "collected_at", "sealed_at", "departed_at", "received_at", "called_at", "published_at",
+               *LINKS, "total_hours")
+WORKLIST_COLUMNS = ("task", "grid", "name", "id_type", "id_number", "phone", "address", "reason", "priority",
+                    "due_by", "source_tube")
+
+
+@dataclass
+class ReportFigures:
+    """What the report found, in counts: safe for artifacts and logs."""
+
+    round_id: str
+    as_of: datetime
+    files: list[str] = field(default_factory=list)
+    city: dict = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    orders: dict[str, int] = field(default_factory=dict)
+    anomalies: dict[str, int] = field(default_factory=dict)
+    worklists: int = 0
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
+    return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+
+
+def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime) -> dict[str, pl.DataFrame]:
+    """Every table of the report. Needs ``define_views(con, cfg, snapshot=True)`` for a city."""
+    p = {"rid": round_id, "as_of": as_of}
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE report_status AS SELECT * FROM person_status($rid, $as_of)", p)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE report_orders AS SELECT * FROM resample_orders($as_of) WHERE round_id = $rid", p)
+    frames = {
+        "coverage": _frame(con, "SELECT * FROM coverage($rid, $as_of) ORDER BY level = 'city', district, subdistrict, "
+                                "community, grid NULLS LAST", p),
+        "person_status": _frame(con, "SELECT round_id, id_type, id_number, status, tube_barcode FROM report_status "
+                                     "ORDER BY district, grid, id_number", {}),
+        "resample_orders": _frame(con, """
+            WITH scanned AS (
+                SELECT person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone FROM scans
+                WHERE person_key IN (SELECT person_key FROM report_orders) AND event = 'add' GROUP BY person_key
+            )
+            SELECT o.round_id, o.id_type, o.id_number, coalesce(reg.name, s.name) AS name,
+                   coalesce(reg.phone, s.phone) AS phone, reg.address, reg.grid, o.reason, o.source_tube, o.priority,
+                   o.due_by, o.home_visit, o.fulfilled
+            FROM report_orders o LEFT JOIN register reg USING (person_key) LEFT JOIN scanned s USING (person_key)
+            ORDER BY o.priority = 'normal', o.due_by, reg.grid, o.id_number""", {}),
+        "untested": _frame(con, """
+            SELECT st.round_id, st.id_type, st.id_number, reg.name, reg.phone, reg.address, st.district, st.subdistrict,
+                   st.community, st.grid, reg.mobility_limited
+            FROM report_status st JOIN register reg USING (person_key)
+            WHERE st.status = 'untested' ORDER BY st.district, st.grid, st.id_number""", {}),
+        "anomalies": _frame(con, """
+            SELECT kind, tube_barcode, box_id, detail, detected_at FROM (
+                SELECT kind, round_id, tube_barcode, box_id, detail, detected_at FROM tube_anomalies
+                UNION ALL SELECT * FROM custody_anomalies($as_of)
+                UNION ALL SELECT * FROM lab_anomalies($as_of))
+            WHERE round_id = $rid OR round_id IS NULL ORDER BY kind, detected_at, tube_barcode, box_id""", p),
+        "tat": _frame(con, "SELECT * FROM tube_tat($rid, $as_of) ORDER BY collected_at, tube_barcode", p),
+    }
+    return frames
+
+
+def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime, out: Path) -> ReportFigures:
+    """Write every report file of a round to ``out`` (replacing a previous report there)."""
+    from reporting.html import render_report
+
+    define_coverage_views(con)
+    define_tat_views(con, cfg.tat)
+    if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():
+        raise ValueError(f"round {round_id} is not open in this warehouse")
+    frames = report_frames(con, round_id, as_of)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = ReportFigures(round_id, as_of)
+
+    def put(name: str, frame: pl.DataFrame, csv: bool = False) -> None:
+        frame.write_parquet(out / f"{name}.parquet")
+        figures.files.append(f"{name}.parquet")
+        if csv:
+            _csv(frame).write_csv(out / f"{name}.csv")
+            figures.files.append(f"{name}.csv")
+
+    coverage = frames["coverage"]
+    put("coverage", coverage.filter(pl.col("level") == "grid").select(COVERAGE_COLUMNS))
+    coverage.write_parquet(out / "coverage_rollup.parquet")
+    figures.files.append("coverage_rollup.parquet")
+    put("person_status", frames["person_status"].select(PERSON_STATUS_COLUMNS))
+    put("resample_orders", frames["resample_orders"].select(ORDER_COLUMNS), csv=True)
+    put("untested", frames["untested"].select(UNTESTED_COLUMNS), csv=True)
+    put("anomalies", frames["anomalies"].select(ANOMALY_COLUMNS))
+    put("tat", frames["tat"].select(TAT_COLUMNS))
+    figures.worklists = write_worklists(frames["untested"], frames["resample_orders"], out / "worklists")
+
+    city = coverage.filter(pl.col("level") == "city").to_dicts()
+    figures.city = city[0] if city else {}
+    figures.statuses = dict(frames["person_status"].group_by("status").len().sort("status").iter_rows())
+    figures.orders = dict(frames["resample_orders"].group_by("reason").len().sort("reason").iter_rows())
+    figures.anomalies = dict(frames["anomalies"].group_by("kind").len().sort("kind").iter_rows())
+    (out / "report.html").write_text(render_report(con, cfg, figures, frames), encoding="utf-8")
+    figures.files.append("report.html")
+    return figures
+
+
+def _csv(frame: pl.DataFrame) -> pl.DataFrame:
+    """Times as ISO text for a spreadsheet."""
+    return frame.with_columns(pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%:z")
+                              for c, t in frame.schema.items() if isinstance(t, pl.Datetime))
+
+
+def write_worklists(untested: pl.DataFrame, orders: pl.DataFrame, folder: Path) -> int:
+    """One CSV per grid: untested people with limited mobility (home sampling) and open home
+    re-sampling orders, urgent first. Returns the number of lists written."""
+    home_untested = untested.filter(pl.col("mobility_limited")).select(
+        pl.lit("home sampling (untested, limited mobility)").alias("task"), "grid", "name", "id_type", "id_number", "phone",
+        "address", pl.lit("untested").alias("reason"), pl.lit("normal").alias("priority"),
+        pl.lit(None, dtype=pl.Utf8).alias("due_by"), pl.lit(None, dtype=pl.Utf8).alias("source_tube"))
+    home_orders = _csv(orders.filter(pl.col("home_visit") & ~pl.col("fulfilled"))).select(
+        pl.lit("home re-sampling").alias("task"), "grid", "name", "id_type", "id_number", "phone", "address",
+        "reason", "priority", pl.col("due_by").cast(pl.Utf8), "source_tube")
+    work = pl.concat([home_orders, home_untested], how="vertical_relaxed").with_columns(
+        pl.col("grid").fill_null("unknown-grid"))
+    if folder.exists():
+        for old in folder.glob("*.csv"):
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for (grid,), part in work.partition_by("grid", as_dict=True, maintain_order=True).items():
+        name = re.sub(r"[^\w.-]+", "_", str(grid)) or "grid"
+        part.sort(pl.col("priority") != "urgent", "due_by", "id_number", nulls_last=True).select(WORKLIST_COLUMNS) \
+            .write_csv(folder / f"{name}.csv")
+        written += 1
+    return written

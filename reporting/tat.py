@@ -1,0 +1,48 @@
+"""Turnaround time (TAT) per tube and link: collected → sealed → departed → received → called →
+published (the results file taken), in hours, and breaches of the targets: collected → called
+within ``collected_to_called_hours`` (``key_group_collected_to_called_hours`` for a tube with a
+key-group member). The instruments' exports carry the run's end, not its start: the link
+``received → called`` holds the run."""
+
+from __future__ import annotations
+
+import duckdb
+
+from tubetrail.config import TatConfig
+
+LINKS = ("collected_to_sealed", "sealed_to_departed", "departed_to_received", "received_to_called",
+         "called_to_published")
+
+
+def define_tat_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
+    """Needs :func:`tubetrail.views.define_views`."""
+    hours = lambda a, b: f"round(epoch({b} - {a}) / 3600, 2)"  # noqa: E731
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO tube_tat(rid, as_of) AS TABLE
+        WITH key_tubes AS (
+            SELECT DISTINCT tm.tube_barcode FROM tube_members tm JOIN register reg USING (person_key)
+            WHERE tm.round_id = rid AND reg.key_group IS NOT NULL
+        ), k AS (
+            SELECT k.tube_barcode, k.called_at, l.ingested_at AS published_at
+            FROM tube_calls(as_of) k LEFT JOIN ingest_ledger l ON l.content_hash = k.called_by_file
+            WHERE k.final
+        )
+        SELECT c.round_id, c.tube_barcode, c.lab_id, c.collected_at, c.sealed_at, coalesce(c.departed_at, c.packed_at) AS departed_at,
+               c.received_at, k.called_at, k.published_at,
+               {hours('c.collected_at', 'c.sealed_at')} AS collected_to_sealed,
+               {hours('c.sealed_at', 'coalesce(c.departed_at, c.packed_at)')} AS sealed_to_departed,
+               {hours('coalesce(c.departed_at, c.packed_at)', 'c.received_at')} AS departed_to_received,
+               {hours('c.received_at', 'k.called_at')} AS received_to_called,
+               {hours('k.called_at', 'k.published_at')} AS called_to_published,
+               {hours('c.collected_at', 'k.called_at')} AS total_hours,
+               kt.tube_barcode IS NOT NULL AS key_group,
+               CASE WHEN kt.tube_barcode IS NOT NULL THEN {tat.key_group_collected_to_called_hours}
+                    ELSE {tat.collected_to_called_hours} END AS target_hours,
+               coalesce(k.called_at, as_of) - c.collected_at
+                   > to_seconds((CASE WHEN kt.tube_barcode IS NOT NULL THEN {tat.key_group_collected_to_called_hours}
+                                      ELSE {tat.collected_to_called_hours} END) * 3600) AS breach
+        FROM custody c LEFT JOIN k USING (tube_barcode) LEFT JOIN key_tubes kt USING (tube_barcode)
+        WHERE c.round_id = rid AND c.collected_at <= as_of
+        """
+    )

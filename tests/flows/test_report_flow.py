@@ -1,0 +1,66 @@
+"""The report flow and the served deployments, against the real Prefect server."""
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.conftest import REPO
+from tests.lab.test_calling import AS_OF, P, SH, build
+from tubetrail.secrets import id_hash_key
+from warehouse.connection import open_warehouse
+from warehouse.writer import open_round
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def test_round_report_flow_writes_the_files_and_aggregate_artifacts(tmp_path, cfg):
+    from flows.ingest import ingest_inbox
+    from flows.report import round_report
+    from tests.flows.test_ingest_flow import read_artifacts
+
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path)
+    result = round_report(None, str(tmp_path / "reports"), AS_OF, None, cfg.warehouse.path, dated=True)
+    folder = tmp_path / "reports" / "R1" / "2022-04-05"
+    assert result["round_id"] == "R1" and result["out"] == str(folder)
+    assert (folder / "report.html").exists() and (folder / "coverage.parquet").exists()
+    import json
+
+    table = json.loads(read_artifacts("coverage-by-district")[0].data)
+    markdown = read_artifacts("round-report")[0].data
+    assert table == [{"district": "黄浦区", "registered": 16, "sampled": 15, "resulted": 13, "untested": 1,
+                      "coverage %": 93.75}]
+    assert "| 16 | 15 | 93.75 % | 13 | 1 |" in markdown
+    for secret in [*P.values(), "张三", "13800138000"]:
+        assert secret not in markdown and secret not in str(table)
+
+
+def test_serve_registers_every_deployment_of_prefect_yaml(prefect_server, tmp_path):
+    """`tubetrail serve` in a process of its own: the deployments appear on the server, the
+    nightly report with its cron schedule in the city's time zone."""
+    import os
+
+    from prefect.client.orchestration import get_client
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    proc = subprocess.Popen([sys.executable, "-m", "tubetrail.cli", "serve"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        found = {}
+        while time.monotonic() < deadline and len(found) < 2:
+            with get_client(sync_client=True) as client:
+                found = {d.name: d for d in client.read_deployments()}
+            time.sleep(1)
+        assert {"ingest-inbox", "nightly-report"} <= set(found)
+        (schedule,) = found["nightly-report"].schedules
+        assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 23 * * *", "Asia/Shanghai")
+        assert found["nightly-report"].parameters == {"round_id": None, "out": "reports", "dated": True}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

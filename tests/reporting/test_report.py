@@ -1,0 +1,66 @@
+"""The report of a tiny hand-made round: DESIGN §7's files with exactly their columns, worklists
+per grid, and report.html with every section and no personal data."""
+
+import polars as pl
+
+from reporting.html import SECTIONS
+from reporting.report import (ANOMALY_COLUMNS, COVERAGE_COLUMNS, ORDER_COLUMNS, PERSON_STATUS_COLUMNS, TAT_COLUMNS,
+                              UNTESTED_COLUMNS, write_report)
+from tests.lab.test_calling import AS_OF, P, called, resamples  # noqa: F401 - the fixture
+from tests.lab.test_calling import ingest
+from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
+from warehouse.connection import open_warehouse
+
+
+def report(cfg, out):
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        return write_report(con, cfg, "R1", AS_OF, out)
+
+
+def test_every_file_with_exactly_its_columns(called, tmp_path):
+    ingest(resamples(tmp_path / "morning"), called)
+    figures = report(called, tmp_path / "out")
+    out = tmp_path / "out"
+    expected = {"coverage": COVERAGE_COLUMNS, "person_status": PERSON_STATUS_COLUMNS, "resample_orders": ORDER_COLUMNS,
+                "untested": UNTESTED_COLUMNS, "anomalies": ANOMALY_COLUMNS, "tat": TAT_COLUMNS}
+    for name, columns in expected.items():
+        assert tuple(pl.read_parquet(out / f"{name}.parquet").columns) == columns, name
+    assert tuple(pl.read_csv(out / "resample_orders.csv").columns) == ORDER_COLUMNS
+    assert tuple(pl.read_csv(out / "untested.csv").columns) == UNTESTED_COLUMNS
+
+    coverage = pl.read_parquet(out / "coverage.parquet")
+    assert coverage.select("registered", "sampled", "untested").row(0) == (16, 15, 1)  # P16 was never sampled
+    assert figures.statuses == {"negative": 6, "pool_positive": 3, "positive": 3, "resample": 1, "sampled": 2,
+                                "untested": 1}
+    untested = pl.read_parquet(out / "untested.parquet")
+    assert untested["id_number"].to_list() == [P[16]]
+    orders = pl.read_csv(out / "resample_orders.csv", infer_schema=False)
+    assert sorted(orders["reason"].to_list()) == ["invalid", "pool_positive", "pool_positive", "pool_positive",
+                                                  "pool_positive", "single_target"]
+    tat = pl.read_parquet(out / "tat.parquet")
+    ta = tat.filter(pl.col("tube_barcode") == "TA").row(0, named=True)
+    assert (ta["received_to_called"], ta["total_hours"]) == (2.0, 5.0)  # received 14:00, called 16:00; collected 11:00
+    anomalies = pl.read_parquet(out / "anomalies.parquet")
+    assert anomalies.filter(pl.col("kind") == "plate_invalid").height == 2
+
+
+def test_worklists_per_grid_for_door_to_door(called, tmp_path):
+    report(called, tmp_path / "out")
+    lists = sorted((tmp_path / "out" / "worklists").glob("*.csv"))
+    assert [p.name for p in lists] == ["G1.csv"]
+    work = pl.read_csv(lists[0], infer_schema=False)
+    # urgent home re-sampling of the positive pools first, then P9's invalid tube (limited mobility)
+    assert work["priority"].to_list()[:5] == ["urgent"] * 5
+    assert set(work["id_number"]) == {P[i] for i in (1, 2, 3, 6, 7, 9)}
+
+
+def test_report_html_has_every_section_and_no_personal_data(called, tmp_path):
+    report(called, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f"<h2>{section}</h2>" in html, section
+    assert "<svg" in html and "TA" in html
+    for secret in [*P.values(), "张三", "13800138000", "+8613800138000", "1 Road"]:
+        assert secret not in html
