@@ -26,8 +26,9 @@ A ``tubes`` list narrows the readings to the plates those tubes ran on (``result
 ``plate_qc_of``, ``tube_runs_of``): an alert right after one results file calls its few
 candidate tubes in a fraction of a second instead of the whole city.
 
-* ``lab_anomalies(as_of)``: ``plate_invalid`` (with the QC reason) and ``result_unknown_tube``
-  (a sample that is not a control and was never scanned).
+* ``lab_anomalies(as_of)``: ``plate_invalid`` (with the QC reason), ``well_reported_twice``
+  (one file gives a well two samples: the later line counts, the other is lost to calling) and
+  ``result_unknown_tube`` (a sample that is not a control and was never scanned).
 """
 
 from __future__ import annotations
@@ -174,6 +175,15 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
                format('lab {} run {} plate {}: {}; {} tube(s) to re-run', lab_id, run_id, plate_id, qc_reason, tube_wells)
                    AS detail, finished_at AS detected_at
         FROM plate_qc WHERE NOT valid AND finished_at <= as_of
+        UNION ALL
+        SELECT 'well_reported_twice', NULL, NULL, NULL,
+               format('lab {} run {} plate {} well {}: {} different samples in one file; the later line counts',
+                      r.lab_id, r.run_id, r.plate_id, r.well, count(DISTINCT r.sample)),
+               min(coalesce(r.finished_at, l.ingested_at))
+        FROM results r JOIN ingest_ledger l ON l.content_hash = r.source_hash
+        WHERE coalesce(r.finished_at, l.ingested_at) <= as_of
+        GROUP BY r.lab_id, r.run_id, r.plate_id, r.well, r.source_hash
+        HAVING count(DISTINCT r.sample) > 1
         UNION ALL
         SELECT 'result_unknown_tube', NULL, tr.tube_barcode, NULL,
                format('lab {} plate {} well {}: sample is no control and was never scanned', tr.lab_id, tr.plate_id, tr.well),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: the sections every report has (the browser check looks for each heading)
 SECTIONS = ("Headline", "Coverage by district", "Worst grids", "Grid heat table", "Sampling throughput by hour",
-            "Turnaround time per link", "Lab load against capacity", "Anomalies by kind", "Positive pools")
+            "Turnaround time per link", "Key-group cycles", "Lab load against capacity", "Anomalies by kind", "Positive pools")
 HEAT_CELLS_PER_DISTRICT = 80
 
 
@@ -126,6 +126,6 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
     return env.get_template("report.html.j2").render(
         figures=figures, city=figures.city, as_of=figures.as_of.astimezone(zone), timezone=cfg.city.timezone,
         districts=districts.to_dicts(), worst=worst.to_dicts(), heat=heat, charts=charts, percentiles=percentiles,
-        breaches=breaches, tat_target=cfg.tat, lab_load=lab_load, pools=pools, zone=zone, sections=SECTIONS,
+        breaches=breaches, tat_target=cfg.tat, key_group_cycles=cfg.key_groups, lab_load=lab_load, pools=pools, zone=zone, sections=SECTIONS,
         generated=datetime.now(zone),
     )

@@ -5,6 +5,7 @@
 * ``coverage.parquet`` (grids and rollups), ``person_status.parquet``,
   ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
   ``tat.parquet``: exactly the columns of DESIGN §7;
+* ``key_groups_overdue.parquet``/``.csv``: key-group members overdue on their test cycle;
 * ``worklists/<grid>.csv``: per grid, the door-to-door list (上门采样) of untested people with
   limited mobility and of home re-sampling orders still open;
 * ``report.html`` (``reporting.html``): aggregate and masked only.
@@ -24,6 +25,7 @@ import duckdb
 import polars as pl
 
 from reporting.coverage import define_coverage_views
+from reporting.keygroups import define_key_group_views
 from reporting.tat import LINKS, define_tat_views
 from tubetrail.config import Config
 
@@ -37,6 +39,8 @@ UNTESTED_COLUMNS = ("round_id", "id_type", "id_number", "name", "phone", "addres
 ANOMALY_COLUMNS = ("kind", "tube_barcode", "box_id", "detail", "detected_at")
 TAT_COLUMNS = ("tube_barcode", "collected_at", "sealed_at", "departed_at", "received_at", "called_at", "published_at",
                *LINKS, "total_hours")
+KEY_GROUP_COLUMNS = ("id_type", "id_number", "name", "phone", "district", "subdistrict", "community", "grid",
+                     "key_group", "cycle_days", "last_sampled_at", "due_by", "compliance")
 WORKLIST_COLUMNS = ("task", "grid", "name", "id_type", "id_number", "phone", "address", "reason", "priority",
                     "due_by", "source_tube")
 
@@ -53,6 +57,7 @@ class ReportFigures:
     orders: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     worklists: int = 0
+    key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
@@ -93,6 +98,8 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
                 UNION ALL SELECT * FROM lab_anomalies($as_of))
             WHERE round_id = $rid OR round_id IS NULL ORDER BY kind, detected_at, tube_barcode, box_id""", p),
         "tat": _frame(con, "SELECT * FROM tube_tat($rid, $as_of) ORDER BY collected_at, tube_barcode", p),
+        "key_groups": _frame(con, "SELECT * FROM key_group_compliance($as_of) ORDER BY compliance, key_group, grid, "
+                                  "id_number", {"as_of": as_of}),
     }
     return frames
 
@@ -103,6 +110,7 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
 
     define_coverage_views(con)
     define_tat_views(con, cfg.tat)
+    define_key_group_views(con, cfg.key_groups)
     if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():
         raise ValueError(f"round {round_id} is not open in this warehouse")
     frames = report_frames(con, round_id, as_of)
@@ -125,6 +133,12 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     put("untested", frames["untested"].select(UNTESTED_COLUMNS), csv=True)
     put("anomalies", frames["anomalies"].select(ANOMALY_COLUMNS))
     put("tat", frames["tat"].select(TAT_COLUMNS))
+    overdue = frames["key_groups"].filter(pl.col("compliance") != "in cycle")
+    overdue.select(KEY_GROUP_COLUMNS).write_parquet(out / "key_groups_overdue.parquet")
+    _csv(overdue.select(KEY_GROUP_COLUMNS)).write_csv(out / "key_groups_overdue.csv")
+    figures.files += ["key_groups_overdue.parquet", "key_groups_overdue.csv"]
+    for group, state, n in frames["key_groups"].group_by("key_group", "compliance").len().iter_rows():
+        figures.key_groups.setdefault(group, {})[state] = n
     figures.worklists = write_worklists(frames["untested"], frames["resample_orders"], out / "worklists")
 
     city = coverage.filter(pl.col("level") == "city").to_dicts()

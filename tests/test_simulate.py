@@ -220,6 +220,7 @@ def test_calls_pools_and_resamples_match_what_the_city_injected(city, ingested):
             "SELECT k.tube_barcode, k.call, k.first_call, c.capacity, c.resample FROM tube_calls($as_of) k"
             " JOIN custody c USING (tube_barcode)", params={"as_of": day_after}).to_arrow_table())
         failed = sorted(r[0] for r in con.sql("SELECT plate_id FROM plate_qc WHERE NOT valid").fetchall())
+        clashes = con.execute("SELECT count(*) FROM lab_anomalies(?) WHERE kind <> 'plate_invalid'", [day_after]).fetchall()
         orders = dict(con.execute("SELECT reason, count(DISTINCT person_key) FROM resample_orders(?) GROUP BY 1",
                                   [day_after]).fetchall())
         open_orders = con.execute("SELECT count(*) FROM resample_orders(?) WHERE NOT fulfilled"
@@ -232,6 +233,7 @@ def test_calls_pools_and_resamples_match_what_the_city_injected(city, ingested):
     assert sorted(pools["tube_barcode"]) == res["positive_pool_tubes"]
     assert sorted(singles["tube_barcode"]) == res["positive_single_tubes"]
     assert failed == res["failed_plate_ids"]
+    assert clashes == [(0,)]  # every well holds one sample, every sample was scanned
     assert first.filter(pl.col("first_call") == "grey").height == res["grey_zone_tubes"]
     single_first = first.filter(pl.col("first_call") == "single_target")
     assert single_first.filter(pl.col("call") == "single_target").height == res["single_target_tubes"]["persisting"]

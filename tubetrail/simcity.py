@@ -590,7 +590,7 @@ def _ct_rows(placed: pl.DataFrame, outcome: str, rng: np.random.Generator) -> pl
     plates = placed.group_by("lab_id", "plate_id", maintain_order=True).agg(
         pl.col("finished_at").first(), pl.col("plate_failed").first() if "plate_failed" in placed.columns else pl.lit(False).alias("plate_failed"))
     controls = []
-    for sample, well in (("PC", "G12"), ("NC", "H12")):
+    for sample, well in (("PC", "H11"), ("NC", "H12")):  # wells 95 and 96: tubes take 1 to 94
         for target in ("ORF1ab", "N", "IC"):
             ct = (pl.lit("30.1") if sample == "PC" else
                   pl.when(pl.col("plate_failed") & (target == "ORF1ab")).then(pl.lit("31.4")).otherwise(pl.lit("")))

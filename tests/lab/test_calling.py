@@ -224,3 +224,14 @@ def test_a_snapshot_session_derives_the_same_state(called, tmp_path):
         snap = [con.execute(q, [AS_OF]).fetchall() for q in queries]
         assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'tube_members_snapshot'").fetchall() == [(1,)]
     assert snap == plain and all(plain)
+
+
+def test_a_well_given_two_samples_in_one_file_is_an_anomaly(called, tmp_path):
+    rows = [RESULT_HEADER] + [f"L1,P9,P9,A1,{s},{t},{ct},2022-04-04T21:00:00+08:00"
+                              for s in ("TB", "PC") for t, ct in (("ORF1ab", "30"), ("N", "30"), ("IC", "30"))]
+    rows += [f"L1,P9,P9,A2,NC,{t},,2022-04-04T21:00:00+08:00" for t in ("ORF1ab", "N", "IC")]
+    write(tmp_path / "clash/results/L1/P9.csv", "\n".join(rows) + "\n")
+    ingest(tmp_path / "clash", called)
+    found = query(called, "SELECT kind, detail FROM lab_anomalies(?) WHERE kind = 'well_reported_twice'")
+    assert found == [("well_reported_twice", "lab L1 run P9 plate P9 well A1: 2 different samples in one file; "
+                                             "the later line counts")]

@@ -64,3 +64,25 @@ def test_report_html_has_every_section_and_no_personal_data(called, tmp_path):
     assert "<svg" in html and "TA" in html
     for secret in [*P.values(), "张三", "13800138000", "+8613800138000", "1 Road"]:
         assert secret not in html
+
+
+def test_key_group_cycles_name_who_is_overdue(called, tmp_path):
+    from datetime import timedelta
+
+    from tests.conftest import write
+    from tests.helpers import REGISTER_HEADER, register_row
+
+    groups = {11: "medical", 12: "courier", 13: "astronaut", 16: "medical"}
+    rows = [register_row(P[i], key_group=g).replace(",H1,", f",H{i},") for i, g in groups.items()]
+    write(tmp_path / "update/register/kg.csv", REGISTER_HEADER + "\n" + "\n".join(rows) + "\n")
+    ingest(tmp_path / "update", called)
+    with open_warehouse(called.warehouse.path, id_hash_key()) as con:
+        define_views(con, called, snapshot=True)
+        figures = write_report(con, called, "R1", AS_OF + timedelta(days=2), tmp_path / "out")
+    assert figures.key_groups == {"medical": {"in cycle": 1, "overdue": 1}, "courier": {"overdue": 1},
+                                  "astronaut": {"unknown cycle": 1}}
+    overdue = pl.read_csv(tmp_path / "out" / "key_groups_overdue.csv", infer_schema=False)
+    assert sorted(zip(overdue["id_number"], overdue["compliance"])) == sorted(
+        [(P[12], "overdue"), (P[16], "overdue"), (P[13], "unknown cycle")])
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Key-group cycles</h2>" in html and "astronaut" in html
