@@ -219,6 +219,37 @@ def report(
     console.print(f"open {(out / 'report.html').resolve()}")
 
 
+sms_app = typer.Typer(help="SMS reminders to the untested.", no_args_is_help=True)
+app.add_typer(sms_app, name="sms")
+
+
+@sms_app.command("send")
+def sms_send(
+    ctx: typer.Context,
+    round_id: Annotated[Optional[str], typer.Option("--round", help="round id (default: the current round)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count who is due, send nothing, write nothing")] = False,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge at this ISO time (default now)")] = None,
+) -> None:
+    """Send the due reminders (untested, with a phone, not opted out, outside quiet hours, once per cool-down)."""
+    from flows.sms import sms_reminders
+    from reporting.sms import MissingCredentials
+
+    state: State = ctx.obj
+    cfg = state.config()
+    when = parse_cli_time(as_of, cfg.city.timezone) if as_of else None
+    try:
+        result = sms_reminders(round_id, dry_run, when, state.config_path, cfg.warehouse.path)
+    except (MissingSecret, MissingCredentials) as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    table = Table("outcome", "people")
+    for key, value in result["counts"].items():
+        table.add_row(key, f"{value:,}")
+    console.print(table)
+    console.print(f"round {result['round_id']}: {result['sent']:,} sent, {result['failed']:,} failed"
+                  + (" (dry run: nothing sent)" if dry_run else ""))
+
+
 @app.command()
 def serve() -> None:
     """Serve every deployment of prefect.yaml from this process (a local setup without workers)."""

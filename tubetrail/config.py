@@ -155,6 +155,8 @@ class SmsConfig:
     template: str = (
         "【核酸筛查】您尚未完成本轮（{round_id}）核酸检测，请于{deadline}前到{site_name}采样。"
     )
+    #: Aliyun fills a template registered with it (variables round_id, deadline, site_name)
+    aliyun_template_code: str = "SMS_000000000"
     quiet_start: str = "21:00"
     quiet_end: str = "08:00"
     cooldown_hours: float = 12.0

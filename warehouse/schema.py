@@ -176,6 +176,33 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        "SMS reminders: the outbox (one row per person and cool-down window) and opt-outs",
+        """
+        CREATE TABLE sms_outbox (
+            message_id VARCHAR PRIMARY KEY,
+            round_id VARCHAR NOT NULL,
+            person_key UHUGEINT NOT NULL,
+            phone VARCHAR NOT NULL,
+            body VARCHAR NOT NULL,
+            params JSON NOT NULL,
+            planned_at TIMESTAMPTZ NOT NULL,
+            state VARCHAR NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL,
+            provider VARCHAR NOT NULL,
+            provider_message_id VARCHAR,
+            error VARCHAR,
+            finished_at TIMESTAMPTZ,
+            flow_run_id VARCHAR
+        );
+        CREATE TABLE sms_optouts (
+            person_key UHUGEINT PRIMARY KEY,
+            recorded_at TIMESTAMPTZ NOT NULL,
+            reason VARCHAR NOT NULL
+        );
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).

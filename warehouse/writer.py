@@ -325,3 +325,58 @@ def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str
                source_format, ?, source_line FROM staged""",
         [content_hash],
     )
+
+
+def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, provider: str,
+                             run_id: str | None) -> int:
+    """The outbox first, before any message leaves: one pending row per message id (planning
+    twice in a cool-down window plans nothing new). Returns the rows added."""
+    if due.is_empty():
+        return 0
+    con.register("due_reminders", due.to_arrow())
+    try:
+        con.begin()
+        before = con.execute("SELECT count(*) FROM sms_outbox").fetchall()[0][0]
+        con.execute(
+            """INSERT INTO sms_outbox SELECT message_id, round_id, person_key::UHUGEINT, phone, body, params, ?, 'pending', 0, ?,
+                      NULL, NULL, NULL, ? FROM due_reminders
+               WHERE message_id NOT IN (SELECT message_id FROM sms_outbox)""",
+            [_now(), provider, run_id],
+        )
+        added = con.execute("SELECT count(*) FROM sms_outbox").fetchall()[0][0] - before
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.unregister("due_reminders")
+    return added
+
+
+def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFrame) -> None:
+    """What the provider answered, per message, in one transaction (``pending``: not delivered
+    yet, retried by the next run under the same id); an opted-out answer adds the person to
+    ``sms_optouts``."""
+    if results.is_empty():
+        return
+    con.register("sent_reminders", results.to_arrow())
+    try:
+        con.begin()
+        con.execute(
+            """UPDATE sms_outbox o SET state = r.state, attempts = o.attempts + r.attempts,
+                      provider_message_id = r.provider_message_id, error = r.error, finished_at = ?
+               FROM sent_reminders r WHERE o.message_id = r.message_id AND o.state = 'pending'""",
+            [_now()],
+        )
+        con.execute(
+            """INSERT INTO sms_optouts SELECT DISTINCT o.person_key, ?, 'provider: opted out'
+               FROM sent_reminders r JOIN sms_outbox o USING (message_id)
+               WHERE r.opted_out AND o.person_key NOT IN (SELECT person_key FROM sms_optouts)""",
+            [_now()],
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.unregister("sent_reminders")

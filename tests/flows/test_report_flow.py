@@ -40,27 +40,46 @@ def test_round_report_flow_writes_the_files_and_aggregate_artifacts(tmp_path, cf
         assert secret not in markdown and secret not in str(table)
 
 
-def test_serve_registers_every_deployment_of_prefect_yaml(prefect_server, tmp_path):
-    """`tubetrail serve` in a process of its own: the deployments appear on the server, the
-    nightly report with its cron schedule in the city's time zone."""
+def test_serve_registers_every_deployment_and_the_nightly_report_runs_from_the_api(prefect_server, tmp_path, cfg):
+    """`tubetrail serve` in a process of its own: the deployments appear on the server with
+    their schedules, and a run of the nightly report started through the API (what the UI's
+    Run button does) is executed by the served process and writes the report."""
     import os
 
     from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
 
-    env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    proc = subprocess.Popen([sys.executable, "-m", "tubetrail.cli", "serve"], cwd=REPO, env=env,
+    from flows.ingest import ingest_inbox
+
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path)
+    conf = tmp_path / "tubetrail.toml"
+    conf.write_text(f'[warehouse]\npath = "{cfg.warehouse.path}"\n', encoding="utf-8")
+    work = tmp_path / "served"
+    work.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "TUBETRAIL_CONFIG": str(conf)}
+    proc = subprocess.Popen([sys.executable, "-m", "tubetrail.cli", "serve"], cwd=work, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         found = {}
-        while time.monotonic() < deadline and len(found) < 2:
+        while time.monotonic() < deadline and len(found) < 3:
             with get_client(sync_client=True) as client:
                 found = {d.name: d for d in client.read_deployments()}
             time.sleep(1)
-        assert {"ingest-inbox", "nightly-report"} <= set(found)
+        assert {"ingest-inbox", "nightly-report", "reminder-sweep"} <= set(found)
         (schedule,) = found["nightly-report"].schedules
         assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 23 * * *", "Asia/Shanghai")
         assert found["nightly-report"].parameters == {"round_id": None, "out": "reports", "dated": True}
+        (sweep,) = found["reminder-sweep"].schedules
+        assert sweep.schedule.cron == "0 9-19/2 * * *"
+
+        run = run_deployment("round-report/nightly-report", timeout=180)
+        assert run.state.is_completed(), run.state
+        reports = list((work / "reports" / "R1").glob("*/report.html"))
+        assert len(reports) == 1 and (reports[0].parent / "coverage.parquet").exists()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,0 +1,102 @@
+"""SMS reminders to the untested (短信提醒), planned set-based (DESIGN §8):
+
+* only registered people in the round's scope who are ``untested`` at ``as_of``;
+* with a phone, not opted out (``sms_optouts``), and not reminded in the cool-down: a person
+  has at most one outbox message per cool-down window (``message_id`` is derived from the
+  round, the person and the window, so planning twice plans the same message once);
+* nothing is due in quiet hours (default 21:00–08:00, city time);
+* the text names an open site of their community (else of their subdistrict, else of their
+  district; ``home`` teams are not a place to go) and the round's deadline.
+
+``plan_reminders`` returns counts (safe for logs) and the due messages (personal data, for the
+outbox only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+import duckdb
+import polars as pl
+
+from tubetrail.config import SmsConfig
+
+
+@dataclass(frozen=True)
+class ReminderPlan:
+    round_id: str
+    as_of: datetime
+    quiet_hours: bool
+    counts: dict[str, int]
+    #: message_id, round_id, person_key (as text: polars has no 128-bit integer), phone, body, params (JSON)
+    due: pl.DataFrame
+
+
+def in_quiet_hours(at: datetime, sms: SmsConfig, timezone: str) -> bool:
+    local = at.astimezone(ZoneInfo(timezone)).time()
+    start, end = time.fromisoformat(sms.quiet_start), time.fromisoformat(sms.quiet_end)
+    return (start <= local or local < end) if start > end else (start <= local < end)
+
+
+def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str, round_id: str,
+                   as_of: datetime) -> ReminderPlan:
+    """Needs :func:`tubetrail.views.define_views`."""
+    window = int(sms.cooldown_hours * 3600)
+    local_time = as_of.astimezone(ZoneInfo(timezone)).time().replace(microsecond=0)
+    rows = pl.from_arrow(con.sql(
+        """
+        WITH untested AS (
+            SELECT s.person_key, s.district, s.subdistrict, s.community, reg.phone
+            FROM person_status($rid, $as_of) s JOIN register reg USING (person_key)
+            WHERE s.status = 'untested'
+        ), open_sites AS (
+            SELECT site_id, name, district, subdistrict, community FROM sites
+            WHERE kind <> 'home' AND (opens IS NULL OR opens <= $t) AND (closes IS NULL OR $t < closes)
+        ), site AS (
+            SELECT u.person_key,
+                   coalesce(min(c.name), min(sd.name), min(d.name)) AS site_name
+            FROM untested u
+            LEFT JOIN open_sites c ON c.community = u.community AND c.district = u.district
+            LEFT JOIN open_sites sd ON sd.subdistrict = u.subdistrict AND sd.district = u.district
+            LEFT JOIN open_sites d ON d.district = u.district
+            GROUP BY u.person_key
+        ), recent AS (
+            SELECT DISTINCT person_key FROM sms_outbox
+            WHERE round_id = $rid AND planned_at > $as_of - to_seconds($window)
+        )
+        SELECT u.person_key::VARCHAR AS person_key, u.phone, s.site_name,
+               CASE WHEN u.phone IS NULL OR u.phone = '' THEN 'no_phone'
+                    WHEN o.person_key IS NOT NULL THEN 'opted_out'
+                    WHEN r.person_key IS NOT NULL THEN 'cooled_down'
+                    WHEN s.site_name IS NULL THEN 'no_open_site'
+                    ELSE 'due' END AS outcome,
+               md5($rid || '|' || u.person_key::VARCHAR || '|' || (epoch($as_of)::BIGINT // $window)::VARCHAR) AS message_id
+        FROM untested u LEFT JOIN site s USING (person_key)
+        LEFT JOIN sms_optouts o USING (person_key) LEFT JOIN recent r USING (person_key)
+        """,
+        params={"rid": round_id, "as_of": as_of, "t": local_time, "window": window},
+    ).to_arrow_table())
+    deadline = con.execute("SELECT ends_at FROM rounds WHERE round_id = ?", [round_id]).fetchall()[0][0]
+    deadline_text = deadline.astimezone(ZoneInfo(timezone)).strftime("%m月%d日%H:%M")
+    counts = dict(rows.group_by("outcome").len().iter_rows())
+    quiet = in_quiet_hours(as_of, sms, timezone)
+    due = rows.filter(pl.col("outcome") == "due")
+    if quiet:  # nobody is disturbed at night, whatever else holds
+        counts["quiet_hours"] = counts.pop("due", 0) + counts.pop("no_open_site", 0)
+        due = due.clear()
+    # the template filled once; only the site differs per person (no Python per row)
+    marker = "\x00"
+    parts = sms.template.format(round_id=round_id, deadline=deadline_text, site_name=marker).split(marker)
+    pieces: list[pl.Expr] = [pl.lit(parts[0])]
+    for part in parts[1:]:
+        pieces += [pl.col("site_name"), pl.lit(part)]
+    due = due.select("message_id", pl.lit(round_id).alias("round_id"), "person_key", "phone",
+                     pl.concat_str(pieces).alias("body"),
+                     # the template's variables, for providers that fill a registered template (Aliyun)
+                     pl.struct(pl.lit(round_id).alias("round_id"), pl.lit(deadline_text).alias("deadline"),
+                               pl.col("site_name")).struct.json_encode().alias("params"))
+    for key in ("due", "no_phone", "opted_out", "cooled_down", "no_open_site", "quiet_hours"):
+        counts.setdefault(key, 0)
+    return ReminderPlan(round_id, as_of, quiet, counts, due)
