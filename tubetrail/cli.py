@@ -311,8 +311,15 @@ def demo(
     ctx: typer.Context,
     residents: Annotated[int, typer.Option("--residents")] = 200_000,
     workdir: Annotated[Path, typer.Option("--workdir", help="where the demo city and warehouse live")] = Path("data/demo"),
+    pause: Annotated[float, typer.Option("--pause", help="seconds between the round's hourly waves")] = 2.0,
 ) -> None:
-    """Simulate a city, start the Prefect UI if none answers, and run it through the flows."""
+    """Simulate a city and play its round through every link, live in the Prefect UI."""
+    from flows.ingest import ingest_inbox
+    from flows.report import round_report
+    from flows.sms import sms_reminders
+    from tubetrail.demo import ensure_served, ensure_work_pool, play, sweep_time
+    from tubetrail.sms_gateway import LoopbackGateway
+
     state: State = ctx.obj
     with console.status("Prefect server on 127.0.0.1:4200 …"):
         started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log")
@@ -320,34 +327,61 @@ def demo(
     os.environ["PREFECT_API_URL"] = f"{PREFECT_UI}/api"
     if state.warehouse is None:
         state.warehouse = str(workdir / "tubetrail.duckdb")
-    inbox = workdir / "inbox"
-    ctx.invoke(simulate, residents=residents, out=inbox)
-    truth = json.loads((inbox / "_truth.json").read_text(encoding="utf-8"))["round"]
-    _open_demo_round(state, truth)
     cfg = state.config()
+    workdir = workdir.resolve()
+    city = workdir / "city"
+    ctx.invoke(simulate, residents=residents, out=city)
+    truth = json.loads((city / "_truth.json").read_text(encoding="utf-8"))["round"]
+    _open_demo_round(state, truth)
+    if ensure_work_pool("tubetrail-process"):
+        console.print("created work pool tubetrail-process")
+    # the served deployments run in workdir with the demo's warehouse (the defaults otherwise)
+    served_config = workdir / "served.toml"
+    served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n', encoding="utf-8")
+    serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
+    pid, served_now = ensure_served(workdir, serve_env)
+    console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
     alerts_file = workdir / "pool-alerts.jsonl"
-    with _demo_alert_inbox(cfg.alerts.webhook_url, alerts_file) as alert_inbox:
-        try:
-            code = _run_ingest(state, inbox)
-        except MissingSecret as exc:
-            errors.print(f"[red]{exc}[/red]")
-            raise typer.Exit(EXIT_USAGE) from exc
-        _wait_for_quiet(alert_inbox)
-    # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
-    from flows.report import round_report
+    refused = 0
+    try:
+        with _demo_alert_inbox(cfg.alerts.webhook_url, alerts_file) as alert_inbox:
 
+            def take(label: str, folder: Path) -> None:
+                nonlocal refused
+                outcomes = ingest_inbox(str(folder), state.config_path, cfg.warehouse.path)
+                refused += sum(o.status == "refused" for o in outcomes)
+
+            def shown(n: int, total: int, label: str, files: int) -> None:
+                console.print(f"[bold]wave {n}/{total}[/bold] {label}: {files} file(s)")
+
+            play(city, workdir / "inbox", cfg.city.timezone, take, pause, on_wave=shown)
+            _wait_for_quiet(alert_inbox)
+    except MissingSecret as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from exc
+    # the reminder sweep of the afternoon, to an SMS gateway on loopback
+    sweep_at = sweep_time(datetime.fromisoformat(truth["end"]), cfg.city.timezone)
+    gateway_url = urlsplit(cfg.sms.base_url)
+    if cfg.sms.provider == "webhook" and gateway_url.hostname in ("127.0.0.1", "localhost"):
+        with LoopbackGateway(gateway_url.port or 80) as gateway:
+            swept = sms_reminders(truth["id"], False, sweep_at, state.config_path, cfg.warehouse.path)
+        console.print(f"reminder sweep at {sweep_at:%H:%M}: {swept['sent']:,} SMS sent to the loopback gateway "
+                      f"({len(gateway.state.deliveries):,} delivered), {swept['counts']['no_phone']:,} without phone")
+    # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
     next_noon = datetime.fromisoformat(truth["end"]).astimezone(ZoneInfo(cfg.city.timezone)).replace(
         hour=12, minute=0, second=0) + timedelta(days=1)
     reported = round_report(truth["id"], str(workdir / "report"), next_noon, state.config_path, cfg.warehouse.path)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
                   f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
-                  f"open [bold]{(workdir / 'report' / 'report.html').resolve()}[/bold]")
+                  f"open [bold]{workdir / 'report' / 'report.html'}[/bold]")
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")
+    console.print(f"Deployments: {PREFECT_UI}/deployments (nightly-report, reminder-sweep, ingest-inbox; "
+                  f"served by pid {pid}, log {workdir / 'serve.log'})")
     console.print(f"Warehouse: {state.warehouse}")
-    raise typer.Exit(code)
+    raise typer.Exit(EXIT_REFUSED if refused else 0)
 
 
 @contextmanager

@@ -1,0 +1,113 @@
+"""The demo's round, played as it happens: the simulated city's files are handed to the inbox
+in waves (reference data and the register first, then one wave per hour of event time), each
+wave taken by its own ingest flow run, so the coordinator watches tubes, boxes, results and
+positive pools arrive in the Prefect UI. Also the demo's local services: the work pool and a
+``tubetrail serve`` process that keeps the deployments served after the demo ends."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from warehouse.inbox import EVENT_TIME, InboxFile, discover, first_event_at
+
+
+def waves(city: Path, timezone: str) -> list[tuple[str, list[InboxFile]]]:
+    """The city's files in the order things happened, cut into hourly waves (city time)."""
+    files = discover(city, timezone_name=timezone)
+    reference = [f for f in files if f.kind not in EVENT_TIME]
+    out: list[tuple[str, list[InboxFile]]] = [("reference data and the register", reference)] if reference else []
+    zone = ZoneInfo(timezone)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = ?", [timezone])
+        for f in (f for f in files if f.kind in EVENT_TIME):
+            at = first_event_at(f, con)
+            label = at.astimezone(zone).strftime("%m-%d %H:00") if at else "files without a time"
+            if out and out[-1][0] == label:
+                out[-1][1].append(f)
+            else:
+                out.append((label, [f]))
+    finally:
+        con.close()
+    return out
+
+
+def play(city: Path, live: Path, timezone: str, take: Callable[[str, Path], None], pause_seconds: float = 2.0,
+         on_wave: Callable[[int, int, str, int], None] | None = None) -> int:
+    """Copy each wave into its own folder under ``live`` and have ``take(label, folder)`` ingest
+    it; a pause between waves lets the UI show them arrive. Returns the number of waves."""
+    planned = waves(city, timezone)
+    for n, (label, files) in enumerate(planned, start=1):
+        folder = live / f"wave-{n:03d}"
+        for f in files:
+            target = folder / Path(f.path).relative_to(city)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f.path, target)  # keeps the modification time (an export's write time)
+        if on_wave:
+            on_wave(n, len(planned), label, len(files))
+        take(label, folder)
+        if n < len(planned):
+            time.sleep(pause_seconds)
+    return len(planned)
+
+
+def ensure_work_pool(name: str) -> bool:
+    """Create the process work pool of prefect.yaml unless it exists; True if created now."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            return True
+
+
+def ensure_served(workdir: Path, env: dict[str, str]) -> tuple[int, bool]:
+    """A ``tubetrail serve`` process in the background (its pid in ``workdir/serve.pid``), left
+    running after the demo like the server; a second demo finds it. Returns (pid, started now)."""
+    pidfile = workdir / "serve.pid"
+    if pidfile.exists():
+        try:
+            pid = int(pidfile.read_text())
+            os.kill(pid, 0)
+            return pid, False
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    with (workdir / "serve.log").open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "tubetrail.cli", "serve"], cwd=workdir, env=env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+    return proc.pid, True
+
+
+def stop_served(workdir: Path) -> None:
+    pidfile = workdir / "serve.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        except (ValueError, ProcessLookupError):
+            pass
+        pidfile.unlink()
+
+
+def sweep_time(round_end: datetime, timezone: str) -> datetime:
+    """When the demo's reminder sweep runs: three hours before the round closes (city time)."""
+    from datetime import timedelta
+
+    return round_end.astimezone(ZoneInfo(timezone)) - timedelta(hours=3)
