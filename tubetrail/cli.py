@@ -337,7 +337,9 @@ def demo(
         console.print("created work pool tubetrail-process")
     # the served deployments run in workdir with the demo's warehouse (the defaults otherwise)
     served_config = workdir / "served.toml"
-    served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n', encoding="utf-8")
+    # (and the loopback SMS gateway takes 1,000 messages a second, not a provider's 50)
+    served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n\n'
+                             f'[sms]\nrate_per_second = 1000.0\n', encoding="utf-8")
     serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
     pid, served_now = ensure_served(workdir, serve_env)
     console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
@@ -364,7 +366,7 @@ def demo(
     gateway_url = urlsplit(cfg.sms.base_url)
     if cfg.sms.provider == "webhook" and gateway_url.hostname in ("127.0.0.1", "localhost"):
         with LoopbackGateway(gateway_url.port or 80) as gateway:
-            swept = sms_reminders(truth["id"], False, sweep_at, state.config_path, cfg.warehouse.path)
+            swept = sms_reminders(truth["id"], False, sweep_at, str(served_config), cfg.warehouse.path)
         console.print(f"reminder sweep at {sweep_at:%H:%M}: {swept['sent']:,} SMS sent to the loopback gateway "
                       f"({len(gateway.state.deliveries):,} delivered), {swept['counts']['no_phone']:,} without phone")
     # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
