@@ -7,7 +7,7 @@ VENV := .venv
 # Demo-only HMAC key for person joins; production sets its own secret (README, "Secrets").
 DEMO_ID_HASH_KEY := tubetrail-demo-key-not-for-production
 
-.PHONY: demo test bench env clean
+.PHONY: demo test bench browser-check env clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -24,6 +24,12 @@ test: $(VENV)/.synced
 
 demo: $(VENV)/.synced
 	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/tubetrail demo
+
+# After `make demo`: headless Chromium against the UI and the demo's report.html (screenshots in
+# data/demo/screenshots). Installs Debian's chromium and a CJK font when missing (needs root).
+browser-check: $(VENV)/.synced
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk)
+	$(VENV)/bin/python -m tubetrail.browser_check --report data/demo/report/report.html --ui http://127.0.0.1:4200 --out data/demo/screenshots
 
 bench: $(VENV)/.synced
 	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/python -m bench.run

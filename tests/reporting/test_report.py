@@ -86,3 +86,16 @@ def test_key_group_cycles_name_who_is_overdue(called, tmp_path):
         [(P[12], "overdue"), (P[16], "overdue"), (P[13], "unknown cycle")])
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "<h2>Key-group cycles</h2>" in html and "astronaut" in html
+
+
+def test_the_browser_check_finds_a_missing_or_empty_section(called, tmp_path):
+    from tubetrail.browser_check import report_problems
+
+    report(called, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert report_problems(html) == []
+    assert report_problems(html.replace("<h2>Worst grids</h2>", "<h2>Worst</h2>")) == [
+        "report: section 'Worst grids' missing"]
+    emptied = html.split('<section id="anomalies">')[0] + '<section id="anomalies"><h2>Anomalies by kind</h2></section>' \
+        + "<section" + html.split('<section id="anomalies">')[1].split("<section", 1)[1]
+    assert report_problems(emptied) == ["report: section 'Anomalies by kind' is empty"]
