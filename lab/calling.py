@@ -36,6 +36,7 @@ from __future__ import annotations
 import duckdb
 
 from tubetrail.config import AssayConfig
+from tubetrail.sql import sql_text
 
 #: calls that end a tube's testing
 FINAL_CALLS = ("positive", "negative", "single_target", "invalid")
@@ -43,19 +44,15 @@ FINAL_CALLS = ("positive", "negative", "single_target", "invalid")
 POSITIVE_CALLS = ("positive", "single_target")
 
 
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> None:
     """Needs the views of :func:`sampling.tubes.define_tube_views` (for unknown tubes)."""
     detected, grey = float(assay.detected_below), float(assay.grey_below)
-    pc = _text(assay.positive_control_sample.strip().upper())
-    nc = _text(assay.negative_control_sample.strip().upper())
+    pc = sql_text(assay.positive_control_sample.strip().upper())
+    nc = sql_text(assay.negative_control_sample.strip().upper())
     role = (
-        f"CASE lower(trim(r.target)) WHEN lower({_text(assay.orf1ab_target)}) THEN 'orf1ab'"
-        f" WHEN lower({_text(assay.n_target)}) THEN 'n'"
-        f" WHEN lower({_text(assay.internal_control_target)}) THEN 'ic' END"
+        f"CASE lower(trim(r.target)) WHEN lower({sql_text(assay.orf1ab_target)}) THEN 'orf1ab'"
+        f" WHEN lower({sql_text(assay.n_target)}) THEN 'n'"
+        f" WHEN lower({sql_text(assay.internal_control_target)}) THEN 'ic' END"
     )
     override = "TRUE" if assay.positive_overrides_internal_control else "FALSE"
     con.execute(

@@ -20,6 +20,7 @@ import duckdb
 from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
 from tubetrail.config import Config
+from tubetrail.sql import sql_in_list, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
@@ -41,20 +42,6 @@ class PoolAlert:
     members: tuple[tuple[str | None, str | None, str | None, str | None], ...]
 
 
-def _quoted(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-
-
-def _in_list(values: list[str]) -> str:
-    """A constant IN list: DuckDB pushes constant filters through the views' aggregates (a
-    bound parameter would be planned as unknown and the whole city computed)."""
-    return f"({_quoted(values)})" if values else "(NULL)"
-
-
-def _list_literal(values: list[str]) -> str:
-    return f"[{_quoted(values)}]::VARCHAR[]"
-
-
 def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str], as_of: datetime) -> list[PoolAlert]:
     """Needs the views of :func:`tubetrail.views.define_views`."""
     if not files:
@@ -71,8 +58,8 @@ def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
     pools = con.execute(
         f"""
         SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at
-        FROM tube_calls($as_of, tubes := {_list_literal(candidates)}) k JOIN tubes t USING (tube_barcode)
-        WHERE t.tube_barcode IN {_in_list(candidates)}
+        FROM tube_calls($as_of, tubes := {sql_text_list(candidates)}) k JOIN tubes t USING (tube_barcode)
+        WHERE t.tube_barcode IN {sql_in_list(candidates)}
           AND t.capacity > 1 AND k.call IN ('positive', 'single_target')
           AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
         ORDER BY k.called_at, k.tube_barcode
@@ -82,7 +69,7 @@ def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
     if not pools:
         return []
     define_masking_macros(con)
-    tubes = _in_list([p[0] for p in pools])
+    tubes = sql_in_list([p[0] for p in pools])
     members: dict[str, tuple] = {}
     for tube, people, grids, listed in con.execute(
         f"""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import duckdb
 
+from tubetrail.sql import sql_text
+
 
 def define_key_group_views(con: duckdb.DuckDBPyConnection, cycles: dict[str, float]) -> None:
     """Needs :func:`tubetrail.views.define_views`."""
-    values = ", ".join(f"('{g.replace(chr(39), chr(39) * 2)}', {float(days)})" for g, days in cycles.items()) or "(NULL, NULL)"
+    values = ", ".join(f"({sql_text(g)}, {float(days)})" for g, days in cycles.items()) or "(NULL, NULL)"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO key_group_compliance(as_of) AS TABLE
