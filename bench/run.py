@@ -9,13 +9,10 @@ PostgreSQL baselines) is not built yet."""
 
 from __future__ import annotations
 
-import sys
-
 from bench import calls
 
 
 def main() -> None:
-    sys.argv = [sys.argv[0], *sys.argv[1:]]
     calls.main()
 
 

@@ -7,6 +7,7 @@ artifacts."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -43,7 +44,7 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
     guard = warehouse_write_guard(cfg)
     if not dry_run:
         ensure_concurrency_limits(cfg)
-    with (guard() if not dry_run else _nothing()), open_configured(cfg.warehouse, id_hash_key()) as con:
+    with (guard() if not dry_run else nullcontext()), open_configured(cfg.warehouse, id_hash_key()) as con:
         define_views(con, cfg, snapshot=True)
         round_id = round_id or current_round(con, when)
         plan = plan_reminders(con, cfg.sms, cfg.city.timezone, round_id, when)
@@ -81,10 +82,3 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
         description=f"SMS reminders of {round_id}: counts only")
     return {"round_id": round_id, "counts": counts, "sent": sent, "failed": failed, "retry_next_run": later}
 
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

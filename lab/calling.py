@@ -38,11 +38,6 @@ import duckdb
 from tubetrail.config import AssayConfig
 from tubetrail.sql import sql_text
 
-#: calls that end a tube's testing
-FINAL_CALLS = ("positive", "negative", "single_target", "invalid")
-#: calls that flag the people of a pooled tube (混阳) and make a single tube's person positive
-POSITIVE_CALLS = ("positive", "single_target")
-
 
 def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> None:
     """Needs the views of :func:`sampling.tubes.define_tube_views` (for unknown tubes)."""

@@ -29,10 +29,6 @@ import duckdb
 
 from tubetrail.config import ResampleConfig
 
-#: order reasons that flag people ``pool_positive``: urgent home visits
-URGENT_REASONS = ("pool_positive", "single_target")
-ORDER_REASONS = ("pool_positive", "single_target", "tube_refused", "invalid", "tube_lost")
-
 
 def urgent_due_by(called_at: datetime, resample: ResampleConfig) -> datetime:
     """When an urgent (pool positive, single target) re-sample is due: the rule of

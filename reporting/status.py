@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import duckdb
 
-STATUSES = ("untested", "sampled", "negative", "pool_positive", "positive", "resample")
-
 
 def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
