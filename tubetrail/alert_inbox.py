@@ -5,14 +5,15 @@ line of JSON. In production the automation's webhook points at the coordinator's
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tubetrail.loopback import LoopbackServer
 
-class AlertInbox:
+
+class AlertInbox(LoopbackServer):
     def __init__(self, url: str, store: Path, on_alert: Callable[[dict], None] | None = None) -> None:
         parts = urlsplit(url)
         self.store = store
@@ -38,13 +39,6 @@ class AlertInbox:
                 pass
 
         store.parent.mkdir(parents=True, exist_ok=True)
-        self.server = ThreadingHTTPServer((parts.hostname or "127.0.0.1", parts.port or 80), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="alert-inbox", daemon=True)
-
-    def __enter__(self) -> AlertInbox:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, parts.hostname or "127.0.0.1", parts.port if parts.port is not None else 80,
+                         "alert-inbox")
+        self.url += parts.path

@@ -16,8 +16,10 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from tubetrail.loopback import LoopbackServer
 
 
 @dataclass
@@ -41,7 +43,7 @@ class GatewayState:
         return counts
 
 
-class LoopbackGateway:
+class LoopbackGateway(LoopbackServer):
     def __init__(self, port: int = 0, *, fail_statuses: Iterable[int] = (), delay_seconds: float = 0.0,
                  invalid_numbers: Iterable[str] = (), opted_out_numbers: Iterable[str] = (),
                  aliyun_throttled: int = 0) -> None:
@@ -139,14 +141,4 @@ class LoopbackGateway:
                     state.raw_requests.append({"path": self.path, "form": form})
                 self._answer(200, {"Code": "OK", "BizId": f"biz-{key[:12]}", "RequestId": "r"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="sms-gateway", daemon=True)
-
-    def __enter__(self) -> LoopbackGateway:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler, "127.0.0.1", port, "sms-gateway")

@@ -3,15 +3,14 @@
 notification, received by a real HTTP server on loopback."""
 
 import json
-import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from tests.lab.test_calling import P, SH, build
+from tubetrail.alert_inbox import AlertInbox
 from tubetrail.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
@@ -19,27 +18,11 @@ from warehouse.writer import open_round
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        length = int(self.headers.get("content-length", 0))
-        Receiver.received.append(json.loads(self.rfile.read(length) or b"{}"))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
 @pytest.fixture
-def receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    Receiver.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", Receiver.received
-    server.shutdown()
+def receiver(tmp_path):
+    """The demo's notification inbox, on a free port."""
+    with AlertInbox("http://127.0.0.1:0/alerts", tmp_path / "alerts.jsonl") as inbox:
+        yield inbox.url, inbox.received
 
 
 def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, receiver):
