@@ -70,9 +70,16 @@ def publish_chain_summary(config_path: str | None, warehouse: str | None) -> Non
                              description="Collect, deliver and test: tubes, people sampled, calls, positive pools, anomalies")
 
 
-@flow(name="ingest-inbox", flow_run_name="ingest inbox {inbox}")
-def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | None = None) -> list[FileOutcome]:
-    """Take every new file under ``inbox``: reference data, the register, then the chain."""
+def _inbox_run_name() -> str:
+    params = flow_run.parameters
+    return f"ingest {params.get('label') or 'inbox ' + str(params.get('inbox'))}"
+
+
+@flow(name="ingest-inbox", flow_run_name=_inbox_run_name)
+def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | None = None,
+                 label: str | None = None) -> list[FileOutcome]:
+    """Take every new file under ``inbox``: reference data, the register, then the chain.
+    ``label`` names the run (the demo: the hour of the round a wave holds)."""
     logger = get_run_logger()
     cfg = load_config(config_path).with_warehouse(warehouse)
     id_hash_key()  # fail fast, before any file, when the secret is missing

@@ -9,11 +9,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from reporting.report import write_report
 from tubetrail.config import load_config
+from tubetrail.report_server import report_link
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
@@ -53,8 +54,13 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
         description=f"Coverage of round {round_id} by district",
     )
     city = figures.city
+    page = (folder / "report.html").resolve()
+    link = report_link(cfg.report.link_base, page) if cfg.report.link_base else None
+    if link:
+        create_link_artifact(key="report-link", link=link, link_text=f"report.html of {round_id}",
+                             description=f"Round {round_id}: the report page (aggregate, no personal data)")
     lines = [f"# Round {round_id}: nightly report", "",
-             f"As of {when.isoformat(timespec='minutes')}. Report: `{(folder / 'report.html').resolve()}`", "",
+             f"As of {when.isoformat(timespec='minutes')}. Report: " + (f"[report.html]({link})" if link else f"`{page}`"), "",
              "| registered | sampled | coverage | resulted | untested |", "|---:|---:|---:|---:|---:|",
              f"| {city.get('registered', 0):,} | {city.get('sampled', 0):,} | {100 * (city.get('coverage') or 0):.2f} % "
              f"| {city.get('resulted', 0):,} | {city.get('untested', 0):,} |", "",
@@ -64,5 +70,5 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
     create_markdown_artifact(key="round-report", markdown="\n".join(lines), description=f"Round {round_id} report")
     get_run_logger().info("report of %s written to %s: %d files, coverage %.2f %%", round_id, folder,
                           len(figures.files), 100 * (city.get("coverage") or 0))
-    return {"round_id": round_id, "out": str(folder), "files": figures.files, "coverage": city.get("coverage"),
+    return {"round_id": round_id, "out": str(folder), "link": link, "files": figures.files, "coverage": city.get("coverage"),
             "worklists": figures.worklists}

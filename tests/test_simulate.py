@@ -288,3 +288,19 @@ def test_report_coverage_equals_a_direct_count_from_the_inbox(city, ingested, tm
 
 def truth_registered(city: Path) -> int:
     return json.loads((city / "_truth.json").read_text())["register"]["people_registered"]
+
+
+def test_boxes_and_receipts_arrive_in_files_of_the_period_they_happened(city):
+    """The demo plays files by the hour they happened: each district's manifests and receipts
+    are cut by packing and receiving period (four hours for a small city), so boxes follow
+    the scans through the round instead of arriving all at once."""
+    for kind, column in (("manifests", "packed_at"), ("receipts", "received_at")):
+        files = sorted((city / kind).glob("3*/*.csv"))
+        assert len(files) > len(list((city / kind).glob("3*"))), kind  # more than one file per district
+        for path in files:
+            district, period = path.parent.name, path.stem.removeprefix(f"{kind}_{path.parent.name}_")
+            times = pl.read_csv(path, infer_schema=False)[column].str.to_datetime("%Y-%m-%dT%H:%M:%S%:z") \
+                .dt.convert_time_zone("Asia/Shanghai")
+            assert path.stem.startswith(f"{kind}_{district}_")
+            assert set((times.dt.strftime("%m%d_") + (times.dt.hour() // 4 * 4).cast(pl.Utf8).str.zfill(2) + "00")
+                       .to_list()) == {period}, path.name

@@ -1,6 +1,7 @@
 """``make browser-check``: headless Chromium (Debian's ``chromium``) against the Prefect UI and a
 round's ``report.html``. Saves screenshots, and exits 1 if the report misses a section (or a
-section is empty) or the UI has no flow runs.
+section is empty), the UI has no flow runs, or the UI's newest ``report-link`` artifact does
+not open a whole report.
 
     python -m tubetrail.browser_check --report data/demo/report/report.html \\
         --ui http://127.0.0.1:4200 --out data/demo/screenshots
@@ -71,6 +72,15 @@ def ui_problems(ui: str) -> list[str]:
     return [] if count else ["UI: no flow runs at all"]
 
 
+def report_link_of(ui: str) -> str | None:
+    """The URL of the newest ``report-link`` artifact (the link a coordinator clicks in the
+    UI's Artifacts), or None."""
+    found = httpx.post(f"{ui.rstrip('/')}/api/artifacts/filter", timeout=30, json={
+        "artifacts": {"key": {"any_": ["report-link"]}}, "sort": "CREATED_DESC", "limit": 1}).json()
+    match = re.search(r"\]\((https?://[^)]+)\)", found[0].get("data") or "") if found else None
+    return match.group(1) if match else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, required=True)
@@ -87,9 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     problems += ui_problems(args.ui)
     screenshot(runs_url, args.out / "ui-runs.png", "1600,1000", 15_000)
     screenshot(args.ui.rstrip("/") + "/artifacts", args.out / "ui-artifacts.png", "1600,1000", 15_000)
+    shots = ["report.png", "ui-runs.png", "ui-artifacts.png"]
+    link = report_link_of(args.ui)
+    if link is None:
+        problems.append("UI: no report-link artifact (the report run had no [report] link_base)")
+    else:  # the page behind the UI's link is a whole report too
+        problems += [f"report link {link}: {p.removeprefix('report: ')}" for p in report_problems(dom(link, 2_000))]
+        screenshot(link, args.out / "report-link.png", "1400,3000", 2_000)
+        shots.append("report-link.png")
     for problem in problems:
         print(problem, file=sys.stderr)
-    print(f"screenshots in {args.out}: report.png, ui-runs.png, ui-artifacts.png; "
+    print(f"screenshots in {args.out}: {', '.join(shots)}; "
           f"{'FAILED: ' + str(len(problems)) + ' problem(s)' if problems else 'report and UI OK'}")
     return 1 if problems else 0
 

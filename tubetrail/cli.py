@@ -309,7 +309,7 @@ def _open_demo_round(state: State, rnd: dict) -> None:
 @app.command()
 def demo(
     ctx: typer.Context,
-    residents: Annotated[int, typer.Option("--residents")] = 200_000,
+    residents: Annotated[int, typer.Option("--residents")] = 500_000,
     workdir: Annotated[Path, typer.Option("--workdir", help="where the demo city and warehouse live")] = Path("data/demo"),
     pause: Annotated[float, typer.Option("--pause", help="seconds between the round's hourly waves")] = 2.0,
 ) -> None:
@@ -317,7 +317,8 @@ def demo(
     from flows.ingest import ingest_inbox
     from flows.report import round_report
     from flows.sms import sms_reminders
-    from tubetrail.demo import ensure_served, ensure_work_pool, play, sweep_time
+    from flows.limits import ensure_concurrency_limits
+    from tubetrail.demo import REPORT_PORT, ensure_report_server, ensure_served, ensure_work_pool, play, sweep_time
     from tubetrail.sms_gateway import LoopbackGateway
 
     state: State = ctx.obj
@@ -335,14 +336,27 @@ def demo(
     _open_demo_round(state, truth)
     if ensure_work_pool("tubetrail-process"):
         console.print("created work pool tubetrail-process")
-    # the served deployments run in workdir with the demo's warehouse (the defaults otherwise)
+    ensure_concurrency_limits(cfg)
+    console.print(f"global concurrency limit {cfg.warehouse.write_limit}: 1 slot (one warehouse writer at a time)")
+    # the served deployments run in workdir with the demo's warehouse (the defaults otherwise),
+    # the loopback SMS gateway takes 1,000 messages a second (not a provider's 50), and every
+    # report run links its page on the demo's report server
+    report_base = f"http://127.0.0.1:{REPORT_PORT}"
     served_config = workdir / "served.toml"
-    # (and the loopback SMS gateway takes 1,000 messages a second, not a provider's 50)
     served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n\n'
+                             f'[report]\nlink_base = "{report_base}"\n\n'
                              f'[sms]\nrate_per_second = 1000.0\n', encoding="utf-8")
     serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
     pid, served_now = ensure_served(workdir, serve_env)
     console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
+    report_pid, report_now = ensure_report_server(workdir, REPORT_PORT, serve_env)
+    if report_now:
+        time.sleep(1.0)  # a server that cannot bind its port exits at once
+    if not report_now or os.waitpid(report_pid, os.WNOHANG)[0] == 0:
+        console.print(f"report pages on {report_base} (pid {report_pid}; report.html files only)")
+    else:
+        errors.print(f"[yellow]the report server did not start (port {REPORT_PORT} taken?): see "
+                     f"{workdir / 'report-server.log'}; open report.html from its folder[/yellow]")
     alerts_file = workdir / "pool-alerts.jsonl"
     refused = 0
     try:
@@ -350,7 +364,7 @@ def demo(
 
             def take(label: str, folder: Path) -> None:
                 nonlocal refused
-                outcomes = ingest_inbox(str(folder), state.config_path, cfg.warehouse.path)
+                outcomes = ingest_inbox(str(folder), state.config_path, cfg.warehouse.path, label=f"wave {label}")
                 refused += sum(o.status == "refused" for o in outcomes)
 
             def shown(n: int, total: int, label: str, files: int) -> None:
@@ -372,11 +386,11 @@ def demo(
     # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
     next_noon = datetime.fromisoformat(truth["end"]).astimezone(ZoneInfo(cfg.city.timezone)).replace(
         hour=12, minute=0, second=0) + timedelta(days=1)
-    reported = round_report(truth["id"], str(workdir / "report"), next_noon, state.config_path, cfg.warehouse.path)
+    reported = round_report(truth["id"], str(workdir / "report"), next_noon, str(served_config), cfg.warehouse.path)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
                   f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
-                  f"open [bold]{workdir / 'report' / 'report.html'}[/bold]")
+                  f"open [bold]{reported['link']}[/bold] (file {workdir / 'report' / 'report.html'})")
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")

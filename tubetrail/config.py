@@ -148,6 +148,18 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """Where coordinators open report.html: with ``link_base`` set (the URL of a
+    ``tubetrail report-server``), each report run publishes a link artifact to its page."""
+
+    link_base: str = ""
+
+    def validate(self, prefix: str) -> None:
+        if self.link_base and not self.link_base.startswith(("http://", "https://")):
+            raise ConfigError(f"{prefix}.link_base: expected an http(s) URL or empty")
+
+
+@dataclass(frozen=True)
 class SmsConfig:
     provider: str = "webhook"
     base_url: str = "http://127.0.0.1:8025"
@@ -191,6 +203,7 @@ class Config:
     tat: TatConfig = field(default_factory=TatConfig)
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     #: key group -> test cycle in days (重点人群检测周期)
     key_groups: dict[str, float] = field(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,9 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from warehouse.inbox import EVENT_TIME, InboxFile, discover, first_event_at
+
+#: the demo's report server (report.html pages only): 127.0.0.1:8027
+REPORT_PORT = 8027
 
 
 def waves(city: Path, timezone: str) -> list[tuple[str, list[InboxFile]]]:
@@ -77,10 +79,11 @@ def ensure_work_pool(name: str) -> bool:
             return True
 
 
-def ensure_served(workdir: Path, env: dict[str, str]) -> tuple[int, bool]:
-    """A ``tubetrail serve`` process in the background (its pid in ``workdir/serve.pid``), left
-    running after the demo like the server; a second demo finds it. Returns (pid, started now)."""
-    pidfile = workdir / "serve.pid"
+def ensure_background(workdir: Path, name: str, argv: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """A background process of the demo (its pid in ``workdir/<name>.pid``, its output in
+    ``<name>.log``), left running after the demo like the server; a second demo finds it.
+    Returns (pid, started now)."""
+    pidfile = workdir / f"{name}.pid"
     if pidfile.exists():
         try:
             pid = int(pidfile.read_text())
@@ -88,22 +91,23 @@ def ensure_served(workdir: Path, env: dict[str, str]) -> tuple[int, bool]:
             return pid, False
         except (ValueError, ProcessLookupError, PermissionError):
             pass
-    with (workdir / "serve.log").open("ab") as log:
+    with (workdir / f"{name}.log").open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, "-m", "tubetrail.cli", "serve"], cwd=workdir, env=env, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
     pidfile.write_text(str(proc.pid))
     return proc.pid, True
 
 
-def stop_served(workdir: Path) -> None:
-    pidfile = workdir / "serve.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        except (ValueError, ProcessLookupError):
-            pass
-        pidfile.unlink()
+def ensure_served(workdir: Path, env: dict[str, str]) -> tuple[int, bool]:
+    """``tubetrail serve``: the deployments stay runnable from the UI after the demo."""
+    return ensure_background(workdir, "serve", [sys.executable, "-m", "tubetrail.cli", "serve"], env)
+
+
+def ensure_report_server(workdir: Path, port: int, env: dict[str, str]) -> tuple[int, bool]:
+    """The report pages under ``workdir`` on 127.0.0.1:``port`` (``tubetrail.report_server``)."""
+    return ensure_background(workdir, "report-server", [sys.executable, "-m", "tubetrail.report_server",
+                                                        "--root", str(workdir), "--port", str(port)], env)
 
 
 def sweep_time(round_end: datetime, timezone: str) -> datetime:

@@ -127,8 +127,10 @@ def simulate_city(
         del events
         say(f"district {code}: boxes, results, re-samples", base + 0.6 * n_d / residents)
         (manifests, receipts), part["custody"], tubes = _custody(tubes, labs, d_rng, d_idx)
-        write("manifests", f"manifests_{code}", manifests)
-        write("receipts", f"receipts_{code}", receipts)
+        # boxes and receipts reach the inbox as they happen: one file per district and period
+        for kind, frame, column in (("manifests", manifests, "packed_at"), ("receipts", receipts, "received_at")):
+            for (period,), chunk in _by_period(frame, column, hours_per_file).items():
+                write(kind, f"{code}/{kind}_{code}_{period}", chunk.drop("period"))
         results, part["results"], needs_resample = _results(tubes, members, d_rng, code, d_idx)
         _write_results(out, results, files, district=code)
         resample_files, part["resamples"] = _resamples(needs_resample, members, d_rng, d_idx, labs)
@@ -479,6 +481,14 @@ def _scan_events(tubes: pl.DataFrame, members: pl.DataFrame, rng: np.random.Gene
 
 
 # --- deliver: boxes and receipts -----------------------------------------------------------------
+
+def _by_period(frame: pl.DataFrame, column: str, hours_per_file: int) -> dict[tuple[str], pl.DataFrame]:
+    """Rows cut by the city-time period of ``column`` (an ISO text with offset), named MMDD_HH00."""
+    local = pl.col(column).str.to_datetime("%Y-%m-%dT%H:%M:%S%:z").dt.convert_time_zone("Asia/Shanghai")
+    start = local.dt.hour() // hours_per_file * hours_per_file
+    period = pl.format("{}_{}00", local.dt.strftime("%m%d"), start.cast(pl.Utf8).str.zfill(2))
+    return frame.with_columns(period.alias("period")).partition_by("period", as_dict=True, maintain_order=True)
+
 
 def _custody(tubes: pl.DataFrame, labs: pl.DataFrame, rng: np.random.Generator, d_idx: int = 0):
     n_labs = labs.height

@@ -83,3 +83,38 @@ def test_serve_registers_every_deployment_and_the_nightly_report_runs_from_the_a
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_report_run_publishes_the_link_to_its_page(prefect_server, tmp_path, cfg):
+    """With ``[report] link_base`` set, the run's link artifact opens report.html on the report
+    server (what the coordinator clicks in the UI's Artifacts)."""
+    import httpx
+
+    from flows.report import round_report
+    from tests.flows.test_ingest_flow import read_artifacts
+    from flows.ingest import ingest_inbox
+    from tubetrail.report_server import ReportServer
+
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path, label="hand-made round")
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:  # a label names the ingest run (the demo's waves)
+        assert client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["ingest hand-made round"])))
+    with ReportServer(tmp_path) as server:
+        conf = tmp_path / "tubetrail.toml"
+        conf.write_text(f'[report]\nlink_base = "{server.url}"\n', encoding="utf-8")
+        result = round_report("R1", str(tmp_path / "report"), AS_OF, str(conf), cfg.warehouse.path)
+        link = read_artifacts("report-link")[0]
+        assert link.data == f"[report.html of R1]({result['link']})"  # Prefect keeps a link as markdown
+        assert result["link"].startswith(server.url) and result["link"].endswith("/report.html")
+        page = httpx.get(result["link"])
+        assert page.status_code == 200
+        assert page.text == (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+        assert result["link"] in read_artifacts("round-report")[0].data
+        from tubetrail.browser_check import report_link_of  # what make browser-check opens
+
+        assert report_link_of(prefect_server.removesuffix("/api")) == result["link"]
