@@ -1,6 +1,9 @@
-"""The ``round-report`` flow: every report file of a round (``reporting.report``), then the
-coordinator's artifacts: coverage per district (table), the headline (markdown, with where the
-report lies). Aggregate only. A read: it holds the warehouse file lock, not the write slot."""
+"""The ``round-report`` flow: every report file of a round (``reporting.report``), then one
+pack per district fanned out on Dask (subflow ``district-packs``, ``flows.districts``: the
+door-to-door worklists, untested and orders of each district), then the coordinator's
+artifacts: coverage per district (table), the headline (markdown, with where the report lies).
+Aggregate only. A read: it holds the warehouse file lock (not the write slot) while it writes
+the report files, and releases it before the fan-out, which reads only those files."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from flows.districts import dask_task_runner, district_packs
+from reporting.districts import report_districts
 from reporting.report import write_report
 from tubetrail.config import load_config
 from tubetrail.report_server import report_link
@@ -47,6 +52,9 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
         districts = con.sql("SELECT district, registered, sampled, resulted, untested, coverage "
                             "FROM coverage($rid, $as_of) WHERE level = 'district' ORDER BY district",
                             params={"rid": round_id, "as_of": when}).fetchall()
+    packs = district_packs.with_options(task_runner=dask_task_runner(cfg.scale))(
+        str(folder), report_districts(folder))
+    worklists = sum(p["worklists"] for p in packs)
     create_table_artifact(
         key="coverage-by-district",
         table=[{"district": d, "registered": r, "sampled": s, "resulted": res, "untested": u,
@@ -66,9 +74,13 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
              f"| {city.get('resulted', 0):,} | {city.get('untested', 0):,} |", "",
              "| person status | people |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in figures.statuses.items()], "",
              "| re-sampling orders | orders |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in figures.orders.items()], "",
-             f"Door-to-door worklists: {figures.worklists} grid(s). Files: {', '.join(figures.files)}."]
+             "| district pack | untested | orders | worklists |", "|---|---:|---:|---:|",
+             *[f"| {p['district']} | {p['untested']:,} | {sum(p['orders'].values()):,} | {p['worklists']:,} |"
+               for p in packs], "",
+             f"Door-to-door worklists: {worklists} grid(s) in `districts/<district>/worklists/`. "
+             f"Files: {', '.join(figures.files)}."]
     create_markdown_artifact(key="round-report", markdown="\n".join(lines), description=f"Round {round_id} report")
     get_run_logger().info("report of %s written to %s: %d files, coverage %.2f %%", round_id, folder,
                           len(figures.files), 100 * (city.get("coverage") or 0))
-    return {"round_id": round_id, "out": str(folder), "link": link, "files": figures.files, "coverage": city.get("coverage"),
-            "worklists": figures.worklists}
+    return {"round_id": round_id, "out": str(folder), "link": link, "files": figures.files,
+            "coverage": city.get("coverage"), "worklists": worklists, "districts": packs}

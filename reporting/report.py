@@ -6,17 +6,19 @@
   ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
   ``tat.parquet``: exactly the columns of DESIGN §7;
 * ``key_groups_overdue.parquet``/``.csv``: key-group members overdue on their test cycle;
-* ``worklists/<grid>.csv``: per grid, the door-to-door list (上门采样) of untested people with
-  limited mobility and of home re-sampling orders still open;
+* ``district_orders.parquet``: the orders with their person's district and ``fulfilled``, by
+  district: the input of the district packs;
 * ``report.html`` (``reporting.html``): aggregate and masked only.
 
-The worklists, orders, untested list and person status hold personal data: they are for
+The district packs (``districts/<district>/``: untested, orders, the door-to-door worklists per
+grid) are cut from these files by ``reporting.districts``, one district at a time (the flow fans
+them out). The orders, untested list, person status and packs hold personal data: they are for
 authorised staff. Everything returned for artifacts is aggregate.
 """
 
 from __future__ import annotations
 
-import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +58,6 @@ class ReportFigures:
     statuses: dict[str, int] = field(default_factory=dict)
     orders: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
-    worklists: int = 0
     key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -82,7 +83,7 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
                 WHERE person_key IN (SELECT person_key FROM report_orders) AND event = 'add' GROUP BY person_key
             )
             SELECT o.round_id, o.id_type, o.id_number, coalesce(reg.name, s.name) AS name,
-                   coalesce(reg.phone, s.phone) AS phone, reg.address, reg.grid, o.reason, o.source_tube, o.priority,
+                   coalesce(reg.phone, s.phone) AS phone, reg.address, reg.district, reg.grid, o.reason, o.source_tube, o.priority,
                    o.due_by, o.home_visit, o.fulfilled
             FROM report_orders o LEFT JOIN register reg USING (person_key) LEFT JOIN scanned s USING (person_key)
             ORDER BY o.priority = 'normal', o.due_by, reg.grid, o.id_number""", {}),
@@ -105,7 +106,8 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
 
 
 def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime, out: Path) -> ReportFigures:
-    """Write every report file of a round to ``out`` (replacing a previous report there)."""
+    """Write every report file of a round to ``out`` (replacing a previous report there, whose
+    district packs are removed: ``reporting.districts`` writes them from these files)."""
     from reporting.html import render_report
 
     define_coverage_views(con)
@@ -115,13 +117,14 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
         raise ValueError(f"round {round_id} is not open in this warehouse")
     frames = report_frames(con, round_id, as_of)
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "districts", ignore_errors=True)
     figures = ReportFigures(round_id, as_of)
 
     def put(name: str, frame: pl.DataFrame, csv: bool = False) -> None:
         frame.write_parquet(out / f"{name}.parquet")
         figures.files.append(f"{name}.parquet")
         if csv:
-            _csv(frame).write_csv(out / f"{name}.csv")
+            csv_times(frame).write_csv(out / f"{name}.csv")
             figures.files.append(f"{name}.csv")
 
     coverage = frames["coverage"]
@@ -130,16 +133,18 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.files.append("coverage_rollup.parquet")
     put("person_status", frames["person_status"].select(PERSON_STATUS_COLUMNS))
     put("resample_orders", frames["resample_orders"].select(ORDER_COLUMNS), csv=True)
+    frames["resample_orders"].select(*ORDER_COLUMNS, "fulfilled", "district").sort(
+        "district", nulls_last=True, maintain_order=True).write_parquet(out / "district_orders.parquet")
+    figures.files.append("district_orders.parquet")
     put("untested", frames["untested"].select(UNTESTED_COLUMNS), csv=True)
     put("anomalies", frames["anomalies"].select(ANOMALY_COLUMNS))
     put("tat", frames["tat"].select(TAT_COLUMNS))
     overdue = frames["key_groups"].filter(pl.col("compliance") != "in cycle")
     overdue.select(KEY_GROUP_COLUMNS).write_parquet(out / "key_groups_overdue.parquet")
-    _csv(overdue.select(KEY_GROUP_COLUMNS)).write_csv(out / "key_groups_overdue.csv")
+    csv_times(overdue.select(KEY_GROUP_COLUMNS)).write_csv(out / "key_groups_overdue.csv")
     figures.files += ["key_groups_overdue.parquet", "key_groups_overdue.csv"]
     for group, state, n in frames["key_groups"].group_by("key_group", "compliance").len().iter_rows():
         figures.key_groups.setdefault(group, {})[state] = n
-    figures.worklists = write_worklists(frames["untested"], frames["resample_orders"], out / "worklists")
 
     city = coverage.filter(pl.col("level") == "city").to_dicts()
     figures.city = city[0] if city else {}
@@ -151,32 +156,7 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     return figures
 
 
-def _csv(frame: pl.DataFrame) -> pl.DataFrame:
+def csv_times(frame: pl.DataFrame) -> pl.DataFrame:
     """Times as ISO text for a spreadsheet."""
     return frame.with_columns(pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%:z")
                               for c, t in frame.schema.items() if isinstance(t, pl.Datetime))
-
-
-def write_worklists(untested: pl.DataFrame, orders: pl.DataFrame, folder: Path) -> int:
-    """One CSV per grid: untested people with limited mobility (home sampling) and open home
-    re-sampling orders, urgent first. Returns the number of lists written."""
-    home_untested = untested.filter(pl.col("mobility_limited")).select(
-        pl.lit("home sampling (untested, limited mobility)").alias("task"), "grid", "name", "id_type", "id_number", "phone",
-        "address", pl.lit("untested").alias("reason"), pl.lit("normal").alias("priority"),
-        pl.lit(None, dtype=pl.Utf8).alias("due_by"), pl.lit(None, dtype=pl.Utf8).alias("source_tube"))
-    home_orders = _csv(orders.filter(pl.col("home_visit") & ~pl.col("fulfilled"))).select(
-        pl.lit("home re-sampling").alias("task"), "grid", "name", "id_type", "id_number", "phone", "address",
-        "reason", "priority", pl.col("due_by").cast(pl.Utf8), "source_tube")
-    work = pl.concat([home_orders, home_untested], how="vertical_relaxed").with_columns(
-        pl.col("grid").fill_null("unknown-grid"))
-    if folder.exists():
-        for old in folder.glob("*.csv"):
-            old.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for (grid,), part in work.partition_by("grid", as_dict=True, maintain_order=True).items():
-        name = re.sub(r"[^\w.-]+", "_", str(grid)) or "grid"
-        part.sort(pl.col("priority") != "urgent", "due_by", "id_number", nulls_last=True).select(WORKLIST_COLUMNS) \
-            .write_csv(folder / f"{name}.csv")
-        written += 1
-    return written

@@ -36,6 +36,8 @@ def test_file_overrides_and_env_path(tmp_path, monkeypatch):
         ({"sms": {"auth_token": "abc"}}, "sms.auth_token: secrets never go in the config file"),
         ({"key_groups": {"medical": 0}}, "key_groups.medical"),
         ({"warehouse": "x"}, "warehouse: expected a table"),
+        ({"scale": {"dask_address": "10.0.0.5:8786"}}, "scale.dask_address"),
+        ({"scale": {"n_workers": 0}}, "scale.n_workers"),
     ],
 )
 def test_wrong_key_or_value_names_the_key(doc, key):

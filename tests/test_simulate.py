@@ -304,3 +304,31 @@ def test_boxes_and_receipts_arrive_in_files_of_the_period_they_happened(city):
             assert path.stem.startswith(f"{kind}_{district}_")
             assert set((times.dt.strftime("%m%d_") + (times.dt.hour() // 4 * 4).cast(pl.Utf8).str.zfill(2) + "00")
                        .to_list()) == {period}, path.name
+
+
+def test_district_packs_partition_the_city_report(ingested, tmp_path):
+    """Each of the city's district packs is the report's rows of that district: together they
+    hold every untested person and every order once (written here without Dask: the cut is
+    the same function the fan-out's tasks call)."""
+    from reporting.districts import UNKNOWN_DISTRICT, report_districts, write_district_pack
+    from reporting.report import write_report
+
+    cfg, _ = ingested
+    out = tmp_path / "report"
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+    districts = report_districts(out)
+    registered = pl.read_parquet(out / "coverage.parquet")["district"].unique().to_list()
+    assert set(districts) - {UNKNOWN_DISTRICT} == set(registered) and len(registered) > 1
+    packs = [write_district_pack(out, d) for d in districts]
+    untested = pl.read_csv(out / "untested.csv", infer_schema=False)
+    orders = pl.read_csv(out / "resample_orders.csv", infer_schema=False)
+    in_packs = {name: pl.concat([pl.read_csv(out / "districts" / d / f"{name}.csv", infer_schema=False) for d in districts])
+                for name in ("untested", "resample_orders")}
+    assert in_packs["untested"].sort(untested.columns).equals(untested.sort(untested.columns))
+    assert in_packs["resample_orders"].sort(orders.columns, nulls_last=True).equals(
+        orders.sort(orders.columns, nulls_last=True))
+    assert sum(p.untested for p in packs) == untested.height and sum(sum(p.orders.values()) for p in packs) == orders.height
+    city_row = pl.read_parquet(out / "coverage_rollup.parquet").filter(pl.col("level") == "city").row(0, named=True)
+    assert sum(p.registered for p in packs) == city_row["registered"] and sum(p.sampled for p in packs) == city_row["sampled"]

@@ -150,7 +150,7 @@ class AlertsConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     """Where coordinators open report.html: with ``link_base`` set (the URL of a
-    ``tubetrail report-server``), each report run publishes a link artifact to its page."""
+    ``python -m tubetrail.report_server``), each report run publishes a link artifact to its page."""
 
     link_base: str = ""
 
@@ -194,6 +194,26 @@ class SmsConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """The per-district fan-out of the report (prefect-dask's ``DaskTaskRunner``)."""
+
+    #: "" : the flow starts a ``distributed.LocalCluster`` of its own (the keys below);
+    #: else the address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``
+    dask_address: str = ""
+    #: LocalCluster only: worker processes and threads in each
+    n_workers: int = 2
+    threads_per_worker: int = 1
+
+    def validate(self, prefix: str) -> None:
+        if self.dask_address and not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://\S+", self.dask_address):
+            raise ConfigError(f"{prefix}.dask_address: expected '' or a scheduler address like "
+                              f"'tcp://host:8786', got {self.dask_address!r}")
+        for key in ("n_workers", "threads_per_worker"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key}: must be at least 1")
+
+
+@dataclass(frozen=True)
 class Config:
     city: CityConfig = field(default_factory=CityConfig)
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
@@ -205,6 +225,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     #: key group -> test cycle in days (重点人群检测周期)
     key_groups: dict[str, float] = field(
         default_factory=lambda: {"medical": 7.0, "courier": 2.0, "cold_chain": 2.0}

@@ -47,13 +47,34 @@ def test_every_file_with_exactly_its_columns(called, tmp_path):
 
 
 def test_worklists_per_grid_for_door_to_door(called, tmp_path):
+    from reporting.districts import report_districts, write_district_pack
+
     report(called, tmp_path / "out")
-    lists = sorted((tmp_path / "out" / "worklists").glob("*.csv"))
-    assert [p.name for p in lists] == ["G1.csv"]
+    assert report_districts(tmp_path / "out") == ["黄浦区"]
+    pack = write_district_pack(tmp_path / "out", "黄浦区")
+    lists = sorted((tmp_path / "out" / "districts" / "黄浦区" / "worklists").glob("*.csv"))
+    assert [p.name for p in lists] == ["G1.csv"] and pack.worklists == 1
     work = pl.read_csv(lists[0], infer_schema=False)
     # urgent home re-sampling of the positive pools first, then P9's invalid tube (limited mobility)
     assert work["priority"].to_list()[:5] == ["urgent"] * 5
     assert set(work["id_number"]) == {P[i] for i in (1, 2, 3, 6, 7, 9)}
+
+
+def test_a_district_pack_written_again_is_replaced_whole(called, tmp_path):
+    """A retried or re-run pack task leaves one pack, as a single run would."""
+    from reporting.districts import write_district_pack
+
+    out = tmp_path / "out"
+    report(called, out)
+    first = write_district_pack(out, "黄浦区")
+    (out / "districts" / "黄浦区" / "worklists" / "stale.csv").write_text("x\n")
+    files = {p.relative_to(out): p.read_bytes() for p in (out / "districts").rglob("*") if p.is_file()}
+    again = write_district_pack(out, "黄浦区")
+    assert again == first and first.untested == 1 and first.orders == {"invalid": 1, "pool_positive": 4,
+                                                                       "single_target": 1}
+    after = {p.relative_to(out): p.read_bytes() for p in (out / "districts").rglob("*") if p.is_file()}
+    assert after == {k: v for k, v in files.items() if k.name != "stale.csv"}
+    assert [p.name for p in (out / "districts").iterdir()] == ["黄浦区"]
 
 
 def test_report_html_has_every_section_and_no_personal_data(called, tmp_path):
