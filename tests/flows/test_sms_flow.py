@@ -112,12 +112,14 @@ def test_a_message_the_provider_kept_refusing_is_sent_by_the_next_run(tmp_path, 
     assert gateway.state.per_phone() == {phone(i): 1 for i in range(3)}
 
 
-def test_a_sender_killed_halfway_and_run_again_sends_each_person_one_message(tmp_path, cfg):
+def test_a_sender_killed_halfway_and_run_again_sends_each_person_one_message(tmp_path, cfg, prefect_server):
     people = 300
     city(tmp_path, cfg, people)
     with LoopbackGateway(delay_seconds=0.01) as gateway:
         conf = config_file(tmp_path, gateway.url)
-        env = {**os.environ, "PREFECT_API_URL": os.environ.get("PREFECT_API_URL", "")}
+        # the session's server: without an API URL the CLI would start a temporary server of
+        # its own, which the SIGKILL below would leave running after the tests
+        env = {**os.environ, "PREFECT_API_URL": prefect_server}
         argv = [sys.executable, "-m", "tubetrail.cli", "--config", conf, "--warehouse", str(cfg.warehouse.path),
                 "sms", "send", "--round", "R1", "--as-of", MORNING.isoformat()]
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
