@@ -50,6 +50,8 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         f" WHEN lower({sql_text(assay.internal_control_target)}) THEN 'ic' END"
     )
     override = "TRUE" if assay.positive_overrides_internal_control else "FALSE"
+    # a call that finds virus in the tube: its pool's people are re-sampled urgently
+    con.execute("CREATE OR REPLACE TEMP MACRO viral_call(call) AS call IN ('positive', 'single_target')")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO result_readings_of(tubes) AS TABLE

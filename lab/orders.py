@@ -40,7 +40,9 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
     """Needs the custody views and :func:`lab.calling.define_calling_views`."""
     due = f"INTERVAL '{resample.ordinary_due_hours * 3600:.0f} seconds'"
     urgent_due = f"INTERVAL '{resample.pool_positive_due_hours * 3600:.0f} seconds'"
-    urgent = "o.reason IN ('pool_positive', 'single_target')"
+    # the orders raised by a viral call (urgent, at home): the rule every report and alert reads
+    con.execute("CREATE OR REPLACE TEMP MACRO urgent_reason(reason) AS reason IN ('pool_positive', 'single_target')")
+    urgent = "urgent_reason(o.reason)"
     con.execute(
         """
         CREATE OR REPLACE TEMP MACRO good_tubes(as_of) AS TABLE
@@ -66,7 +68,7 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
                         ELSE 'single_target' END,
                    k.called_at
             FROM tube_calls(as_of) k JOIN custody c USING (tube_barcode)
-            WHERE k.call = 'invalid' OR (c.capacity > 1 AND k.call IN ('positive', 'single_target'))
+            WHERE k.call = 'invalid' OR (c.capacity > 1 AND viral_call(k.call))
         ), raised AS MATERIALIZED (
             SELECT s.round_id, tm.person_key, s.reason, s.tube_barcode AS source_tube, s.raised_at
             FROM sources s JOIN tube_members tm USING (round_id, tube_barcode)

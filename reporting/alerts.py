@@ -60,7 +60,7 @@ def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
         SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at
         FROM tube_calls($as_of, tubes := {sql_text_list(candidates)}) k JOIN tubes t USING (tube_barcode)
         WHERE t.tube_barcode IN {sql_in_list(candidates)}
-          AND t.capacity > 1 AND k.call IN ('positive', 'single_target')
+          AND t.capacity > 1 AND viral_call(k.call)
           AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
         ORDER BY k.called_at, k.tube_barcode
         """,

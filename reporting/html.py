@@ -102,7 +102,7 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
                   count(DISTINCT o.person_key) FILTER (WHERE o.fulfilled) AS resampled,
                   any_value(k.lab_id), any_value(k.plate_id)
            FROM report_orders o LEFT JOIN tube_calls($as_of) k ON k.tube_barcode = o.source_tube
-           WHERE o.reason IN ('pool_positive', 'single_target')
+           WHERE urgent_reason(o.reason)
            GROUP BY o.source_tube ORDER BY called_at, o.source_tube""", params={"as_of": figures.as_of}).fetchall()
     tat = frames["tat"]
     percentiles = []

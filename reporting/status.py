@@ -29,12 +29,12 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
             SELECT tube_barcode, call, final FROM tube_calls(as_of)
         ), orders AS MATERIALIZED (
             SELECT person_key,
-                   arg_min(source_tube, (reason NOT IN ('pool_positive', 'single_target'), raised_at))
+                   arg_min(source_tube, (NOT urgent_reason(reason), raised_at))
                        FILTER (WHERE NOT fulfilled) AS open_tube,
-                   bool_or(NOT fulfilled AND reason IN ('pool_positive', 'single_target')) AS open_urgent,
+                   bool_or(NOT fulfilled AND urgent_reason(reason)) AS open_urgent,
                    bool_or(NOT fulfilled) AS open_any,
-                   arg_min(source_tube, raised_at) FILTER (WHERE reason IN ('pool_positive', 'single_target')) AS flag_tube,
-                   min(raised_at) FILTER (WHERE reason IN ('pool_positive', 'single_target')) AS flagged_at
+                   arg_min(source_tube, raised_at) FILTER (WHERE urgent_reason(reason)) AS flag_tube,
+                   min(raised_at) FILTER (WHERE urgent_reason(reason)) AS flagged_at
             FROM resample_orders(as_of) WHERE round_id = rid GROUP BY person_key
         ), ranked AS (
             -- a call that can decide a person: final, not invalid, and not a positive pool
@@ -46,7 +46,7 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
                        + (hash(g.tube_barcode) % 1099511627776)::HUGEINT AS rank
             FROM good_tubes(as_of) g LEFT JOIN calls k USING (tube_barcode),
                  LATERAL (SELECT coalesce(k.final AND k.call <> 'invalid'
-                                          AND NOT (g.capacity > 1 AND k.call IN ('positive', 'single_target')), FALSE)
+                                          AND NOT (g.capacity > 1 AND viral_call(k.call)), FALSE)
                                  AS decides) d
             WHERE g.round_id = rid
         ), top AS (
@@ -62,7 +62,7 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
                CASE WHEN o.open_urgent THEN 'pool_positive'
                     WHEN o.open_any THEN 'resample'
                     WHEN o.flag_tube IS NOT NULL AND (b.call IS NULL OR b.decided_added_at < o.flagged_at) THEN 'pool_positive'
-                    WHEN b.call IN ('positive', 'single_target') THEN 'positive'
+                    WHEN viral_call(b.call) THEN 'positive'
                     WHEN b.call = 'negative' THEN 'negative'
                     WHEN b.person_key IS NOT NULL THEN 'sampled'
                     ELSE 'untested' END AS status,

@@ -54,7 +54,7 @@ def test_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
         """SELECT count(DISTINCT source_tube), count(DISTINCT person_key),
                   count(DISTINCT person_key) FILTER (WHERE NOT fulfilled),
                   count(*) FILTER (WHERE NOT fulfilled AND due_by < ?)
-           FROM resample_orders(?) WHERE reason IN ('pool_positive', 'single_target')""",
+           FROM resample_orders(?) WHERE urgent_reason(reason)""",
         [as_of, as_of]).fetchall()[0]
     return {"plates_valid": plates[0], "plates_invalid": plates[1], "calls": calls, "positive_pools": orders[0],
             "people_flagged": orders[1], "urgent_open": orders[2], "urgent_overdue": orders[3]}
