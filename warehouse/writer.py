@@ -194,10 +194,10 @@ def upsert_with_audit(
         FROM upsert_source s JOIN {table} t ON {on} WHERE {differs}""",
         [_now(), run_id, table, reason],
     )
-    con.execute(
-        f"""DELETE FROM {table} t WHERE EXISTS (
-            SELECT 1 FROM upsert_source s WHERE {on} AND ({differs}))"""
-    )
+    # DELETE … USING is a hash join: a correlated EXISTS here scanned the whole table per row
+    # group and made each register file cost time in proportion to the register (1.7 s against
+    # 0.16 s for a 24-row update file on a register of 2 M people)
+    con.execute(f"DELETE FROM {table} t USING upsert_source s WHERE {on} AND ({differs})")
     all_columns = [*columns, "source_hash", "source_line", "updated_at"]
     con.execute(
         f"""INSERT INTO {table} ({', '.join(all_columns)})
