@@ -570,8 +570,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tubetrail-bench-city"))
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep each city's inbox, warehouse and facts")
+    parser.add_argument("--markdown", type=Path, help="print a run's figures.json as the tables of docs/benchmarks.md")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     if args.child:
         spec = json.loads(args.child.read_text())
         result = CHILDREN[spec["task"]](spec)
@@ -611,6 +615,69 @@ def main(argv: list[str] | None = None) -> None:
     save()
     print(f"figures: {args.workdir / 'figures.json'} (whole run {figures['total_s']:.0f} s, load average "
           f"{figures['loadavg_start']} at start, {figures['loadavg_end']} at end)")
+
+
+
+def markdown(figures: dict) -> str:
+    """The figures of a run as the tables of ``docs/benchmarks.md`` (``--markdown figures.json``)."""
+    def s(x: float) -> str:
+        return f"{x:,.1f} s" if x < 600 else f"{x / 60:,.1f} min"
+
+    lines = ["| residents | end to end (inbox → report) | peak RSS | 50,000-scan micro-batch | results file → pool orders "
+             "| pandas ÷ tubetrail (queries) | PostgreSQL ÷ tubetrail (queries) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in figures["cities"]:
+        tt = c["tubetrail"]["coverage_s"] + c["tubetrail"]["orders_s"]
+        p, g = c.get("pandas", {}), c.get("postgres", {})
+        lat = c["links"].get("positive-pool latency")
+        lines.append("| {:,} | {} | {:.1f} GB | {:.1f} s | {} | {} | {} |".format(
+            c["residents"], s(c["end_to_end"]["wall_s"]), c["end_to_end"]["peak_gb"], c["micro_batch"]["take_s"],
+            f"{lat['total_s']:.1f} s ({lat['pools']} pools, {lat['people']} people)" if lat else "–",
+            ("out of memory" if "failed" in p else f"{(p['coverage_s'] + p['orders_s']) / tt:.1f}×") if p else "–",
+            f"{(g['coverage_s'] + g['orders_s']) / tt:.1f}×" if g else "–"))
+    for c in figures["cities"]:
+        lines += ["", f"### {c['residents']:,} residents", "",
+                  f"Inbox: {c['inbox_files']} files, {c['inbox_gb']} GB (simulated in {s(c['simulate']['wall_s'])}, "
+                  f"peak {c['simulate']['peak_gb']:.1f} GB). Load average after this city: "
+                  f"{', '.join(f'{x:.1f}' for x in c['loadavg_after'])}.", "",
+                  "| link | files | rows accepted | time | of it, the work | peak RSS |", "|---|---:|---:|---:|---:|---:|"]
+        for name, v in c["links"].items():
+            if "rows_accepted" in v:
+                lines.append(f"| {name} | {v['files']} | {v['rows_accepted']:,} | {s(v['wall_s'])} | {s(v['work_s']) if 'work_s' in v else '–'} "
+                             f"| {v['peak_gb']:.2f} GB |")
+            elif "pools" in v:
+                lines.append(f"| {name}: one results file taken ({v['rows']:,} readings), then the alert query "
+                             f"({v['pools']} positive pools, {v['people']} people to re-sample) | 1 | {v['rows']:,} "
+                             f"| {s(v['wall_s'])} | {v['total_s']:.2f} s (take {v['take_s']:.2f} s + alert "
+                             f"{v['alert_s']:.2f} s) | {v['peak_gb']:.2f} GB |")
+            else:
+                lines.append(f"| {name}: snapshot {s(v['snapshot_s'])}, `write_report` {s(v['write_report_s'])} "
+                             f"({v['files']} files, {v['worklists']:,} worklists) | | | {s(v['wall_s'])} "
+                             f"| {s(v['snapshot_s'] + v['write_report_s'])} | {v['peak_gb']:.2f} GB |")
+        e, m = c["end_to_end"], c["micro_batch"]
+        lines.append(f"| **end to end** (the links above) | | | **{s(e['wall_s'])}** | | **{e['peak_gb']:.2f} GB** |")
+        lines.append(f"| micro-batch: one more file of {m['scans']:,} scans | 1 | {m['accepted']:,} | {s(m['wall_s'])} "
+                     f"| {m['take_s']:.2f} s | {m['peak_gb']:.2f} GB |")
+        tt = c["tubetrail"]
+        tq = tt["coverage_s"] + tt["orders_s"]
+        lines += ["", f"Coverage per grid ({tt['grids']:,} grids, {tt['registered']:,} registered, {tt['sampled']:,} sampled) "
+                  f"and pool orders ({tt['pools']:,} positive pools → {tt['order_people']:,} people):", "",
+                  "| engine | load | coverage per grid | pool orders | both queries | ÷ tubetrail | peak RSS |",
+                  "|---|---:|---:|---:|---:|---:|---:|",
+                  f"| tubetrail (DuckDB views over the warehouse) | snapshot {s(tt['snapshot_s'])} | {tt['coverage_s']:.2f} s "
+                  f"| {tt['orders_s']:.2f} s | {tq:.2f} s | 1.0× | {tt['peak_gb']:.2f} GB |"]
+        p = c.get("pandas")
+        if p and "failed" in p:
+            lines.append(f"| pandas | | | | | | failed: {p['failed']} |")
+        elif p:
+            pq = p["coverage_s"] + p["orders_s"]
+            lines.append(f"| pandas (vectorised) | Parquet {s(p['load_s'])} | {p['coverage_s']:.2f} s | {p['orders_s']:.2f} s "
+                         f"| {pq:.2f} s | {pq / tq:.1f}× | {p['peak_gb']:.2f} GB |")
+        g = c.get("postgres")
+        if g:
+            gq = g["coverage_s"] + g["orders_s"]
+            lines.append(f"| PostgreSQL 15 | COPY + ANALYZE {s(g['load_total_s'])} | {g['coverage_s']:.2f} s "
+                         f"| {g['orders_s']:.2f} s | {gq:.2f} s | {gq / tq:.1f}× | {g['peak_gb']:.2f} GB (client) |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
