@@ -468,24 +468,32 @@ def plan_links(sim: Path) -> tuple[dict[str, list], list | None]:
     return links, held
 
 
-def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool) -> dict:
-    from tubetrail.simcity import simulate_city  # noqa: F401  (the CLI below runs it)
-
+def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox: Path | None = None,
+               progress=lambda fig: None) -> dict:
+    """One city; ``inbox``: a city this size simulated before (read only), else simulated here.
+    ``progress(fig)`` after every step, so a run stopped half-way keeps what it measured."""
     work = root / f"city-{residents}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    sim = work / "inbox"
     fig: dict = {"residents": residents}
     say = lambda msg: print(f"[{datetime.now():%H:%M:%S}] {residents:,}: {msg}", flush=True)  # noqa: E731
-    say("simulating")
-    fig["simulate"] = run_command([str(Path(sys.executable).parent / "tubetrail"), "simulate", "--residents", str(residents),
-                                   "--out", str(sim), "--format", "parquet"])
+    if inbox is None:
+        sim = work / "inbox"
+        say("simulating")
+        fig["simulate"] = run_command([str(Path(sys.executable).parent / "tubetrail"), "simulate", "--residents",
+                                       str(residents), "--out", str(sim), "--format", "parquet"])
+    else:
+        sim = inbox
+        measured = inbox.parent / "simulate.json"  # written by whoever simulated it, if measured
+        fig["simulate"] = json.loads(measured.read_text()) if measured.exists() else {"wall_s": 0.0, "peak_gb": 0.0}
+        fig["simulate"]["given"] = str(inbox)
     truth = json.loads((sim / "_truth.json").read_text())
     links, held = plan_links(sim)
     fig["inbox_files"] = sum(len(v) for v in links.values()) + (held is not None)
     fig["inbox_gb"] = round(sum(p.stat().st_size for p in sim.rglob("*") if p.is_file()) / 1024 ** 3, 2)
     base = {"warehouse": str(work / "warehouse.duckdb"), "truth": truth}
     fig["links"] = {}
+    progress(fig)
     for name in LINKS:
         say(name)
         if name == "positive-pool latency":
@@ -499,11 +507,13 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool) -> di
                                                     "open_round": name == "reference and register"}, work)
             if fig["links"][name].get("refused"):
                 raise RuntimeError(f"{name}: {fig['links'][name]['refused']} file(s) refused")
+        progress(fig)
     fig["end_to_end"] = {"wall_s": round(sum(v["wall_s"] for v in fig["links"].values()), 2),
                          "peak_gb": max(v["peak_gb"] for v in fig["links"].values())}
     say("tubetrail coverage and pool orders; facts for the baselines")
     facts = work / "facts"
     fig["tubetrail"] = run_child("logic", {**base, "facts": str(facts)}, work)
+    progress(fig)
     spec = {**base, "facts": str(facts), "pool_size": fig["tubetrail"]["pool_size"]}
     say("pandas baseline")
     try:
@@ -511,9 +521,11 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool) -> di
     except RuntimeError as exc:  # recorded, not hidden: e.g. out of memory at 25.7 M
         fig["pandas"] = {"failed": str(exc)}
         say(f"pandas baseline FAILED: {exc}")
+    progress(fig)
     if pg_dsn:
         say("PostgreSQL baseline")
         fig["postgres"] = run_child("postgres", {**spec, "dsn": pg_dsn}, work)
+        progress(fig)
     say("micro-batch of 50,000 scans")
     fig["micro_batch"] = run_child("microbatch", {**base, "out": str(work / "micro" / "scans" / "micro_batch.parquet"),
                                                   "scans": MICRO_BATCH}, work)
@@ -570,6 +582,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tubetrail-bench-city"))
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep each city's inbox, warehouse and facts")
+    parser.add_argument("--inbox", type=Path, help="one size only: take this simulated inbox instead of simulating")
     parser.add_argument("--markdown", type=Path, help="print a run's figures.json as the tables of docs/benchmarks.md")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -594,9 +607,17 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
 
+    if args.inbox and len(sizes) != 1:
+        raise SystemExit("--inbox goes with one size")
+
     def run_all(dsn: str | None) -> None:
         for n in sizes:
-            fig = bench_city(n, args.workdir, dsn, args.keep)
+            def progress(fig: dict) -> None:
+                figures["partial"] = {**fig, "loadavg_now": os.getloadavg()}
+                save()
+
+            fig = bench_city(n, args.workdir, dsn, args.keep, args.inbox, progress)
+            figures.pop("partial", None)
             fig["loadavg_after"] = os.getloadavg()
             figures["cities"].append(fig)
             save()
