@@ -655,10 +655,12 @@ def markdown(figures: dict) -> str:
             f"{lat['total_s']:.1f} s ({lat['pools']} pools, {lat['people']} people)" if lat else "–",
             ("out of memory" if "failed" in p else f"{(p['coverage_s'] + p['orders_s']) / tt:.1f}×") if p else "–",
             f"{(g['coverage_s'] + g['orders_s']) / tt:.1f}×" if g else "–"))
-    for c in figures["cities"]:
-        lines += ["", f"### {c['residents']:,} residents", "",
+    partial = [{**figures["partial"], "loadavg_after": figures["partial"]["loadavg_now"]}] if figures.get("partial") else []
+    for c in figures["cities"] + partial:
+        lines += ["", f"### {c['residents']:,} residents" + (" (stopped before the end)" if c in partial else ""), "",
                   f"Inbox: {c['inbox_files']} files, {c['inbox_gb']} GB (simulated in {s(c['simulate']['wall_s'])}, "
-                  f"peak {c['simulate']['peak_gb']:.1f} GB). Load average after this city: "
+                  f"peak {c['simulate']['peak_gb']:.1f} GB). Load average "
+                  f"{'at its last finished step' if c in partial else 'after this city'}: "
                   f"{', '.join(f'{x:.1f}' for x in c['loadavg_after'])}.", "",
                   "| link | files | rows accepted | time | of it, the work | peak RSS |", "|---|---:|---:|---:|---:|---:|"]
         for name, v in c["links"].items():
@@ -674,6 +676,10 @@ def markdown(figures: dict) -> str:
                 lines.append(f"| {name}: snapshot {s(v['snapshot_s'])}, `write_report` {s(v['write_report_s'])} "
                              f"({v['files']} files, {v['worklists']:,} worklists) | | | {s(v['wall_s'])} "
                              f"| {s(v['snapshot_s'] + v['write_report_s'])} | {v['peak_gb']:.2f} GB |")
+        if c in partial:
+            lines += ["", "Not run: " + ", ".join(n for n in LINKS if n not in c["links"]) + ", end to end, the baselines, "
+                      "the micro-batch."]
+            continue
         e, m = c["end_to_end"], c["micro_batch"]
         lines.append(f"| **end to end** (the links above) | | | **{s(e['wall_s'])}** | | **{e['peak_gb']:.2f} GB** |")
         lines.append(f"| micro-batch: one more file of {m['scans']:,} scans | 1 | {m['accepted']:,} | {s(m['wall_s'])} "
