@@ -669,7 +669,7 @@ def markdown(figures: dict) -> str:
                              f"| {v['peak_gb']:.2f} GB |")
             elif "pools" in v:
                 lines.append(f"| {name}: one results file taken ({v['rows']:,} readings), then the alert query "
-                             f"({v['pools']} positive pools, {v['people']} people to re-sample) | 1 | {v['rows']:,} "
+                             f"({v['pools']} positive pools, {v['people']:,} people to re-sample) | 1 | {v['rows']:,} "
                              f"| {s(v['wall_s'])} | {v['total_s']:.2f} s (take {v['take_s']:.2f} s + alert "
                              f"{v['alert_s']:.2f} s) | {v['peak_gb']:.2f} GB |")
             else:
