@@ -1,0 +1,97 @@
+"""``make bench``'s city suite on a tiny city: the links through the real feeds, then the pandas
+baseline must give tubetrail's coverage per grid and pool orders exactly (a broken baseline or a
+changed rule fails here, not only in a bench run). PostgreSQL is asserted by the bench itself.
+No wall-clock assertions."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bench.city import LINKS, child_latency, child_logic, child_microbatch, child_pandas, child_take, plan_links
+from tubetrail.simcity import simulate_city
+
+RESIDENTS = 3000
+
+
+def fewer_files(links: dict[str, list], out: Path) -> dict[str, list]:
+    """The test's links with each link's Parquet files of one kind concatenated into one file, in
+    the order ``discover`` gave (many small chain files give the facts of one big file): the same
+    city in a quarter of the files, so the test stays fast. Instrument exports stay as they are."""
+    merged: dict[str, list] = {}
+    for n, (name, files) in enumerate(links.items()):
+        kinds: dict[str, list] = {}
+        for kind, path, label in files:
+            kinds.setdefault(kind if path.endswith(".parquet") and kind != "register" else label, []).append([kind, path, label])
+        merged[name] = []
+        for key, group in kinds.items():
+            if len(group) == 1:
+                merged[name].append(group[0])
+                continue
+            target = out / key / f"link{n}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pl.concat([pl.read_parquet(p) for _, p, _ in group], how="diagonal_relaxed").write_parquet(target)
+            merged[name].append([key, str(target), f"{key}/link{n}.parquet"])
+    return merged
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-city")
+    sim = root / "inbox"
+    simulate_city(RESIDENTS, sim, seed=11, prevalence=0.01, file_format="parquet")
+    truth = json.loads((sim / "_truth.json").read_text())
+    links, held = plan_links(sim)
+    links = fewer_files(links, root / "merged")
+    base = {"warehouse": str(root / "wh.duckdb"), "truth": truth}
+    taken = {}
+    for name in LINKS:
+        if name == "positive-pool latency":
+            taken[name] = child_latency({**base, "file": held})
+        elif name != "report":
+            taken[name] = child_take({**base, "files": links[name], "open_round": name == LINKS[0]})
+    logic = child_logic({**base, "facts": str(root / "facts")})
+    return root, base, links, held, taken, logic
+
+
+def test_every_link_takes_its_files(loaded):
+    _, _, links, held, taken, _ = loaded
+    assert held is not None and held[0] == "results"
+    for name in ("reference and register", "collect (scans)", "deliver (boxes, receipts)", "test (results)"):
+        assert links[name], name
+        assert taken[name]["files"] == len(links[name]) and not taken[name].get("refused"), name
+    assert all(f[0] != "results" or "resample" not in f[2] for f in links["test (results)"])
+
+
+def test_held_back_results_file_raises_positive_pool_orders(loaded):
+    latency = loaded[4]["positive-pool latency"]
+    assert latency["status"] == "accepted"
+    assert latency["pools"] >= 1 and latency["people"] >= latency["pools"]
+
+
+def test_pandas_baseline_equals_tubetrail(loaded):
+    root, base, _, _, _, logic = loaded
+    assert logic["pools"] >= 1 and logic["order_people"] > logic["pools"]
+    assert 0 < logic["sampled"] < logic["registered"]
+    pandas = child_pandas({**base, "facts": str(root / "facts"), "pool_size": logic["pool_size"]})
+    assert pandas["equal"]
+    assert (pandas["grids"], pandas["registered"], pandas["sampled"], pandas["pools"], pandas["order_people"]) == (
+        logic["grids"], logic["registered"], logic["sampled"], logic["pools"], logic["order_people"])
+
+
+def test_pandas_baseline_fails_loudly_when_it_differs(loaded, monkeypatch):
+    import bench.baselines as baselines
+
+    root, base, _, _, _, logic = loaded
+    real = baselines.pandas_members
+    # a wrong membership rule (the first add/void wins instead of the last) must not pass
+    monkeypatch.setattr(baselines, "pandas_members", lambda scans, rid: real(scans, rid).iloc[1:])
+    with pytest.raises(AssertionError, match="pandas"):
+        child_pandas({**base, "facts": str(root / "facts"), "pool_size": logic["pool_size"]})
+
+
+def test_micro_batch_of_registered_people_is_accepted(loaded):
+    root, base, *_ = loaded
+    out = child_microbatch({**base, "out": str(root / "micro" / "scans" / "micro.parquet"), "scans": 1100})
+    assert out["scans"] == 1100 and out["accepted"] == 1100 and out["quarantined"] == 0
