@@ -19,6 +19,11 @@ collected after it was raised that was not refused.
 
 At city scale the few source tubes are found first and only their members and those members'
 good tubes are looked at (materialised once), so the macro stays within memory for 24 M people.
+
+``resample_orders(as_of, tubes := [...])`` (a constant list) derives only the orders raised by
+those tubes and judges them on those tubes alone: pass *every* tube of the people concerned
+(the round rule of the scans feed passes the tubes of the people it looks up). The constant
+filters reach the views' scans, so the lookup costs the people's tubes, not the city's.
 """
 
 from __future__ import annotations
@@ -45,33 +50,38 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
     urgent = "urgent_reason(o.reason)"
     con.execute(
         """
-        CREATE OR REPLACE TEMP MACRO good_tubes(as_of) AS TABLE
+        CREATE OR REPLACE TEMP MACRO good_tubes(as_of, tubes := NULL::VARCHAR[]) AS TABLE
         SELECT tm.round_id, tm.person_key, tm.tube_barcode, tm.added_at, tm.resample, c.capacity
         FROM tube_members tm JOIN custody c USING (round_id, tube_barcode)
         WHERE tm.added_at <= as_of
+          AND (tubes IS NULL OR tm.tube_barcode IN (SELECT unnest(tubes)))
           AND NOT (c.refused AND c.received_at <= as_of)
-          AND c.tube_barcode NOT IN (SELECT tube_barcode FROM tube_lost(as_of))
+          AND c.tube_barcode NOT IN (SELECT tube_barcode FROM tube_lost(as_of)
+                                     WHERE tubes IS NULL OR tube_barcode IN (SELECT unnest(tubes)))
         """
     )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP MACRO resample_orders(as_of) AS TABLE
+        CREATE OR REPLACE TEMP MACRO resample_orders(as_of, tubes := NULL::VARCHAR[]) AS TABLE
         WITH sources AS MATERIALIZED (
             SELECT round_id, tube_barcode, 'tube_refused' AS reason, received_at AS raised_at
             FROM custody WHERE refused AND received_at <= as_of
+              AND (tubes IS NULL OR tube_barcode IN (SELECT unnest(tubes)))
             UNION ALL
             SELECT round_id, tube_barcode, 'tube_lost', detected_at FROM tube_lost(as_of)
+            WHERE tubes IS NULL OR tube_barcode IN (SELECT unnest(tubes))
             UNION ALL
             SELECT c.round_id, c.tube_barcode,
                    CASE WHEN k.call = 'invalid' THEN 'invalid'
                         WHEN k.call = 'positive' THEN 'pool_positive'
                         ELSE 'single_target' END,
                    k.called_at
-            FROM tube_calls(as_of) k JOIN custody c USING (tube_barcode)
+            FROM tube_calls(as_of, tubes := tubes) k JOIN custody c USING (tube_barcode)
             WHERE k.call = 'invalid' OR (c.capacity > 1 AND viral_call(k.call))
         ), raised AS MATERIALIZED (
             SELECT s.round_id, tm.person_key, s.reason, s.tube_barcode AS source_tube, s.raised_at
             FROM sources s JOIN tube_members tm USING (round_id, tube_barcode)
+            WHERE tubes IS NULL OR tm.tube_barcode IN (SELECT unnest(tubes))
         ), ids AS MATERIALIZED (
             -- identities of the few people with an order, from their scans (not carried through
             -- the membership of every tube of the city)
@@ -81,7 +91,7 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
         ), theirs AS MATERIALIZED (
             -- the good tubes of the people with an order, and nobody else's
             SELECT g.round_id, g.person_key, g.tube_barcode, g.added_at, g.resample
-            FROM good_tubes(as_of) g SEMI JOIN raised r USING (round_id, person_key)
+            FROM good_tubes(as_of, tubes := tubes) g SEMI JOIN raised r USING (round_id, person_key)
         ), per_order AS (
             SELECT o.round_id, o.person_key, o.source_tube, o.reason,
                    coalesce(bool_or(t.resample AND t.added_at >= o.raised_at), FALSE) AS fulfilled,

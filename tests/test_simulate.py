@@ -332,3 +332,27 @@ def test_district_packs_partition_the_city_report(ingested, tmp_path):
     assert sum(p.untested for p in packs) == untested.height and sum(sum(p.orders.values()) for p in packs) == orders.height
     city_row = pl.read_parquet(out / "coverage_rollup.parquet").filter(pl.col("level") == "city").row(0, named=True)
     assert sum(p.registered for p in packs) == city_row["registered"] and sum(p.sampled for p in packs) == city_row["sampled"]
+
+
+def test_orders_scoped_to_some_peoples_tubes_equal_the_city_wide_orders_of_those_people(ingested):
+    """The round rule looks orders up with ``resample_orders(as_of, tubes := [...])`` (every tube
+    of its people): the same orders as the city-wide macro, for those people."""
+    from tubetrail.sql import sql_text_list
+
+    cfg, _ = ingested
+    as_of = "TIMESTAMPTZ '2022-04-06 12:00:00+08'"
+    columns = "round_id, person_key::VARCHAR AS pk, reason, source_tube, priority, due_by, home_visit, fulfilled"
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg)
+        everyone = pl.from_arrow(con.sql(f"SELECT {columns} FROM resample_orders({as_of})").to_arrow_table())
+        assert set(everyone["reason"]) >= {"pool_positive", "invalid", "tube_refused"}
+        # every fourth person with an order, and every tube they were ever scanned into
+        people = sorted(set(everyone["pk"]))[::4]
+        tubes = [r[0] for r in con.sql(
+            f"SELECT DISTINCT tube_barcode FROM scans WHERE person_key::VARCHAR IN (SELECT unnest({sql_text_list(people)}))"
+        ).fetchall()]
+        scoped = pl.from_arrow(con.sql(
+            f"SELECT {columns} FROM resample_orders({as_of}, tubes := {sql_text_list(tubes)})").to_arrow_table())
+    expected = everyone.filter(pl.col("pk").is_in(people))
+    assert scoped.filter(pl.col("pk").is_in(people)).sort(scoped.columns).equals(expected.sort(expected.columns))
+    assert expected.height > 0

@@ -6,10 +6,14 @@ A raw inbox frame has every column as text plus ``_line`` (the row's line in its
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    import duckdb
 
 LINE = "_line"
 
@@ -52,6 +56,8 @@ class StageRule:
     #: an equivalent, cheaper SQL, used when ``quick_when_sql`` (over ``incoming``) is true
     quick_sql: str | None = None
     quick_when_sql: str | None = None
+    #: otherwise, when set: builds the SQL from ``incoming`` (constant lists the views can push down)
+    sql_for: Callable[[duckdb.DuckDBPyConnection], str] | None = None
 
 
 def blank(column: str) -> pl.Expr:

@@ -93,6 +93,8 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
     sql = rule.sql
     if rule.quick_sql and rule.quick_when_sql and con.sql(rule.quick_when_sql).fetchall()[0][0]:
         sql = rule.quick_sql
+    elif rule.sql_for is not None:
+        sql = rule.sql_for(con)
     con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {sql}")
     packed = ", ".join(f'"{c}" := "{c}"' for c in data)
     con.execute(
