@@ -95,3 +95,15 @@ def test_micro_batch_of_registered_people_is_accepted(loaded):
     root, base, *_ = loaded
     out = child_microbatch({**base, "out": str(root / "micro" / "scans" / "micro.parquet"), "scans": 1100})
     assert out["scans"] == 1100 and out["accepted"] == 1100 and out["quarantined"] == 0
+
+
+def test_report_step_writes_the_report_and_the_district_packs(loaded):
+    from bench.city import child_report
+
+    root, base, _, _, _, _ = loaded
+    done = child_report({**base, "out": str(root / "report")})
+    assert (root / "report" / "report.html").exists() and done["files"] > 10
+    packs = sorted(p.name for p in (root / "report" / "districts").iterdir())
+    assert done["districts"] == len(packs) > 1
+    assert done["worklists"] == len(list((root / "report" / "districts").glob("*/worklists/*.csv"))) > 0
+    assert done["registered"] > 0 and 0 < done["coverage"] <= 1
