@@ -40,9 +40,8 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 PG_PORT = 5434
 MICRO_BATCH = 50_000
@@ -60,8 +59,9 @@ def _cfg(spec: dict):
 
 def _as_of(truth: dict) -> datetime:
     """The nightly report's time, as the demo judges it: the day after the round at noon."""
-    end = datetime.fromisoformat(truth["round"]["end"]).astimezone(ZoneInfo("Asia/Shanghai"))
-    return end.replace(hour=12, minute=0, second=0) + timedelta(days=1)
+    from tubetrail.demo import report_time
+
+    return report_time(datetime.fromisoformat(truth["round"]["end"]), "Asia/Shanghai")
 
 
 def child_take(spec: dict) -> dict:
@@ -173,7 +173,7 @@ def child_logic(spec: dict) -> dict:
         out["coverage_s"] = time.perf_counter() - t
         t = time.perf_counter()
         con.execute(f"CREATE TEMP TABLE tt_orders AS SELECT {PK} AS pk, source_tube, reason FROM resample_orders($as_of) "
-                    "WHERE reason IN ('pool_positive', 'single_target')", {"as_of": as_of})
+                    "WHERE urgent_reason(reason)", {"as_of": as_of})
         out["orders_s"] = time.perf_counter() - t
         out["districts"] = con.execute("SELECT districts, pool_size FROM rounds WHERE round_id = ?", [rid]).fetchall()[0]
         assert out["districts"][0] is None, "the baselines take the whole register as the round's scope"

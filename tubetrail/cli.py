@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 from urllib.parse import urlsplit
@@ -318,7 +318,8 @@ def demo(
     from flows.report import round_report
     from flows.sms import sms_reminders
     from flows.limits import ensure_concurrency_limits
-    from tubetrail.demo import REPORT_PORT, ensure_report_server, ensure_served, ensure_work_pool, play, sweep_time
+    from tubetrail.demo import (REPORT_PORT, ensure_report_server, ensure_served, ensure_work_pool, play,
+                                report_time, sweep_time)
     from tubetrail.sms_gateway import LoopbackGateway
 
     state: State = ctx.obj
@@ -384,8 +385,7 @@ def demo(
         console.print(f"reminder sweep at {sweep_at:%H:%M}: {swept['sent']:,} SMS sent to the loopback gateway "
                       f"({len(gateway.state.deliveries):,} delivered), {swept['counts']['no_phone']:,} without phone")
     # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
-    next_noon = datetime.fromisoformat(truth["end"]).astimezone(ZoneInfo(cfg.city.timezone)).replace(
-        hour=12, minute=0, second=0) + timedelta(days=1)
+    next_noon = report_time(datetime.fromisoformat(truth["end"]), cfg.city.timezone)
     reported = round_report(truth["id"], str(workdir / "report"), next_noon, str(served_config), cfg.warehouse.path)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "

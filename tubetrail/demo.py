@@ -110,6 +110,14 @@ def ensure_report_server(workdir: Path, port: int, env: dict[str, str]) -> tuple
                                                         "--root", str(workdir), "--port", str(port)], env)
 
 
+def report_time(round_end: datetime, timezone: str) -> datetime:
+    """When the demo (and the city benchmark) judge a played round's report: the next day at
+    noon, city time, when the next morning's re-samples are in."""
+    from datetime import timedelta
+
+    return round_end.astimezone(ZoneInfo(timezone)).replace(hour=12, minute=0, second=0) + timedelta(days=1)
+
+
 def sweep_time(round_end: datetime, timezone: str) -> datetime:
     """When the demo's reminder sweep runs: three hours before the round closes (city time)."""
     from datetime import timedelta
