@@ -87,20 +87,19 @@ FROM by_row b LEFT JOIN tube_round t ON b.row_round IS NULL AND t.tube_barcode =
 
 _ORDERED = """
     SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
-    FROM resample_orders(TIMESTAMPTZ 'infinity'{scope}) ro JOIN rounds rd USING (round_id)
+    FROM resample_orders(TIMESTAMPTZ 'infinity', tubes := {tubes}) ro JOIN rounds rd USING (round_id)
     WHERE ro.person_key IN (SELECT person_key FROM candidates)
     GROUP BY ro.person_key"""
 _NO_ORDERS = """
     SELECT NULL::UHUGEINT AS person_key, NULL::VARCHAR AS round_id WHERE false"""
 
-ASSIGN_ROUND_SQL = _ASSIGN_TEMPLATE.format(ordered=_ORDERED.format(scope=""))
+#: a single-tube person scan of ``incoming i`` outside every round's window (a re-sample candidate)
+_OUTSIDE_WINDOWS = """i.event IN ('add', 'void') AND i.capacity = 1
+  AND NOT EXISTS (SELECT 1 FROM rounds w WHERE i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at)"""
 #: every stored tube of the people the rule may look up (single-tube scans outside every window)
-CANDIDATE_TUBES_SQL = """
+CANDIDATE_TUBES_SQL = f"""
 SELECT DISTINCT s.tube_barcode FROM scans s
-WHERE s.person_key IN (
-    SELECT i.person_key FROM incoming i
-    WHERE i.event IN ('add', 'void') AND i.capacity = 1 AND i.person_key IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM rounds w WHERE i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at))
+WHERE s.person_key IN (SELECT i.person_key FROM incoming i WHERE i.person_key IS NOT NULL AND {_OUTSIDE_WINDOWS})
 ORDER BY 1
 """
 
@@ -110,20 +109,16 @@ def assign_round_sql(con: duckdb.DuckDBPyConnection) -> str:
     a next-morning file of re-samples then derives the orders of its people, not the city's
     (at 25.7 M residents the unscoped lookup ran out of memory)."""
     tubes = [row[0] for row in con.sql(CANDIDATE_TUBES_SQL).fetchall()]
-    return _ASSIGN_TEMPLATE.format(ordered=_ORDERED.format(scope=f", tubes := {sql_text_list(tubes)}"))
+    return _ASSIGN_TEMPLATE.format(ordered=_ORDERED.format(tubes=sql_text_list(tubes)))
 
 
 #: the same rule when no scan lies outside every window (no order needs looking up)
 ASSIGN_BY_WINDOW_SQL = _ASSIGN_TEMPLATE.format(ordered=_NO_ORDERS)
 #: true when every single-tube person scan lies in some round's window
-ALL_IN_WINDOWS_SQL = """
-SELECT count(*) = 0 FROM incoming i
-WHERE i.event IN ('add', 'void') AND i.capacity = 1
-  AND NOT EXISTS (SELECT 1 FROM rounds w WHERE i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at)
-"""
+ALL_IN_WINDOWS_SQL = f"SELECT count(*) = 0 FROM incoming i WHERE {_OUTSIDE_WINDOWS}"
 
 OUTSIDE_ROUNDS = "scanned outside every open round"
 
 #: Every scan gets its round; a scan that belongs to none is quarantined.
-ROUND_RULE = StageRule(sql=ASSIGN_ROUND_SQL, required_column="round_id", column="scanned_at", reason=OUTSIDE_ROUNDS,
-                       quick_sql=ASSIGN_BY_WINDOW_SQL, quick_when_sql=ALL_IN_WINDOWS_SQL, sql_for=assign_round_sql)
+ROUND_RULE = StageRule(sql=assign_round_sql, required_column="round_id", column="scanned_at", reason=OUTSIDE_ROUNDS,
+                       quick_sql=ASSIGN_BY_WINDOW_SQL, quick_when_sql=ALL_IN_WINDOWS_SQL)

@@ -49,15 +49,14 @@ class StageRule:
     ``person_key``): it returns the rows with extra columns; a row whose ``required_column`` is
     null is quarantined with ``column`` and ``reason``."""
 
-    sql: str
+    #: the SQL, or a function building it from ``incoming`` (for constant lists the views can push down)
+    sql: str | Callable[[duckdb.DuckDBPyConnection], str]
     required_column: str
     column: str
     reason: str
     #: an equivalent, cheaper SQL, used when ``quick_when_sql`` (over ``incoming``) is true
     quick_sql: str | None = None
     quick_when_sql: str | None = None
-    #: otherwise, when set: builds the SQL from ``incoming`` (constant lists the views can push down)
-    sql_for: Callable[[duckdb.DuckDBPyConnection], str] | None = None
 
 
 def blank(column: str) -> pl.Expr:

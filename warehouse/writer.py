@@ -90,11 +90,10 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
         SELECT *, CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END AS person_key
         FROM {STAGE}.accepted"""
     )
-    sql = rule.sql
     if rule.quick_sql and rule.quick_when_sql and con.sql(rule.quick_when_sql).fetchall()[0][0]:
         sql = rule.quick_sql
-    elif rule.sql_for is not None:
-        sql = rule.sql_for(con)
+    else:
+        sql = rule.sql(con) if callable(rule.sql) else rule.sql
     con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {sql}")
     packed = ", ".join(f'"{c}" := "{c}"' for c in data)
     con.execute(
