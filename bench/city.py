@@ -553,10 +553,12 @@ def print_city(fig: dict) -> None:
         table.add_column(col, justify="left" if col in ("step", "note") else "right")
     table.add_row("simulate (not part of the pipeline)", f"{fig['simulate']['wall_s']:.1f}", "", f"{fig['simulate']['peak_gb']:.2f}", "")
     for name, v in fig["links"].items():
-        inner = v.get("work_s") or v.get("total_s") or ((v.get("snapshot_s", 0) + v.get("write_report_s", 0)) or None)
+        inner = v.get("work_s") or v.get("total_s") or ((v.get("snapshot_s", 0) + v.get("write_report_s", 0)
+                                                          + v.get("district_packs_s", 0)) or None)
         note = (f"{v['files']} files, {v['rows_accepted']:,} rows" if "rows_accepted" in v else
                 f"take {v['take_s']:.2f} s + alert {v['alert_s']:.2f} s: {v['pools']} pools, {v['people']} people" if "pools" in v else
-                f"snapshot {v['snapshot_s']:.1f} s, write_report {v['write_report_s']:.1f} s")
+                f"snapshot {v['snapshot_s']:.1f} s, write_report {v['write_report_s']:.1f} s, "
+                f"district packs {v.get('district_packs_s', 0):.1f} s")
         table.add_row(name, f"{v['wall_s']:.1f}", f"{inner:.2f}" if inner else "", f"{v['peak_gb']:.2f}", note)
     e = fig["end_to_end"]
     table.add_row("[bold]end to end (inbox → report)[/bold]", f"{e['wall_s']:.1f}", "", f"{e['peak_gb']:.2f}", "max over the links")
@@ -658,13 +660,13 @@ def markdown(figures: dict) -> str:
         lat = c["links"].get("positive-pool latency")
         lines.append("| {:,} | {} | {:.1f} GB | {:.1f} s | {} | {} | {} |".format(
             c["residents"], s(c["end_to_end"]["wall_s"]), c["end_to_end"]["peak_gb"], c["micro_batch"]["take_s"],
-            f"{lat['total_s']:.1f} s ({lat['pools']} pools, {lat['people']} people)" if lat else "–",
+            f"{lat['total_s']:.1f} s ({lat['pools']:,} pools, {lat['people']:,} people)" if lat else "–",
             ("out of memory" if "failed" in p else f"{(p['coverage_s'] + p['orders_s']) / tt:.1f}×") if p else "–",
             f"{(g['coverage_s'] + g['orders_s']) / tt:.1f}×" if g else "–"))
     partial = [{**figures["partial"], "loadavg_after": figures["partial"]["loadavg_now"]}] if figures.get("partial") else []
     for c in figures["cities"] + partial:
         lines += ["", f"### {c['residents']:,} residents" + (" (stopped before the end)" if c in partial else ""), "",
-                  f"Inbox: {c['inbox_files']} files, {c['inbox_gb']} GB (simulated in {s(c['simulate']['wall_s'])}, "
+                  f"Inbox: {c['inbox_files']:,} files, {c['inbox_gb']} GB (simulated in {s(c['simulate']['wall_s'])}, "
                   f"peak {c['simulate']['peak_gb']:.1f} GB). Load average "
                   f"{'at its last finished step' if c in partial else 'after this city'}: "
                   f"{', '.join(f'{x:.1f}' for x in c['loadavg_after'])}.", "",
@@ -679,9 +681,11 @@ def markdown(figures: dict) -> str:
                              f"| {s(v['wall_s'])} | {v['total_s']:.2f} s (take {v['take_s']:.2f} s + alert "
                              f"{v['alert_s']:.2f} s) | {v['peak_gb']:.2f} GB |")
             else:
+                packs = v.get("district_packs_s", 0.0)
                 lines.append(f"| {name}: snapshot {s(v['snapshot_s'])}, `write_report` {s(v['write_report_s'])} "
-                             f"({v['files']} files, {v['worklists']:,} worklists) | | | {s(v['wall_s'])} "
-                             f"| {s(v['snapshot_s'] + v['write_report_s'])} | {v['peak_gb']:.2f} GB |")
+                             f"({v['files']} files), district packs {s(packs)} ({v.get('districts', '–')} districts, "
+                             f"{v['worklists']:,} worklists) | | | {s(v['wall_s'])} "
+                             f"| {s(v['snapshot_s'] + v['write_report_s'] + packs)} | {v['peak_gb']:.2f} GB |")
         if c in partial:
             lines += ["", "Not run: " + ", ".join(n for n in LINKS if n not in c["links"]) + ", end to end, the baselines, "
                       "the micro-batch."]

@@ -107,3 +107,22 @@ def test_report_step_writes_the_report_and_the_district_packs(loaded):
     assert done["districts"] == len(packs) > 1
     assert done["worklists"] == len(list((root / "report" / "districts").glob("*/worklists/*.csv"))) > 0
     assert done["registered"] > 0 and 0 < done["coverage"] <= 1
+
+
+def test_markdown_report_row_counts_the_district_packs(loaded):
+    """docs/benchmarks.md's report row is generated from a run's figures: the district packs
+    (worklists) are part of the report link's work and must show in it."""
+    from bench.city import child_report, markdown
+
+    root, base, *_ = loaded
+    done = child_report({**base, "out": str(root / "report-md")})
+    report = {**done, "wall_s": 9.0, "peak_gb": 0.5}
+    city = {"residents": RESIDENTS, "inbox_files": 1, "inbox_gb": 0.0, "simulate": {"wall_s": 1.0, "peak_gb": 0.1},
+            "loadavg_after": [0.0, 0.0, 0.0], "links": {"report": report}, "end_to_end": {"wall_s": 9.0, "peak_gb": 0.5},
+            "micro_batch": {"take_s": 0.1, "wall_s": 1.0, "scans": 1, "accepted": 1, "peak_gb": 0.1},
+            "tubetrail": {"coverage_s": 0.1, "orders_s": 0.1, "grids": 1, "registered": 1, "sampled": 1, "pools": 0,
+                          "order_people": 0, "snapshot_s": 0.1, "peak_gb": 0.1}}
+    row = next(line for line in markdown({"cities": [city]}).splitlines() if line.startswith("| report:"))
+    work = done["snapshot_s"] + done["write_report_s"] + done["district_packs_s"]
+    assert f"({done['districts']} districts, {done['worklists']:,} worklists)" in row
+    assert f"| {work:,.1f} s |" in row
