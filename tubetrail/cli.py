@@ -290,6 +290,22 @@ def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0) -> bo
     raise RuntimeError(f"the Prefect server did not answer on {url} within {timeout:.0f} s; see {log_path}")
 
 
+@contextmanager
+def prefect_api(url: str) -> Iterator[str]:
+    """Point this process's Prefect client at the server on ``url``, and its child processes too.
+
+    Prefect reads its settings once, when it is imported: setting ``PREFECT_API_URL`` in
+    ``os.environ`` afterwards reaches child processes only. This process's flows would then start
+    a temporary server of their own, which shows in the UI only when it happens to share that
+    server's database (not for a server that was already running elsewhere)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = f"{url}/api"
+    os.environ["PREFECT_API_URL"] = api
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        yield api
+
+
 def _open_demo_round(state: State, rnd: dict) -> None:
     """Open the simulated round (once: a re-run of the demo finds it open)."""
     from flows.rounds import open_round
@@ -326,7 +342,7 @@ def demo(
     with console.status("Prefect server on 127.0.0.1:4200 …"):
         started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log")
     console.print(f"Prefect server {'started' if started else 'already running'}: {PREFECT_UI}")
-    os.environ["PREFECT_API_URL"] = f"{PREFECT_UI}/api"
+    ctx.with_resource(prefect_api(PREFECT_UI))
     if state.warehouse is None:
         state.warehouse = str(workdir / "tubetrail.duckdb")
     cfg = state.config()
