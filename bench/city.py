@@ -357,31 +357,33 @@ CHILDREN = {"take": child_take, "latency": child_latency, "report": child_report
 
 # --- parent side --------------------------------------------------------------------------------
 
+def _timed(argv: list[str], **popen) -> tuple[int, float, float]:
+    """Run ``argv`` to its end: exit code, wall seconds (start to exit, from the parent) and the
+    child's peak RSS in GB (``os.wait4``)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, **popen)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss / 1024 ** 2
+
+
 def run_child(name: str, spec: dict, workdir: Path) -> dict:
     """Run one step in a child process: wall time from the parent, peak RSS by ``os.wait4``."""
     spec_path = workdir / f"step-{name}.json"
     result_path = workdir / f"step-{name}.result.json"
     result_path.unlink(missing_ok=True)
     spec_path.write_text(json.dumps({**spec, "task": name, "result": str(result_path)}, default=str))
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.city", "--child", str(spec_path)])
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench step {name} failed (exit {proc.returncode}, {wall:.0f} s, "
-                           f"peak {usage.ru_maxrss / 1024 ** 2:.1f} GB)")
+    code, wall, peak = _timed([sys.executable, "-m", "bench.city", "--child", str(spec_path)])
+    if code != 0:
+        raise RuntimeError(f"bench step {name} failed (exit {code}, {wall:.0f} s, peak {peak:.1f} GB)")
     result = json.loads(result_path.read_text())
-    return {**result, "wall_s": round(wall, 2), "peak_gb": round(usage.ru_maxrss / 1024 ** 2, 2)}
+    return {**result, "wall_s": round(wall, 2), "peak_gb": round(peak, 2)}
 
 
 def run_command(argv: list[str]) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    code, wall, peak = _timed(argv, stdout=subprocess.DEVNULL)
+    if code != 0:
         raise RuntimeError(f"{argv[0]} failed")
-    return {"wall_s": round(time.perf_counter() - start, 2), "peak_gb": round(usage.ru_maxrss / 1024 ** 2, 2)}
+    return {"wall_s": round(wall, 2), "peak_gb": round(peak, 2)}
 
 
 def machine() -> dict:
@@ -443,6 +445,8 @@ def postgres_cluster(port: int = PG_PORT):
 def plan_links(sim: Path) -> tuple[dict[str, list], list | None]:
     """The inbox's files per link, in ``discover`` order, and the results file held back for the
     latency figure: the first-day results file with the most tubes showing both viral targets."""
+    import polars as pl
+
     from lab.instruments import parse_export
     from warehouse.inbox import EVENT_TIME, discover
 
@@ -463,8 +467,6 @@ def plan_links(sim: Path) -> tuple[dict[str, list], list | None]:
     best, held = 0, None
     for row in links["test (results)"]:
         rec = parse_export(Path(row[1])).records
-        import polars as pl
-
         viral = (rec.filter(pl.col("ct") < 37).group_by("sample").agg(pl.col("target").str.to_lowercase().unique())
                  .filter(pl.col("target").list.contains("orf1ab") & pl.col("target").list.contains("n")))
         if viral.height >= best and viral.height > 0:
