@@ -15,6 +15,12 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["TUBETRAIL_ID_HASH_KEY"] = "tubetrail-test-key-0123456789"
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# No test may depend on machine speed (CI is a loaded 2-core machine): Hypothesis' default 200 ms
+# deadline per example and its too-slow health check are off for every property test.
+settings.register_profile("tubetrail", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tubetrail")
 
 from tubetrail.config import Config  # noqa: E402
 

@@ -186,7 +186,8 @@ def _areas(residents: int, rng: np.random.Generator) -> pl.DataFrame:
     areas = pl.DataFrame(rows, schema=["district", "district_code", "subdistrict", "community", "grid"], orient="row")
     n = areas.height
     draw = rng.random(n)
-    zone = np.where(draw < 0.05, "sealed", np.where(draw < 0.15, "controlled", np.where(draw < 0.65, "precaution", None)))
+    # a list, not np.where's array: a mix of str and None is an object array polars cannot cast
+    zone = [("sealed" if d < 0.05 else "controlled" if d < 0.15 else "precaution" if d < 0.65 else None) for d in draw]
     # about 10% of grids lag far behind (sealed buildings, far-out towns): the untested skew
     sampling_rate = np.where(rng.random(n) < 0.10, 0.55, 0.94)
     return areas.with_columns(pl.Series("zone", zone, dtype=pl.Utf8), pl.Series("sampling_rate", sampling_rate),
@@ -538,13 +539,18 @@ def _custody(tubes: pl.DataFrame, labs: pl.DataFrame, rng: np.random.Generator, 
         insufficient, "insufficient", np.where(rng.random(nr) < 0.3, "", "ok"))))
     received = received.with_columns(pl.Series("condition", condition))
     # one tube found in a box other than the one on its manifest; one tube received, never collected
+    # (a small district may have a single box, or none received: then nothing is moved or stray)
     moved = received.filter(pl.col("condition").is_in(["ok", ""])).head(1)
-    other_box = received.filter(pl.col("box_id") != moved["box_id"][0]).head(1)
-    received = received.with_columns(
-        pl.when(pl.col("tube_barcode") == moved["tube_barcode"][0]).then(pl.lit(other_box["box_id"][0]))
-        .otherwise(pl.col("box_id")).alias("box_id"))
+    other_box = received.filter(~pl.col("box_id").is_in(moved["box_id"].implode())).head(1)
+    if other_box.height == 0:
+        moved = moved.head(0)
+    else:
+        received = received.with_columns(
+            pl.when(pl.col("tube_barcode") == moved["tube_barcode"][0]).then(pl.lit(other_box["box_id"][0]))
+            .otherwise(pl.col("box_id")).alias("box_id"))
     stray_code = f"T{d_idx:02d}99999999"
-    stray = other_box.with_columns(pl.lit(stray_code).alias("tube_barcode"), pl.lit("ok").alias("condition"))
+    stray = (other_box if other_box.height else received.head(1)).with_columns(
+        pl.lit(stray_code).alias("tube_barcode"), pl.lit("ok").alias("condition"))
     receipts = pl.concat([received, stray.select(received.columns)]).sort("received_at").select(
         "lab_id", "box_id", "tube_barcode", _iso("received_at").alias("received_at"), "condition")
     tubes = tubes.join(received.select("tube_barcode", "received_at", "lab_id", "condition", "box_id"),
@@ -559,7 +565,7 @@ def _custody(tubes: pl.DataFrame, labs: pl.DataFrame, rng: np.random.Generator, 
         "lost_tubes": int(packed.filter(pl.col("lost")).height),
         "wrong_lab_box_ids": boxes.filter(pl.col("wrong_lab"))["box_id"].to_list(),
         "not_on_manifest_tubes": moved["tube_barcode"].to_list(),
-        "received_not_collected_tubes": [stray_code],
+        "received_not_collected_tubes": [stray_code] if stray.height else [],
         "refused_tubes_by_condition": dict(refused.group_by("condition").len().sort("condition").iter_rows()),
         "late_received_tubes": late_tubes.height,
     }
