@@ -1,7 +1,7 @@
 """SMS reminders to the untested (短信提醒), planned set-based (DESIGN §8):
 
 * only registered people in the round's scope who are ``untested`` at ``as_of``;
-* with a phone, not opted out (``sms_optouts``), and not reminded in the cool-down: a person
+* with a mobile phone (landlines and unallocated ranges get no SMS: ``not_mobile``), not opted out (``sms_optouts``), and not reminded in the cool-down: a person
   has at most one outbox message per cool-down window (``message_id`` is derived from the
   round, the person and the window, so planning twice plans the same message once);
 * nothing is due in quiet hours (default 21:00–08:00, city time);
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
+from sampling.identity import is_mobile
 from tubetrail.config import SmsConfig
 
 
@@ -78,6 +79,10 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
         """,
         params={"rid": round_id, "as_of": as_of, "t": local_time, "window": window},
     ).to_arrow_table())
+    # only mobiles take an SMS (phonenumbers' number types; a landline is no target)
+    rows = rows.with_columns(
+        pl.when((pl.col("outcome") != "no_phone") & ~is_mobile(rows["phone"]))
+        .then(pl.lit("not_mobile")).otherwise(pl.col("outcome")).alias("outcome"))
     deadline = con.execute("SELECT ends_at FROM rounds WHERE round_id = ?", [round_id]).fetchall()[0][0]
     deadline_text = deadline.astimezone(ZoneInfo(timezone)).strftime("%m月%d日%H:%M")
     counts = dict(rows.group_by("outcome").len().iter_rows())
@@ -97,6 +102,6 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
                      # the template's variables, for providers that fill a registered template (Aliyun)
                      pl.struct(pl.lit(round_id).alias("round_id"), pl.lit(deadline_text).alias("deadline"),
                                pl.col("site_name")).struct.json_encode().alias("params"))
-    for key in ("due", "no_phone", "opted_out", "cooled_down", "no_open_site", "quiet_hours"):
+    for key in ("due", "no_phone", "not_mobile", "opted_out", "cooled_down", "no_open_site", "quiet_hours"):
         counts.setdefault(key, 0)
     return ReminderPlan(round_id, as_of, quiet, counts, due)

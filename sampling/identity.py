@@ -105,7 +105,33 @@ def region_warning(frame: pl.DataFrame, id_type: str = "id_type", id_number: str
     return flagged.select(pl.col("__ric") & pl.col("__year").is_not_null() & ~pl.col("__known")).to_series()
 
 
-_CN_MOBILE = r"^(?:\+?86|0086)?(1[3-9]\d{9})$"
+def mobile_pattern(region: str = "CN") -> str:
+    """The national numbers of ``region``'s mobile ranges, as phonenumbers' own metadata gives
+    them (a regular expression that polars and DuckDB both run): the allocated ranges only, so
+    unallocated, data-only and satellite prefixes (140, 141, 154, 174, 179 …) are not mobiles."""
+    return phonenumbers.PhoneMetadata.metadata_for_region(region).mobile.national_number_pattern
+
+
+_CN_MOBILE = rf"^(?:\+?86|0086)?({mobile_pattern('CN')})$"
+_MOBILE_TYPES = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
+def is_mobile(phones: pl.Series) -> pl.Series:
+    """Per E.164 phone: can it take an SMS (a mobile number by phonenumbers' number types)?
+    Mainland numbers by the metadata's mobile pattern, vectorised; every other distinct number
+    once through ``phonenumbers.number_type``. Null or empty → False (短信只发手机)."""
+    text = phones.cast(pl.Utf8).fill_null("")
+    cn = text.str.starts_with("+86")
+    fast = text.str.contains(rf"^\+86(?:{mobile_pattern('CN')})$")
+    others = text.filter(~cn & (text != "")).unique().to_list()
+    slow: dict[str, bool] = {}
+    for raw in others:
+        try:
+            slow[raw] = phonenumbers.number_type(phonenumbers.parse(raw, None)) in _MOBILE_TYPES
+        except phonenumbers.NumberParseException:
+            slow[raw] = False
+    looked_up = text.replace_strict(slow, default=False, return_dtype=pl.Boolean) if slow else pl.Series([False] * len(text))
+    return pl.select(pl.when(cn).then(fast).otherwise(looked_up)).to_series().alias(phones.name)
 
 
 def normalise_phone(phones: pl.Series, region: str = "CN") -> pl.Series:

@@ -39,3 +39,15 @@ def test_phones_to_e164():
         "+8613800138000", "+8613800138000", "+8613800138000", "+8613800138000",
         "+862163211234", None, None, None, "+442079460958",
     ]
+
+
+def test_only_allocated_mobile_ranges_are_mobiles():
+    """Issue 13.4: the fast rule took 140/141/154/174/179 numbers for mobiles, and a landline
+    became an SMS target. Mobiles by phonenumbers' own metadata."""
+    from sampling.identity import is_mobile
+
+    unallocated = ["14012345678", "14112345678", "15412345678", "17412345678", "17912345678"]
+    assert normalise_phone(pl.Series("phone", unallocated)).to_list() == [None] * 5
+    phones = pl.Series("phone", ["+8613800138000", "+8614512345678", "+8619912345678", "+862163211234",
+                                 "+85291234567", "+85221234567", "+442079460958", "+447400123456", None, ""])
+    assert is_mobile(phones).to_list() == [True, True, True, False, True, False, False, True, False, False]
