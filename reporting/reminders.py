@@ -6,7 +6,12 @@
   round, the person and the window, so planning twice plans the same message once);
 * nothing is due in quiet hours (default 21:00–08:00, city time);
 * the text names an open site of their community (else of their subdistrict, else of their
-  district; ``home`` teams are not a place to go) and the round's deadline.
+  district; ``home`` teams are not a place to go) and the round's deadline;
+* nobody the door-to-door teams sample is sent to a site (``sampling_route``: sealed zone,
+  limited mobility, controlled zone without a site in the community: ``door_to_door``), and a
+  controlled-zone resident is sent only to a site of their own community;
+* no reminder once the round's deadline has passed (``after_deadline``): a reminder with a
+  deadline in the past sends people to a closed round.
 
 ``plan_reminders`` returns counts (safe for logs) and the due messages (personal data, for the
 outbox only).
@@ -49,8 +54,10 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
     rows = pl.from_arrow(con.sql(
         """
         WITH untested AS (
-            SELECT s.person_key, s.district, s.subdistrict, s.community, reg.phone
+            SELECT s.person_key, s.district, s.subdistrict, s.community, reg.phone,
+                   rt.door_to_door_reason, rt.site_scope
             FROM person_status($rid, $as_of) s JOIN register reg USING (person_key)
+            JOIN sampling_route($as_of) rt USING (person_key)
             WHERE s.status = 'untested'
         ), open_sites AS (
             SELECT site_id, name, district, subdistrict, community FROM sites
@@ -61,14 +68,16 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
             FROM untested u
             LEFT JOIN open_sites c ON c.community = u.community AND c.district = u.district
             LEFT JOIN open_sites sd ON sd.subdistrict = u.subdistrict AND sd.district = u.district
-            LEFT JOIN open_sites d ON d.district = u.district
+                                     AND u.site_scope = 'district'
+            LEFT JOIN open_sites d ON d.district = u.district AND u.site_scope = 'district'
             GROUP BY u.person_key
         ), recent AS (
             SELECT DISTINCT person_key FROM sms_outbox
             WHERE round_id = $rid AND planned_at > $as_of - to_seconds($window)
         )
         SELECT u.person_key::VARCHAR AS person_key, u.phone, s.site_name,
-               CASE WHEN u.phone IS NULL OR u.phone = '' THEN 'no_phone'
+               CASE WHEN u.door_to_door_reason IS NOT NULL THEN 'door_to_door'
+                    WHEN u.phone IS NULL OR u.phone = '' THEN 'no_phone'
                     WHEN o.person_key IS NOT NULL THEN 'opted_out'
                     WHEN r.person_key IS NOT NULL THEN 'cooled_down'
                     WHEN s.site_name IS NULL THEN 'no_open_site'
@@ -81,14 +90,18 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
     ).to_arrow_table())
     # only mobiles take an SMS (phonenumbers' number types; a landline is no target)
     rows = rows.with_columns(
-        pl.when((pl.col("outcome") != "no_phone") & ~is_mobile(rows["phone"]))
+        pl.when(pl.col("outcome").is_in(["no_phone", "door_to_door"]).not_() & ~is_mobile(rows["phone"]))
         .then(pl.lit("not_mobile")).otherwise(pl.col("outcome")).alias("outcome"))
     deadline = con.execute("SELECT ends_at FROM rounds WHERE round_id = ?", [round_id]).fetchall()[0][0]
     deadline_text = deadline.astimezone(ZoneInfo(timezone)).strftime("%m月%d日%H:%M")
     counts = dict(rows.group_by("outcome").len().iter_rows())
     quiet = in_quiet_hours(as_of, sms, timezone)
     due = rows.filter(pl.col("outcome") == "due")
-    if quiet:  # nobody is disturbed at night, whatever else holds
+    if as_of >= deadline:  # the round is over: nobody is reminded of a deadline gone by
+        counts["after_deadline"] = counts.pop("due", 0) + counts.pop("no_open_site", 0)
+        due = due.clear()
+        quiet = False
+    elif quiet:  # nobody is disturbed at night, whatever else holds
         counts["quiet_hours"] = counts.pop("due", 0) + counts.pop("no_open_site", 0)
         due = due.clear()
     # the template filled once; only the site differs per person (no Python per row)
@@ -102,6 +115,6 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
                      # the template's variables, for providers that fill a registered template (Aliyun)
                      pl.struct(pl.lit(round_id).alias("round_id"), pl.lit(deadline_text).alias("deadline"),
                                pl.col("site_name")).struct.json_encode().alias("params"))
-    for key in ("due", "no_phone", "not_mobile", "opted_out", "cooled_down", "no_open_site", "quiet_hours"):
+    for key in ("due", "door_to_door", "after_deadline", "no_phone", "not_mobile", "opted_out", "cooled_down", "no_open_site", "quiet_hours"):
         counts.setdefault(key, 0)
     return ReminderPlan(round_id, as_of, quiet, counts, due)

@@ -9,7 +9,8 @@ The rules, each a view named after it:
 * ``tube_policy``: the pool size the zone policy allows (DESIGN §8, national guide 2nd ed.):
   key groups single tubes; sealed grids one household per tube (single where the household is
   unknown); controlled grids 5; precaution and unzoned the round's default.
-* ``tube_anomalies``: ``over_capacity``, ``above_zone_policy``, ``add_after_seal``,
+* ``tube_anomalies``: ``over_capacity``, ``above_zone_policy``, ``sealed_at_site`` (a sealed-zone
+  resident sampled at a fixed or mobile site, not door to door), ``add_after_seal``,
   ``tube_two_sites``, ``unknown_site``. An anomaly never drops a scan.
 * ``outside_register``: people sampled who are not on the register (visitors, floating
   population), kept and counted per round, site and community.
@@ -91,6 +92,7 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
                         WHEN mz.zone = 'sealed' THEN NULL
                         ELSE r.pool_size END) AS allowed_size,
                bool_or(mz.zone = 'sealed') AS sealed_zone,
+               count(*) FILTER (WHERE mz.zone = 'sealed') AS sealed_members,
                count(DISTINCT mz.household_id) FILTER (WHERE mz.zone = 'sealed') AS sealed_households
         FROM member_zone mz JOIN rounds r USING (round_id)
         GROUP BY mz.round_id, mz.tube_barcode
@@ -111,6 +113,13 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
                t.sealed_at
         FROM tubes t JOIN tube_policy p USING (round_id, tube_barcode)
         WHERE t.members > p.allowed_size OR p.sealed_households > 1
+        UNION ALL
+        -- a sealed zone (封控) is sampled at home, door to door: never at a fixed or mobile site
+        SELECT 'sealed_at_site', t.round_id, t.tube_barcode, NULL,
+               format('{} sealed-zone resident(s) sampled at {} site {}', p.sealed_members, st.kind, t.site_id),
+               t.collected_at
+        FROM tubes t JOIN tube_policy p USING (round_id, tube_barcode) JOIN sites st USING (site_id)
+        WHERE p.sealed_members > 0 AND st.kind <> 'home'
         UNION ALL
         SELECT 'add_after_seal', t.round_id, t.tube_barcode, NULL,
                format('{} add scan(s) after the seal', count(*)), min(s.scanned_at)

@@ -136,6 +136,8 @@ def test_every_anomaly_order_and_status(tmp_path, cfg):
         ("over_capacity", "T4"), ("add_after_seal", "T4"),
         ("above_zone_policy", "T3"), ("above_zone_policy", "T5"), ("above_zone_policy", "T8"),
         ("tube_two_sites", "T6"), ("unknown_site", "T7"), ("unsealed_at_round_end", "T9"),
+        # G3 is sealed: its residents are sampled door to door, never at the fixed site S1 (issue 13.3)
+        ("sealed_at_site", "T5"), ("sealed_at_site", "T9"),
         ("received_not_collected", "T10"), ("not_on_manifest", "T11"), ("wrong_lab", "B1"),
         ("tube_late", "T1"), ("tube_late", "T3"), ("tube_lost", "T3"), ("tube_lost", "T9"),
     ])

@@ -18,6 +18,7 @@ from lab.calling import define_calling_views
 from lab.custody import define_custody_views
 from lab.orders import define_order_views
 from reporting.status import define_status_views
+from sampling.routes import define_route_views
 from sampling.tubes import define_tube_views
 from tubetrail.config import Config
 
@@ -27,6 +28,7 @@ SNAPSHOT_VIEWS = ("tube_members", "tubes", "custody", "tube_runs")
 
 def define_views(con: duckdb.DuckDBPyConnection, cfg: Config, *, snapshot: bool = False) -> None:
     define_tube_views(con, cfg.pool_policy)
+    define_route_views(con)
     define_custody_views(con, cfg.tat)
     define_calling_views(con, cfg.assay)
     define_order_views(con, cfg.resample)

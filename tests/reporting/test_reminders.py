@@ -33,30 +33,83 @@ def test_aliyun_percent_encoding_and_numbers():
     assert AliyunProvider.number("+85291234567") == "0085291234567"
 
 
-def test_only_mobiles_are_planned(tmp_path, cfg):
-    """Issue 13.4: a landline (021-6321 1234) became an SMS target."""
+SITES = ("site_id,name,district,subdistrict,community,kind,opens,closes\n"
+         "S1,外滩小学采样点,黄浦区,外滩街道,中山居委,fixed,08:00,20:00\n"
+         "S2,南京东路采样点,黄浦区,南京东路街道,南京居委,fixed,08:00,20:00\n"
+         "H1,上门队,黄浦区,外滩街道,中山居委,home,,\n")
+
+
+def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n"):
+    """A register of ``rows`` (``tests.helpers.register_row``), the sites above, the zones
+    given, round R1 (04-04 06:00–22:00); returns a planner at a given time."""
     from flows.feeds import take_file
     from reporting.reminders import plan_reminders
     from tests.conftest import write
-    from tests.helpers import REGISTER_HEADER, register_row, ric
+    from tests.helpers import REGISTER_HEADER
     from tubetrail.secrets import id_hash_key
     from tubetrail.views import define_views
     from warehouse.connection import open_warehouse
     from warehouse.inbox import discover
     from warehouse.writer import open_round
 
-    phones = ["13800138000", "021-6321 1234", "+852 9123 4567", "+852 2123 4567"]
-    rows = [register_row(ric(f"31010119850101{i:03d}"), phone=p) for i, p in enumerate(phones)]
     inbox = tmp_path / "inbox"
-    write(inbox / "sites/s.csv", "site_id,name,district,subdistrict,community,kind,opens,closes\n"
-                                 "S1,外滩小学采样点,黄浦区,外滩街道,中山居委,fixed,08:00,20:00\n")
+    write(inbox / "sites/s.csv", SITES)
     write(inbox / "register/r.csv", REGISTER_HEADER + "\n" + "\n".join(rows) + "\n")
+    if zones.count("\n") > 1:
+        write(inbox / "zones/z.csv", zones)
     for f in discover(inbox):
         assert take_file(f, cfg).status == "accepted"
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
                    ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
-        define_views(con, cfg)
-        plan = plan_reminders(con, cfg.sms, cfg.city.timezone, "R1", datetime(2022, 4, 4, 10, tzinfo=SH))
-    assert (plan.counts["due"], plan.counts["not_mobile"]) == (2, 2)
-    assert sorted(plan.due["phone"].to_list()) == ["+85291234567", "+8613800138000"]
+
+    def plan(at: datetime):
+        with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+            define_views(con, cfg)
+            return plan_reminders(con, cfg.sms, cfg.city.timezone, "R1", at)
+
+    return plan
+
+
+def test_only_mobiles_are_planned(tmp_path, cfg):
+    """Issue 13.4: a landline (021-6321 1234) became an SMS target."""
+    from tests.helpers import register_row, ric
+
+    phones = ["13800138000", "021-6321 1234", "+852 9123 4567", "+852 2123 4567"]
+    plan = small_city(tmp_path, cfg, [register_row(ric(f"31010119850101{i:03d}"), phone=p) for i, p in enumerate(phones)])
+    result = plan(datetime(2022, 4, 4, 10, tzinfo=SH))
+    assert (result.counts["due"], result.counts["not_mobile"]) == (2, 2)
+    assert sorted(result.due["phone"].to_list()) == ["+85291234567", "+8613800138000"]
+
+
+def test_sealed_controlled_and_limited_mobility(tmp_path, cfg):
+    """Issue 13.3: a sealed-zone resident got an SMS sending them to a fixed site. Sealed zone and
+    limited mobility: door to door, no SMS to a site; controlled zone: a site of their own
+    community only, else door to door."""
+    from tests.helpers import register_row, ric
+
+    def person(i, grid, mobility="false", community="中山居委"):
+        return register_row(ric(f"31010119850101{i:03d}"), phone=f"1380013800{i}", grid=grid,
+                            mobility=mobility).replace("中山居委", community)
+
+    rows = [person(0, "G1"), person(1, "GS"), person(2, "G1", mobility="true"),
+            person(3, "GC"), person(4, "GC2", community="无采样点居委"), person(5, "GP")]
+    zones = ("grid,zone,since\nGS,sealed,2022-04-01T00:00:00+08:00\nGC,controlled,2022-04-01T00:00:00+08:00\n"
+             "GC2,controlled,2022-04-01T00:00:00+08:00\nGP,precaution,2022-04-01T00:00:00+08:00\n"
+             "G1,sealed,2022-04-05T00:00:00+08:00\n")  # G1 sealed only from the next day
+    result = small_city(tmp_path, cfg, rows, zones)(datetime(2022, 4, 4, 10, tzinfo=SH))
+    assert result.counts["door_to_door"] == 3  # the sealed grid, limited mobility, controlled without a site
+    assert result.counts["due"] == 3  # G1 (not yet sealed at as_of), the controlled grid with a site, precaution
+    assert sorted(result.due["phone"].to_list()) == ["+8613800138000", "+8613800138003", "+8613800138005"]
+    assert set(result.due["body"].str.contains("外滩小学采样点").to_list()) == {True}
+
+
+def test_no_reminder_after_the_deadline(tmp_path, cfg):
+    """Issue 13.1: the next morning the sweep sent "请于04月04日22:00前…", 11 h past."""
+    from tests.helpers import register_row, ric
+
+    plan = small_city(tmp_path, cfg, [register_row(ric(f"31010119850101{i:03d}"), phone=f"1380013800{i}")
+                                      for i in range(3)])
+    assert plan(datetime(2022, 4, 4, 19, tzinfo=SH)).counts["due"] == 3
+    late = plan(datetime(2022, 4, 5, 9, tzinfo=SH))
+    assert late.due.is_empty() and late.counts["after_deadline"] == 3 and late.counts["due"] == 0
