@@ -1,8 +1,14 @@
 """Turnaround time (TAT) per tube and link: collected → sealed → departed → received → called →
-published (the results file taken), in hours, and breaches of the targets: collected → called
+published, in hours, and breaches of the targets: collected → called
 within ``collected_to_called_hours`` (``key_group_collected_to_called_hours`` for a tube with a
 key-group member). The instruments' exports carry the run's end, not its start: the link
-``received → called`` holds the run."""
+``received → called`` holds the run.
+
+Every time is the event's, never the wall clock, so two clean ingests of one inbox give the
+same TAT, in a replay too: a call is *published* when the results file holding it was complete,
+the last run end (``finished_at``) the file reports. (When a file was uploaded is not an event
+of the city: ``ingest_ledger.ingested_at`` is the machine's clock and would make a replayed
+round read 40,000 h.)"""
 
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ def define_tat_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
             SELECT DISTINCT tm.tube_barcode FROM tube_members tm JOIN register reg USING (person_key)
             WHERE tm.round_id = rid AND reg.key_group IS NOT NULL
         ), k AS (
-            SELECT k.tube_barcode, k.called_at, l.ingested_at AS published_at
-            FROM tube_calls(as_of) k LEFT JOIN ingest_ledger l ON l.content_hash = k.called_by_file
+            SELECT k.tube_barcode, k.called_at, greatest(k.called_at, f.complete_at) AS published_at
+            FROM tube_calls(as_of) k
+            LEFT JOIN (SELECT source_hash, max(finished_at) AS complete_at FROM results GROUP BY source_hash) f
+                   ON f.source_hash = k.called_by_file
             WHERE k.final
         )
         SELECT c.round_id, c.tube_barcode, c.lab_id, c.collected_at, c.sealed_at, coalesce(c.departed_at, c.packed_at) AS departed_at,

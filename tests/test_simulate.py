@@ -379,3 +379,23 @@ def test_a_tiny_city_for_every_seed(seed, tmp_path):
     assert {"register", "sites", "labs", "scans", "manifests", "receipts", "results"} <= set(result.files)
     truth = json.loads((tmp_path / "inbox" / "_truth.json").read_text())
     assert truth["round"]["id"]
+
+
+def test_tat_is_judged_by_the_times_things_happened(ingested):
+    """Issue 13.2: "called → published" read 40,818 h in a replay (the ledger's wall-clock
+    ingest time) and differed between two clean ingests. A call is published when the results
+    file holding it was complete: its last run end."""
+    from reporting.tat import define_tat_views
+
+    cfg, _ = ingested
+    as_of = datetime.fromisoformat("2022-04-06T12:00:00+08:00")
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg)
+        define_tat_views(con, cfg.tat)
+        tat = pl.from_arrow(con.sql(f"SELECT * FROM tube_tat('R20220404', '{as_of.isoformat()}'::TIMESTAMPTZ)"
+                                    " WHERE called_at IS NOT NULL").to_arrow_table())
+    assert tat.height > 100
+    assert tat["published_at"].null_count() == 0
+    assert (tat["published_at"] >= tat["called_at"]).all()
+    assert tat["published_at"].max() <= as_of
+    assert 0 <= tat["called_to_published"].min() and tat["called_to_published"].max() < 24
