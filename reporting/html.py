@@ -35,7 +35,9 @@ def _svg(fig) -> str:
     buffer = io.StringIO()
     with warnings.catch_warnings():  # text stays text (svg.fonttype none): the browser's fonts draw 中文
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.savefig(buffer, format="svg", bbox_inches="tight")
+        # no date in the metadata and fixed element ids: the same figures give the same bytes
+        with matplotlib.rc_context({"svg.hashsalt": "tubetrail"}):
+            fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
     return text[text.index("<svg"):]
@@ -127,5 +129,12 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
         figures=figures, city=figures.city, as_of=figures.as_of.astimezone(zone), timezone=cfg.city.timezone,
         districts=districts.to_dicts(), worst=worst.to_dicts(), heat=heat, charts=charts, percentiles=percentiles,
         breaches=breaches, tat_target=cfg.tat, key_group_cycles=cfg.key_groups, lab_load=lab_load, pools=pools, zone=zone, sections=SECTIONS,
-        generated=datetime.now(zone),
+        offset=city_offset(figures.as_of, zone),
     )
+
+
+def city_offset(at: datetime, zone) -> str:
+    """``+08:00``: the city's UTC offset at ``at``, shown beside every time people read. The
+    report carries no wall-clock time of its own: two runs of one inbox as of one time give the
+    same page, byte for byte."""
+    return at.astimezone(zone).strftime("%z")[:3] + ":" + at.astimezone(zone).strftime("%z")[3:]

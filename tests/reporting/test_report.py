@@ -120,3 +120,14 @@ def test_the_browser_check_finds_a_missing_or_empty_section(called, tmp_path):
     emptied = html.split('<section id="anomalies">')[0] + '<section id="anomalies"><h2>Anomalies by kind</h2></section>' \
         + "<section" + html.split('<section id="anomalies">')[1].split("<section", 1)[1]
     assert report_problems(emptied) == ["report: section 'Anomalies by kind' is empty"]
+
+
+def test_report_html_is_in_city_time_and_the_same_bytes_twice(called, tmp_path):
+    """Issue 13.9 and 13.2: the page's times carry the city's offset, and two runs as of one time
+    give the same page (no wall-clock stamp, no chart metadata dates or random ids)."""
+    report(called, tmp_path / "a")
+    report(called, tmp_path / "b")
+    first = (tmp_path / "a" / "report.html").read_bytes()
+    assert first == (tmp_path / "b" / "report.html").read_bytes()
+    html = first.decode("utf-8")
+    assert "+08:00" in html and "generated" not in html
