@@ -10,8 +10,9 @@ row groups of other districts are skipped) and writes ``districts/<district>/``:
 * ``worklists/<grid>.csv``: the door-to-door lists (上门采样), the rule below, per grid;
 * ``summary.json``: counts only.
 
-The district of an order is its person's on the register; orders of people outside the register
-have none and go to the pack ``unknown-district``. A pack is written into a temporary folder
+The district of an order is its person's on the register; a visitor outside the register is
+routed to the district of the site that sampled them (their grid stays unknown:
+``unknown-grid``); only an order with neither goes to the pack ``unknown-district``. A pack is written into a temporary folder
 and then put in place, so writing it again (a retry, a re-run) leaves exactly one pack.
 
 Packs hold personal data (for authorised staff); ``DistrictPack`` (returned) is counts only.

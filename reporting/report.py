@@ -6,8 +6,9 @@
   ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
   ``tat.parquet``: exactly the columns of DESIGN §7;
 * ``key_groups_overdue.parquet``/``.csv``: key-group members overdue on their test cycle;
-* ``district_orders.parquet``: the orders with their person's district and ``fulfilled``, by
-  district: the input of the district packs;
+* ``district_orders.parquet``: the orders with their person's district (for a visitor outside
+  the register, the district of the site that sampled them) and ``fulfilled``, by district: the
+  input of the district packs;
 * ``report.html`` (``reporting.html``): aggregate and masked only.
 
 The district packs (``districts/<district>/``: untested, orders, the door-to-door worklists per
@@ -82,10 +83,14 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
                 SELECT person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone FROM scans
                 WHERE person_key IN (SELECT person_key FROM report_orders) AND event = 'add' GROUP BY person_key
             )
+            -- a person outside the register (a visitor) has no district of their own: their order
+            -- goes to the district of the site that sampled them, so it has an owner
             SELECT o.round_id, o.id_type, o.id_number, coalesce(reg.name, s.name) AS name,
-                   coalesce(reg.phone, s.phone) AS phone, reg.address, reg.district, reg.grid, o.reason, o.source_tube, o.priority,
-                   o.due_by, o.home_visit, o.fulfilled
+                   coalesce(reg.phone, s.phone) AS phone, reg.address, coalesce(reg.district, site.district) AS district,
+                   reg.grid, o.reason, o.source_tube, o.priority, o.due_by, o.home_visit, o.fulfilled
             FROM report_orders o LEFT JOIN register reg USING (person_key) LEFT JOIN scanned s USING (person_key)
+            LEFT JOIN tubes t ON t.tube_barcode = o.source_tube AND t.round_id = o.round_id
+            LEFT JOIN sites site ON site.site_id = t.site_id
             ORDER BY o.priority = 'normal', o.due_by, reg.grid, o.id_number""", {}),
         "untested": _frame(con, """
             SELECT st.round_id, st.id_type, st.id_number, reg.name, reg.phone, reg.address, st.district, st.subdistrict,

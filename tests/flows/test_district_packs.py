@@ -21,10 +21,11 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 OTHERS = {ric(f"31010419800101{i:03d}"): d for i, d in enumerate(
     [("徐汇区", "X1", "true"), ("徐汇区", "X1", "false"), ("徐汇区", "X2", "true"),
      ("静安区", "J1", "true"), ("静安区", "J1", "false")], start=1)}
-#: a visitor outside the register, in the positive pool TA: an order without a district
+#: a visitor outside the register, in the positive pool TA: their order goes to the district of
+#: the site that sampled them (S1, 黄浦区), not to a pack without an owner (issue 13.7)
 VISITOR = ric("11010119850505001")
 DISTRICT_OF = {**{p: "黄浦区" for p in P.values()}, **{p: d for p, (d, _g, _m) in OTHERS.items()},
-               VISITOR: "unknown-district"}
+               VISITOR: "黄浦区"}
 
 
 def city_round(tmp_path, cfg):
@@ -73,7 +74,7 @@ def test_the_report_fans_out_one_pack_per_district_on_a_local_dask_cluster(tmp_p
     folder = tmp_path / "report"
     result = round_report("R1", str(folder), AS_OF, config(tmp_path, "n_workers = 2\nthreads_per_worker = 1"),
                           cfg.warehouse.path)
-    districts = ["unknown-district", "徐汇区", "静安区", "黄浦区"]
+    districts = ["徐汇区", "静安区", "黄浦区"]
     assert sorted(p["district"] for p in result["districts"]) == sorted(districts)
     assert sorted(p.name for p in (folder / "districts").iterdir()) == sorted(districts)  # no temporary folder left
 
@@ -90,14 +91,14 @@ def test_the_report_fans_out_one_pack_per_district_on_a_local_dask_cluster(tmp_p
     assert sorted_rows(pl.concat(packs.values())).equals(sorted_rows(city_orders))
     for district, orders in packs.items():
         assert {DISTRICT_OF[p] for p in orders["id_number"]} <= {district}, district
-    assert packs["unknown-district"]["id_number"].to_list() == [VISITOR]
+    assert VISITOR in packs["黄浦区"]["id_number"].to_list()
 
     # worklists: the door-to-door rule per district and grid, each person once
     work = pl.concat([read_csv(f).with_columns(pl.lit(d).alias("pack"), pl.lit(f.stem).alias("file"))
                       for d in districts for f in (folder / "districts" / d / "worklists").glob("*.csv")])
     assert work.filter(pl.col("grid") != pl.col("file")).is_empty()
     assert sorted(zip(work["pack"], work["grid"], work["id_number"])) == sorted(
-        [("黄浦区", "G1", P[i]) for i in (1, 2, 3, 6, 7, 9)] + [("unknown-district", "unknown-grid", VISITOR)]
+        [("黄浦区", "G1", P[i]) for i in (1, 2, 3, 6, 7, 9)] + [("黄浦区", "unknown-grid", VISITOR)]
         + [(d, g, p) for p, (d, g, m) in OTHERS.items() if m == "true"])
     assert result["worklists"] == sum(p["worklists"] for p in result["districts"]) == 5  # G1, X1, X2, J1, unknown-grid
     xuhui = next(p for p in result["districts"] if p["district"] == "徐汇区")
@@ -128,4 +129,4 @@ def test_a_configured_scheduler_address_is_used(tmp_path, cfg):
                               config(tmp_path, f'dask_address = "{cluster.scheduler_address}"'), cfg.warehouse.path)
     workers = {p["dask_worker"] for p in result["districts"]}
     assert workers and workers <= ours, (workers, ours)
-    assert len(district_task_runs(folder)) == 4
+    assert len(district_task_runs(folder)) == 3
