@@ -1,31 +1,100 @@
-"""Positive-pool alerts in the Prefect UI: one markdown artifact per positive pool and one
-Prefect event ``tubetrail.pool.positive``, published right after the results file that called
-it was taken; and the automation that turns the event into a notification (created by
-``tubetrail demo`` and by ``ensure_pool_alert_automation``). Masked and aggregate only."""
+"""Alerts in the Prefect UI, published from the alert outbox, and the automation that turns
+a positive pool's event into a notification (created by ``tubetrail demo`` and by
+``ensure_pool_alert_automation``). Masked and aggregate only.
+
+The outbox (``alert_outbox``, migration 5) is written in the transaction of the facts that
+raise an alert (``warehouse.writer.record_file`` / ``record_refusal``), so a crash after that
+transaction loses nothing: :func:`publish_alerts` publishes every ``pending`` row, by kind,
+
+* ``pool_positive``: the markdown artifact ``positive-pool-<tube>`` and the event
+  ``tubetrail.pool.positive`` (resource ``tubetrail.tube.<barcode>``, payload counts only);
+* ``file_refused``: the markdown artifact ``file-refused-<hash>`` and the event
+  ``tubetrail.file.refused`` (resource ``tubetrail.file.<content hash>``, name and size);
+
+and marks each ``published``. It runs after each results file and refusal (``ingest-feed``)
+and at the start and end of every ``ingest-inbox`` run, so what a crashed run left pending is
+published by the next one even when every file is skipped as seen. It holds the warehouse write
+slot from reading the pending rows to marking them, so concurrent runs never publish one alert
+twice; it counts an attempt before publishing, so a row found pending with attempts > 0 (its
+publisher died between publishing and marking) is published again only where it is missing:
+
+* **the event** carries a deterministic id, uuid5 of the warehouse's own id (migration 5) and
+  the alert id, so a re-publish sends the same id. What Prefect 3.8's server does with a second
+  event of one id (``prefect/server``): storage drops it (``events/storage/database.py``:
+  SQLite skips ids already stored, PostgreSQL ``ON CONFLICT DO NOTHING``), so the event feed
+  shows it once. Automations are guarded differently: the reactive trigger handler
+  (``events/triggers.py``) skips an id its causal-ordering module has seen; the default module
+  (``events/ordering/memory.py``) remembers ids in a per-process TTL cache of 10,000 ids for
+  30 minutes (``SEEN_EXPIRATION``). So a repeated id does not notify twice when it comes back
+  within 30 minutes to the same server process; after a server restart, on another server
+  replica, or later than that, the automation would fire again (the stored event stays single).
+  The window for that is only a publisher killed between the event and its mark.
+* **the artifact** has no client-given id; a re-publish first looks for an artifact of the key
+  whose description carries the event id, and creates none if it is there.
+
+Emitting: ``prefect.events.emit_event`` only queues the event for the ``EventsWorker`` thread;
+``EventsWorker.instance().wait_until_empty()`` (or ``drain()``) waits for the queue, but a send
+that fails there is logged and dropped (``QueueService._main_loop``), so the outbox could mark an
+event that never left. The publisher therefore sends with its own events client
+(``get_events_client(checkpoint_every=1)``): ``emit`` returns only after a websocket ping/pong
+behind the event, i.e. once the server has read it, and raises when it cannot; then the row is
+marked. A failure leaves the row pending for the next run (logged, counts only).
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
+from prefect.runtime import flow_run
 
-from reporting.alerts import POOL_POSITIVE_EVENT, PoolAlert, pool_alert_markdown, positive_pools
-from tubetrail.config import load_config
+from flows.limits import warehouse_write_guard
+from reporting.alerts import (
+    FILE_REFUSED,
+    FILE_REFUSED_EVENT,
+    POOL_POSITIVE,
+    POOL_POSITIVE_EVENT,
+    OutboxAlert,
+    PoolAlert,
+    file_refused_markdown,
+    pool_alert_from_payload,
+    pool_alert_markdown,
+)
+from tubetrail.config import Config, load_config
 from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
 from warehouse.connection import open_configured
+from warehouse.writer import (
+    PendingAlert,
+    count_pending_alerts,
+    mark_alert_published,
+    pending_alerts,
+    record_alert_attempts,
+    warehouse_id,
+)
 
 AUTOMATION_NAME = "tubetrail: positive pool -> notify the coordinator"
 NOTIFICATION_BLOCK = "tubetrail-pool-alerts"
+#: the namespace of alert event ids (uuid5 of warehouse id and alert id)
+ALERT_EVENT_NAMESPACE = uuid.UUID("5f0c1e8a-7d3b-4c52-9a61-2b9e4f7d1c30")
 
 
 def artifact_key(tube_barcode: str) -> str:
     """Artifact keys are lower-case letters, digits and dashes."""
     return "positive-pool-" + re.sub(r"[^a-z0-9-]+", "-", tube_barcode.lower()).strip("-")
+
+
+def refused_artifact_key(content_hash: str) -> str:
+    return "file-refused-" + content_hash[:16].lower()
+
+
+def alert_event_id(warehouse: str, alert_id: str) -> uuid.UUID:
+    """The same alert of the same warehouse always has the same event id."""
+    return uuid.uuid5(ALERT_EVENT_NAMESPACE, f"{warehouse}|{alert_id}")
 
 
 def event_payload(alert: PoolAlert, timezone_name: str) -> dict:
@@ -37,26 +106,97 @@ def event_payload(alert: PoolAlert, timezone_name: str) -> dict:
             "due_by": alert.due_by.astimezone(zone).isoformat(timespec="minutes") if alert.due_by else None}
 
 
-@task(task_run_name="alert positive pools of {file_label}")
-def publish_pool_alerts(file_label: str, content_hash: str, config_path: str | None, warehouse: str | None) -> int:
-    """The pools this results file turned positive: an artifact and an event each."""
+def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict, dict]:
+    """(artifact key, markdown, description, event resource, event payload) of one alert."""
+    if alert.kind == POOL_POSITIVE:
+        pool = pool_alert_from_payload(alert.payload)
+        return (artifact_key(pool.tube_barcode), pool_alert_markdown(pool, cfg.city.timezone),
+                f"Positive pool {pool.tube_barcode}: {pool.people} people to re-sample",
+                {"prefect.resource.id": f"tubetrail.tube.{pool.tube_barcode}",
+                 "prefect.resource.name": pool.tube_barcode, "tubetrail.lab": pool.lab_id},
+                event_payload(pool, cfg.city.timezone))
+    if alert.kind == FILE_REFUSED:
+        outbox = OutboxAlert(alert.kind, alert.subject, alert.raised_at, alert.payload)
+        p = alert.payload
+        return (refused_artifact_key(alert.subject), file_refused_markdown(outbox),
+                f"File refused: {p['file_name']}",
+                {"prefect.resource.id": f"tubetrail.file.{alert.subject}", "prefect.resource.name": p["file_name"],
+                 "tubetrail.kind": p["kind"]},
+                {"file_name": p["file_name"], "kind": p["kind"], "size_bytes": p["size_bytes"]})
+    raise ValueError(f"alert kind {alert.kind!r} has no publisher")
+
+
+EVENT_NAMES = {POOL_POSITIVE: POOL_POSITIVE_EVENT, FILE_REFUSED: FILE_REFUSED_EVENT}
+
+
+def _artifact_published(key: str, marker: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return any(marker in (a.description or "") for a in found)
+
+
+def _send_event(event) -> None:
+    """Send one event and return once the server has read it (raises when it cannot)."""
+    from prefect.events.clients import get_events_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def send() -> None:
+        async with get_events_client(reconnection_attempts=3, checkpoint_every=1) as client:
+            await client.emit(event)
+
+    run_coro_as_sync(send())
+
+
+def publish_pending_alerts(cfg: Config, *, write_guard: Callable[[], AbstractContextManager[object]],
+                           run_id: str | None, logger) -> int:
+    """Publish every pending alert of the outbox and mark it; returns how many were published."""
+    from prefect.events import Event
+
+    key = id_hash_key()
+    with open_configured(cfg.warehouse, key) as con:  # a read: most calls find nothing to do
+        if not count_pending_alerts(con):
+            return 0
+    published = failed = 0
+    with write_guard(), open_configured(cfg.warehouse, key) as con:
+        pending = pending_alerts(con)
+        this_warehouse = warehouse_id(con)
+        record_alert_attempts(con, [a.alert_id for a in pending])
+        for alert in pending:
+            event_id = alert_event_id(this_warehouse, alert.alert_id)
+            marker = f"alert {event_id}"
+            try:
+                artifact, markdown, description, resource, payload = _publication(alert, cfg)
+                # attempts > 0: a run may have published it and died before marking it
+                if alert.attempts == 0 or not _artifact_published(artifact, marker):
+                    create_markdown_artifact(key=artifact, markdown=markdown, description=f"{description} ({marker})")
+                _send_event(Event(id=event_id, event=EVENT_NAMES[alert.kind], resource=resource, payload=payload))
+            except Exception as exc:  # left pending: the next run publishes it
+                failed += 1
+                logger.warning("alert %s not published (%s); it stays pending for the next run",
+                               alert.alert_id, type(exc).__name__)
+                continue
+            mark_alert_published(con, alert.alert_id, run_id)
+            published += 1
+            if alert.kind == POOL_POSITIVE:
+                logger.warning("positive pool %s (lab %s, plate %s): %d people flagged, urgent home re-sampling",
+                               alert.subject, alert.payload["lab_id"], alert.payload["plate_id"],
+                               alert.payload["people"])
+            else:
+                logger.warning("file refused: %s", alert.payload.get("file_name"))
+    if failed:
+        logger.warning("%d alert(s) left pending", failed)
+    return published
+
+
+@task(task_run_name="publish alerts {when}")
+def publish_alerts(when: str, config_path: str | None, warehouse: str | None) -> int:
+    """Publish what the outbox holds pending (``when`` names the moment in the run name)."""
     cfg = load_config(config_path).with_warehouse(warehouse)
-    with open_configured(cfg.warehouse, id_hash_key()) as con:
-        define_views(con, cfg)
-        alerts = positive_pools(con, cfg, [content_hash], datetime.now(timezone.utc))
-    logger = get_run_logger()
-    for alert in alerts:
-        create_markdown_artifact(key=artifact_key(alert.tube_barcode), markdown=pool_alert_markdown(alert, cfg.city.timezone),
-                                 description=f"Positive pool {alert.tube_barcode}: {alert.people} people to re-sample")
-        emit_event(
-            event=POOL_POSITIVE_EVENT,
-            resource={"prefect.resource.id": f"tubetrail.tube.{alert.tube_barcode}",
-                      "prefect.resource.name": alert.tube_barcode, "tubetrail.lab": alert.lab_id},
-            payload=event_payload(alert, cfg.city.timezone),
-        )
-        logger.warning("positive pool %s (lab %s, plate %s): %d people flagged, urgent home re-sampling",
-                       alert.tube_barcode, alert.lab_id, alert.plate_id, alert.people)
-    return len(alerts)
+    return publish_pending_alerts(cfg, write_guard=warehouse_write_guard(cfg), run_id=str(flow_run.get_id()),
+                                  logger=get_run_logger())
 
 
 def ensure_pool_alert_automation(webhook_url: str) -> str:

@@ -19,6 +19,7 @@ from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, ch
 from lab.instruments import UnrecognisedExport, parse_export
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from lab.results import check_results
+from reporting.alerts import OutboxAlert, file_refused_alert, pool_alerts_of_file
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.register import COLUMNS as REGISTER_COLUMNS
 from sampling.register import UNIQUE_KEY as REGISTER_KEY
@@ -60,6 +61,8 @@ class Feed:
     unique_key: tuple[str, ...] | None = None
     #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
     stage_rule: StageRule | None = None
+    #: what the file's facts raise (``reporting.alerts``), recorded in the file's transaction
+    announce: Callable[[duckdb.DuckDBPyConnection, Config, str], list[OutboxAlert]] | None = None
 
 
 FEEDS: dict[str, Feed] = {
@@ -103,6 +106,7 @@ FEEDS: dict[str, Feed] = {
         (),
         lambda records, cfg, label: check_results(records, label),
         apply_results,
+        announce=pool_alerts_of_file,
     ),
 }
 
@@ -160,8 +164,9 @@ def take_file(
             with session() as con:
                 attach_stage(con, stage_path)
                 try:
-                    if feed.stage_rule is not None:
+                    if feed.stage_rule is not None or feed.announce is not None:
                         define_views(con, cfg)
+                    if feed.stage_rule is not None:
                         apply_stage_rule(con, feed.stage_rule)
                     return record_file(
                         con,
@@ -174,6 +179,8 @@ def take_file(
                         warnings=warnings,
                         apply=feed.apply,
                         run_id=run_id,
+                        announce=(None if feed.announce is None
+                                  else lambda c, h: feed.announce(c, cfg, h)),
                     )
                 finally:
                     detach_stage(con)
@@ -187,4 +194,6 @@ def take_file(
                 size_bytes=size,
                 message=str(refusal),
                 run_id=run_id,
+                alerts=[file_refused_alert(content_hash=digest, kind=file.kind, file_name=file.label,
+                                           size_bytes=size, received_at=export_written_at(path))],
             )

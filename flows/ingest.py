@@ -1,7 +1,10 @@
 """Ingest flows: ``ingest-inbox`` takes every new file of an inbox, one ``ingest-feed`` subflow
 per kind in dependency order, one task per file (retried; writes are idempotent through the
 ledger). Each run publishes a per-file summary artifact: counts and reasons, no personal data.
-A results file that turns pools positive publishes their alerts at once (``flows.alerts``)."""
+Alerts are recorded with the facts that raise them (the alert outbox) and published by
+``flows.alerts.publish_alerts``: after each results file and refusal, so a positive pool is seen
+within seconds, and at the start and end of every ``ingest-inbox`` run, so what a crashed run
+left pending goes out with the next run."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.alerts import publish_pool_alerts
+from flows.alerts import publish_alerts
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.summary import chain_summary, chain_summary_markdown
@@ -47,9 +50,9 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
                 "%s %s: read %d, accepted %d, quarantined %d",
                 outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted, outcome.rows_quarantined,
             )
-        if kind == "results" and outcome.status == "accepted":
+        if outcome.status == "refused" or (kind == "results" and outcome.status == "accepted"):
             # the coordinator sees a positive pool within seconds of the file that called it
-            publish_pool_alerts(outcome.file_name, outcome.content_hash, config_path, warehouse)
+            publish_alerts(f"after {outcome.file_name}", config_path, warehouse)
     return outcomes
 
 
@@ -84,6 +87,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     cfg = load_config(config_path).with_warehouse(warehouse)
     id_hash_key()  # fail fast, before any file, when the secret is missing
     ensure_concurrency_limits(cfg)
+    publish_alerts("left pending", config_path, warehouse)  # by a run that died before publishing
     found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
@@ -91,6 +95,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
         outcomes.extend(ingest_feed(kind, list(stretch), config_path, warehouse))
     logger.info("took %d file(s), %d seen before, %d refused", sum(o.status == "accepted" for o in outcomes),
                 sum(o.status == "skipped" for o in outcomes), sum(o.status == "refused" for o in outcomes))
+    publish_alerts("at the end", config_path, warehouse)
     publish_ingest_summary(outcomes)
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         publish_chain_summary(config_path, warehouse)

@@ -2,6 +2,12 @@
 positive, masked. Aggregates and masked members only; the worklists (re-sampling orders)
 hold the personal data for authorised staff.
 
+What the facts make the product announce goes to the alert outbox (``alert_outbox``) in the
+transaction that records those facts, and is published from there (``flows.alerts``). This
+module decides what to announce: :func:`pool_alerts_of_file` (the pools a results file turned
+positive, judged as of that file's last reading) and :func:`file_refused_alert`; each is an
+:class:`OutboxAlert` whose id is its kind and subject, so announcing it twice records it once.
+
 ``positive_pools(con, cfg, files, as_of)``: the pooled tubes called ``positive`` or persisting
 ``single_target`` by the given results files (content hashes), with lab, run, plate, round,
 the call time, when their urgent re-samples are due, the number of people, and the members
@@ -11,7 +17,7 @@ cut-off) and at the plates they ran on, so it answers in a moment at city scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -24,6 +30,30 @@ from tubetrail.sql import sql_in_list, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
+#: the Prefect event a refused file emits
+FILE_REFUSED_EVENT = "tubetrail.file.refused"
+
+#: outbox kinds (later kinds: single positive, overdue order, lab over capacity, ...)
+POOL_POSITIVE = "pool_positive"
+FILE_REFUSED = "file_refused"
+
+
+@dataclass(frozen=True)
+class OutboxAlert:
+    """One thing to announce: ``kind`` and ``subject`` (a tube barcode, a file's content hash)
+    name it once and for all; ``payload`` holds counts and masked data only; ``raised_at`` is
+    when it happened (the call, the file), never when it was recorded."""
+
+    kind: str
+    subject: str
+    raised_at: datetime
+    payload: dict = field(default_factory=dict)
+    round_id: str | None = None
+    source_hash: str | None = None
+
+    @property
+    def alert_id(self) -> str:
+        return f"{self.kind}:{self.subject}"
 
 
 @dataclass(frozen=True)
@@ -116,3 +146,56 @@ def pool_alert_markdown(alert: PoolAlert, timezone: str) -> str:
     ]
     lines += [f"| {i or '–'} | {n or '–'} | {p or '–'} | {g or '–'} |" for i, n, p, g in alert.members]
     return "\n".join(lines) + "\n"
+
+
+def pool_alert_payload(alert: PoolAlert) -> dict:
+    """A pool alert as outbox payload: counts, places and masked members (JSON-ready)."""
+    payload = asdict(alert)
+    payload["called_at"] = alert.called_at.isoformat()
+    payload["due_by"] = alert.due_by.isoformat() if alert.due_by else None
+    payload["members"] = [list(m) for m in alert.members]
+    return payload
+
+
+def pool_alert_from_payload(payload: dict) -> PoolAlert:
+    return PoolAlert(**{
+        **payload,
+        "called_at": datetime.fromisoformat(payload["called_at"]),
+        "due_by": datetime.fromisoformat(payload["due_by"]) if payload.get("due_by") else None,
+        "members": tuple(tuple(m) for m in payload["members"]),
+    })
+
+
+def pool_alerts_of_file(con: duckdb.DuckDBPyConnection, cfg: Config, content_hash: str) -> list[OutboxAlert]:
+    """The pools a results file turned positive, judged as of the file's last reading (its
+    event time, not the clock), each raised at its call. Needs the views of
+    :func:`tubetrail.views.define_views` and the file's results and ledger entry (the writer
+    calls it inside the file's transaction)."""
+    (as_of,) = con.execute(
+        """SELECT max(coalesce(r.finished_at, l.ingested_at)) FROM results r
+           JOIN ingest_ledger l ON l.content_hash = r.source_hash WHERE r.source_hash = ?""",
+        [content_hash],
+    ).fetchone()
+    if as_of is None:
+        return []
+    return [
+        OutboxAlert(POOL_POSITIVE, alert.tube_barcode, alert.called_at, pool_alert_payload(alert),
+                    round_id=alert.round_id, source_hash=content_hash)
+        for alert in positive_pools(con, cfg, [content_hash], as_of)
+    ]
+
+
+def file_refused_alert(*, content_hash: str, kind: str, file_name: str, size_bytes: int,
+                       received_at: datetime) -> OutboxAlert:
+    """A refused file (DESIGN §8): its name, kind and size; the reason stays in the ledger."""
+    return OutboxAlert(FILE_REFUSED, content_hash, received_at,
+                       {"file_name": file_name, "kind": kind, "size_bytes": size_bytes},
+                       source_hash=content_hash)
+
+
+def file_refused_markdown(alert: OutboxAlert) -> str:
+    p = alert.payload
+    return (f"# File refused: {p['file_name']}\n\n"
+            f"A {p['kind']} file of {p['size_bytes']:,} bytes could not be read and was refused whole; "
+            "the reason is in the ingest summary and the ledger. Fix it at the source and drop the corrected "
+            "file in the inbox.\n")

@@ -203,6 +203,29 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        5,
+        "alerts: the outbox (one row per thing to announce, written with the facts that raise it)",
+        """
+        CREATE TABLE alert_outbox (
+            alert_id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            subject VARCHAR NOT NULL,
+            round_id VARCHAR,
+            payload JSON NOT NULL,
+            raised_at TIMESTAMPTZ NOT NULL,
+            source_hash VARCHAR,
+            state VARCHAR NOT NULL CHECK (state IN ('pending', 'published')),
+            attempts INTEGER NOT NULL,
+            recorded_at TIMESTAMPTZ NOT NULL,
+            published_at TIMESTAMPTZ,
+            flow_run_id VARCHAR,
+            UNIQUE (kind, subject)
+        );
+        -- names this warehouse among others on one Prefect server (event ids are derived from it)
+        INSERT INTO warehouse_settings VALUES ('warehouse_id', CAST(uuid() AS VARCHAR));
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).

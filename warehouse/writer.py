@@ -12,12 +12,16 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import duckdb
 import polars as pl
 
 from tubetrail.rules import LINE, WARNING_PREFIX, StageRule
 from warehouse.schema import UPSERT_KEYS
+
+if TYPE_CHECKING:
+    from reporting.alerts import OutboxAlert
 
 
 @dataclass(frozen=True)
@@ -58,14 +62,82 @@ def record_refusal(
     size_bytes: int,
     message: str,
     run_id: str | None,
+    alerts: Sequence[OutboxAlert] = (),
 ) -> FileOutcome:
-    con.execute(
-        "INSERT INTO ingest_ledger (content_hash, kind, file_name, size_bytes, status, rows_read, rows_accepted,"
-        " rows_quarantined, message, ingested_at, flow_run_id) VALUES (?, ?, ?, ?, 'refused', 0, 0, 0, ?, ?, ?)"
-        " ON CONFLICT DO NOTHING",
-        [content_hash, kind, file_name, size_bytes, message, _now(), run_id],
-    )
+    """The ledger entry of a refused file and its alerts, in one transaction."""
+    con.begin()
+    try:
+        con.execute(
+            "INSERT INTO ingest_ledger (content_hash, kind, file_name, size_bytes, status, rows_read, rows_accepted,"
+            " rows_quarantined, message, ingested_at, flow_run_id) VALUES (?, ?, ?, ?, 'refused', 0, 0, 0, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [content_hash, kind, file_name, size_bytes, message, _now(), run_id],
+        )
+        record_alerts(con, alerts)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
     return FileOutcome(kind, file_name, content_hash, "refused", message=message)
+
+
+def record_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert]) -> None:
+    """Put alerts in the outbox, ``pending``, inside the caller's transaction: an alert already
+    there (same kind and subject) is not recorded again."""
+    if not alerts:
+        return
+    now = _now()
+    con.executemany(
+        "INSERT INTO alert_outbox (alert_id, kind, subject, round_id, payload, raised_at, source_hash, state, attempts,"
+        " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT DO NOTHING",
+        [[a.alert_id, a.kind, a.subject, a.round_id, json.dumps(a.payload, ensure_ascii=False), a.raised_at,
+          a.source_hash, now] for a in alerts],
+    )
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    alert_id: str
+    kind: str
+    subject: str
+    round_id: str | None
+    payload: dict
+    raised_at: datetime
+    attempts: int
+
+
+def pending_alerts(con: duckdb.DuckDBPyConnection) -> list[PendingAlert]:
+    """The outbox's pending alerts, oldest first (a read)."""
+    return [
+        PendingAlert(alert_id, kind, subject, round_id, json.loads(payload), raised_at, attempts)
+        for alert_id, kind, subject, round_id, payload, raised_at, attempts in con.execute(
+            "SELECT alert_id, kind, subject, round_id, payload, raised_at, attempts FROM alert_outbox"
+            " WHERE state = 'pending' ORDER BY raised_at, alert_id"
+        ).fetchall()
+    ]
+
+
+def warehouse_id(con: duckdb.DuckDBPyConnection) -> str:
+    """This warehouse's own id (migration 5): tells its alerts apart from another warehouse's
+    on a shared Prefect server."""
+    return con.execute("SELECT value FROM warehouse_settings WHERE name = 'warehouse_id'").fetchall()[0][0]
+
+
+def count_pending_alerts(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(*) FROM alert_outbox WHERE state = 'pending'").fetchall()[0][0]
+
+
+def record_alert_attempts(con: duckdb.DuckDBPyConnection, alert_ids: Sequence[str]) -> None:
+    """Count a publishing attempt before it starts: an alert found pending with attempts > 0 may
+    have been published by a run that died before marking it."""
+    if alert_ids:
+        con.execute("UPDATE alert_outbox SET attempts = attempts + 1 WHERE state = 'pending' AND alert_id IN"
+                    " (SELECT unnest(?::VARCHAR[]))", [list(alert_ids)])
+
+
+def mark_alert_published(con: duckdb.DuckDBPyConnection, alert_id: str, run_id: str | None) -> None:
+    con.execute("UPDATE alert_outbox SET state = 'published', published_at = ?, flow_run_id = ?"
+                " WHERE alert_id = ? AND state = 'pending'", [_now(), run_id, alert_id])
 
 
 STAGE = "stage"
@@ -117,10 +189,12 @@ def record_file(
     warnings: dict[str, int],
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None],
     run_id: str | None,
+    announce: Callable[[duckdb.DuckDBPyConnection, str], Sequence[OutboxAlert]] | None = None,
 ) -> FileOutcome:
     """Take one staged file (attached as ``stage``) in one transaction. ``apply(con,
     content_hash, run_id)`` writes the accepted rows, which it finds in the temporary view
-    ``staged`` (file columns, ``source_line``)."""
+    ``staged`` (file columns, ``source_line``). ``announce(con, content_hash)`` then says what
+    the file's facts raise (a domain rule); its alerts go to the outbox in the same transaction."""
     accepted = int(con.sql(f"SELECT count(*) FROM {STAGE}.accepted").fetchall()[0][0])
     quarantined = int(con.sql(f"SELECT count(*) FROM {STAGE}.quarantined").fetchall()[0][0])
     if accepted + quarantined != rows_read:
@@ -151,6 +225,8 @@ def record_file(
             [content_hash, kind, file_name, file_format, size_bytes, rows_read, accepted, quarantined,
              json.dumps(warnings, ensure_ascii=False) if warnings else None, now, run_id],
         )
+        if announce is not None:
+            record_alerts(con, announce(con, content_hash))
         con.commit()
     except BaseException:
         con.rollback()

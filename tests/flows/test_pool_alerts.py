@@ -26,7 +26,7 @@ def receiver(tmp_path):
 
 
 def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, receiver):
-    from flows.alerts import artifact_key, ensure_pool_alert_automation
+    from flows.alerts import alert_event_id, artifact_key, ensure_pool_alert_automation
     from flows.ingest import ingest_inbox
     from tests.flows.test_ingest_flow import read_artifacts
 
@@ -36,15 +36,21 @@ def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, rec
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
                    ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+        (warehouse,) = con.execute("SELECT value FROM warehouse_settings WHERE name = 'warehouse_id'").fetchone()
     inbox = build(tmp_path / "in")
     ingest_inbox(str(inbox), None, cfg.warehouse.path)
+    # this warehouse's event ids (tests share one server): each alert's artifact names its event
+    ids = {tube: str(alert_event_id(warehouse, f"pool_positive:{tube}")) for tube in ("TA", "TC", "TD")}
+
+    def artifacts(tube):
+        return [a for a in read_artifacts(artifact_key(tube)) if ids[tube] in (a.description or "")]
 
     # TA and TC turn positive, TD's single target persists; TS1/TS2 are single tubes, no pool
     for tube, people in (("TA", 3), ("TC", 1), ("TD", 1)):
-        (artifact,) = read_artifacts(artifact_key(tube))
+        (artifact,) = artifacts(tube)
         assert f"**{people} people**" in artifact.data and f"| {tube} |" in artifact.data
     assert not read_artifacts(artifact_key("TS1"))
-    ta = read_artifacts(artifact_key("TA"))[0].data
+    ta = artifacts("TA")[0].data
     assert P[1][:6] + "********" + P[1][-4:] in ta and "张*" in ta and "138****8000" in ta
     for secret in [*P.values(), "张三", "13800138000", "1 Road"]:
         assert secret not in ta
@@ -55,7 +61,8 @@ def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, rec
 
     def pool_events() -> list[dict]:
         response = httpx.post(f"{prefect_server}/events/filter",
-                              json={"filter": {"event": {"name": ["tubetrail.pool.positive"]}}, "limit": 50})
+                              json={"filter": {"event": {"name": ["tubetrail.pool.positive"]},
+                                               "id": {"id": list(ids.values())}}, "limit": 50})
         response.raise_for_status()
         return response.json()["events"]
 
