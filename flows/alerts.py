@@ -1,6 +1,6 @@
 """Alerts in the Prefect UI, published from the alert outbox, and the automation that turns
 a positive pool's event into a notification (created by ``tubetrail demo`` and by
-``ensure_pool_alert_automation``). Masked and aggregate only.
+``ensure_alert_automations``). Masked and aggregate only.
 
 The outbox (``alert_outbox``, migration 5) is written in the transaction of the facts that
 raise an alert (``warehouse.writer.record_file`` / ``record_refusal``), so a crash after that
@@ -8,6 +8,8 @@ transaction loses nothing: :func:`publish_alerts` publishes every ``pending`` ro
 
 * ``pool_positive``: the markdown artifact ``positive-pool-<tube>`` and the event
   ``tubetrail.pool.positive`` (resource ``tubetrail.tube.<barcode>``, payload counts only);
+* ``positive_single``: a single tube called positive, a person positive (a single sample, a
+  re-sample): the artifact ``positive-single-<tube>`` and the event ``tubetrail.single.positive``;
 * ``file_refused``: the markdown artifact ``file-refused-<hash>`` and the event
   ``tubetrail.file.refused`` (resource ``tubetrail.file.<content hash>``, name and size);
 
@@ -59,6 +61,8 @@ from reporting.alerts import (
     FILE_REFUSED_EVENT,
     POOL_POSITIVE,
     POOL_POSITIVE_EVENT,
+    POSITIVE_SINGLE,
+    POSITIVE_SINGLE_EVENT,
     OutboxAlert,
     PoolAlert,
     file_refused_markdown,
@@ -83,9 +87,13 @@ NOTIFICATION_BLOCK = "tubetrail-pool-alerts"
 ALERT_EVENT_NAMESPACE = uuid.UUID("5f0c1e8a-7d3b-4c52-9a61-2b9e4f7d1c30")
 
 
-def artifact_key(tube_barcode: str) -> str:
+def artifact_key(tube_barcode: str, prefix: str = "positive-pool-") -> str:
     """Artifact keys are lower-case letters, digits and dashes."""
-    return "positive-pool-" + re.sub(r"[^a-z0-9-]+", "-", tube_barcode.lower()).strip("-")
+    return prefix + re.sub(r"[^a-z0-9-]+", "-", tube_barcode.lower()).strip("-")
+
+
+def single_artifact_key(tube_barcode: str) -> str:
+    return artifact_key(tube_barcode, "positive-single-")
 
 
 def refused_artifact_key(content_hash: str) -> str:
@@ -102,6 +110,7 @@ def event_payload(alert: PoolAlert, timezone_name: str) -> dict:
     zone = ZoneInfo(timezone_name)
     return {"round_id": alert.round_id, "call": alert.call, "lab_id": alert.lab_id, "run_id": alert.run_id,
             "plate_id": alert.plate_id, "people": alert.people, "grids": alert.grids,
+            "pooled": alert.pooled, "resample": alert.resample,
             "called_at": alert.called_at.astimezone(zone).isoformat(timespec="minutes"),
             "due_by": alert.due_by.astimezone(zone).isoformat(timespec="minutes") if alert.due_by else None}
 
@@ -115,6 +124,13 @@ def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict,
                 {"prefect.resource.id": f"tubetrail.tube.{pool.tube_barcode}",
                  "prefect.resource.name": pool.tube_barcode, "tubetrail.lab": pool.lab_id},
                 event_payload(pool, cfg.city.timezone))
+    if alert.kind == POSITIVE_SINGLE:
+        single = pool_alert_from_payload(alert.payload)
+        return (single_artifact_key(single.tube_barcode), pool_alert_markdown(single, cfg.city.timezone),
+                f"Positive single tube {single.tube_barcode}: a person positive",
+                {"prefect.resource.id": f"tubetrail.tube.{single.tube_barcode}",
+                 "prefect.resource.name": single.tube_barcode, "tubetrail.lab": single.lab_id},
+                event_payload(single, cfg.city.timezone))
     if alert.kind == FILE_REFUSED:
         outbox = OutboxAlert(alert.kind, alert.subject, alert.raised_at, alert.payload)
         p = alert.payload
@@ -126,7 +142,8 @@ def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict,
     raise ValueError(f"alert kind {alert.kind!r} has no publisher")
 
 
-EVENT_NAMES = {POOL_POSITIVE: POOL_POSITIVE_EVENT, FILE_REFUSED: FILE_REFUSED_EVENT}
+EVENT_NAMES = {POOL_POSITIVE: POOL_POSITIVE_EVENT, POSITIVE_SINGLE: POSITIVE_SINGLE_EVENT,
+               FILE_REFUSED: FILE_REFUSED_EVENT}
 
 
 def _artifact_published(key: str, marker: str) -> bool:
@@ -184,6 +201,9 @@ def publish_pending_alerts(cfg: Config, *, write_guard: Callable[[], AbstractCon
                 logger.warning("positive pool %s (lab %s, plate %s): %d people flagged, urgent home re-sampling",
                                alert.subject, alert.payload["lab_id"], alert.payload["plate_id"],
                                alert.payload["people"])
+            elif alert.kind == POSITIVE_SINGLE:
+                logger.warning("positive single tube %s (lab %s, plate %s): a person positive",
+                               alert.subject, alert.payload["lab_id"], alert.payload["plate_id"])
             else:
                 logger.warning("file refused: %s", alert.payload.get("file_name"))
     if failed:
@@ -199,9 +219,36 @@ def publish_alerts(when: str, config_path: str | None, warehouse: str | None) ->
                                   logger=get_run_logger())
 
 
-def ensure_pool_alert_automation(webhook_url: str) -> str:
-    """Create (or replace) the automation: every ``tubetrail.pool.positive`` event sends a
-    notification through a custom-webhook block to ``webhook_url``. Returns the automation id."""
+#: one automation per alert event (DESIGN §8: an event and an automation each), all notifying
+#: the coordinator through one webhook block: (name, description, subject, body)
+AUTOMATIONS: dict[str, tuple[str, str, str, str]] = {
+    POOL_POSITIVE_EVENT: (
+        AUTOMATION_NAME,
+        "A pooled tube turned positive: notify the lab coordinator (counts only, no personal data).",
+        "Positive pool {{ event.resource.name }}",
+        "Positive pool {{ event.resource.name }} ({{ event.payload.call }}) at lab {{ event.payload.lab_id }}, "
+        "plate {{ event.payload.plate_id }}: {{ event.payload.people }} people in {{ event.payload.grids }} grid(s) "
+        "to re-sample at home by {{ event.payload.due_by }}."),
+    POSITIVE_SINGLE_EVENT: (
+        "tubetrail: positive single tube -> notify the coordinator",
+        "A single tube (a single sample or a re-sample) turned positive: a person is positive (no personal data).",
+        "Positive single tube {{ event.resource.name }}",
+        "Positive single tube {{ event.resource.name }} ({{ event.payload.call }}; re-sample: "
+        "{{ event.payload.resample }}) at lab {{ event.payload.lab_id }}, plate {{ event.payload.plate_id }}, "
+        "called {{ event.payload.called_at }}: one person positive, hand over to the CDC now."),
+    FILE_REFUSED_EVENT: (
+        "tubetrail: file refused -> notify the coordinator",
+        "An inbox file could not be read and was refused whole (name and size only).",
+        "File refused: {{ event.resource.name }}",
+        "The {{ event.payload.kind }} file {{ event.resource.name }} ({{ event.payload.size_bytes }} bytes) was "
+        "refused whole; the reason is in the ingest summary. Fix it at the source and send it again."),
+}
+
+
+def ensure_alert_automations(webhook_url: str) -> dict[str, str]:
+    """Create (or replace) one automation per alert event (:data:`AUTOMATIONS`): each event
+    sends a notification through a custom-webhook block to ``webhook_url``. Returns the
+    automation id per event."""
     from prefect.automations import Automation, EventTrigger, Posture, SendNotification
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
@@ -210,21 +257,17 @@ def ensure_pool_alert_automation(webhook_url: str) -> str:
         json_data={"subject": "{{subject}}", "body": "{{body}}"},
     )
     block_id = block.save(NOTIFICATION_BLOCK, overwrite=True)
-    try:
-        Automation.read(name=AUTOMATION_NAME).delete()
-    except ValueError:
-        pass
-    automation = Automation(
-        name=AUTOMATION_NAME,
-        description="A pooled tube turned positive: notify the lab coordinator (counts only, no personal data).",
-        trigger=EventTrigger(expect={POOL_POSITIVE_EVENT}, match={"prefect.resource.id": "tubetrail.tube.*"},
-                             posture=Posture.Reactive, threshold=1, within=0),
-        actions=[SendNotification(
-            block_document_id=block_id,
-            subject="Positive pool {{ event.resource.name }}",
-            body=("Positive pool {{ event.resource.name }} ({{ event.payload.call }}) at lab {{ event.payload.lab_id }}, "
-                  "plate {{ event.payload.plate_id }}: {{ event.payload.people }} people in {{ event.payload.grids }} grid(s) "
-                  "to re-sample at home by {{ event.payload.due_by }}."),
-        )],
-    ).create()
-    return str(automation.id)
+    created = {}
+    for event, (name, description, subject, body) in AUTOMATIONS.items():
+        try:
+            Automation.read(name=name).delete()
+        except ValueError:
+            pass
+        automation = Automation(
+            name=name, description=description,
+            trigger=EventTrigger(expect={event}, match={"prefect.resource.id": "tubetrail.*"},
+                                 posture=Posture.Reactive, threshold=1, within=0),
+            actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)],
+        ).create()
+        created[event] = str(automation.id)
+    return created

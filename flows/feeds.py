@@ -19,7 +19,7 @@ from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, ch
 from lab.instruments import UnrecognisedExport, parse_export
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from lab.results import check_results
-from reporting.alerts import OutboxAlert, file_refused_alert, pool_alerts_of_file
+from reporting.alerts import OutboxAlert, file_refused_alert, positive_alerts_of_file
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.register import COLUMNS as REGISTER_COLUMNS
 from sampling.register import UNIQUE_KEY as REGISTER_KEY
@@ -106,7 +106,7 @@ FEEDS: dict[str, Feed] = {
         (),
         lambda records, cfg, label: check_results(records, label),
         apply_results,
-        announce=pool_alerts_of_file,
+        announce=positive_alerts_of_file,
     ),
 }
 

@@ -4,8 +4,9 @@ hold the personal data for authorised staff.
 
 What the facts make the product announce goes to the alert outbox (``alert_outbox``) in the
 transaction that records those facts, and is published from there (``flows.alerts``). This
-module decides what to announce: :func:`pool_alerts_of_file` (the pools a results file turned
-positive, judged as of that file's last reading) and :func:`file_refused_alert`; each is an
+module decides what to announce: :func:`positive_alerts_of_file` (every positive call of a
+results file, pooled or single, judged as of that file's last reading) and
+:func:`file_refused_alert`; each is an
 :class:`OutboxAlert` whose id is its kind and subject, so announcing it twice records it once.
 
 ``positive_pools(con, cfg, files, as_of)``: the pooled tubes called ``positive`` or persisting
@@ -30,11 +31,15 @@ from tubetrail.sql import sql_in_list, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
+#: the Prefect event a positive single tube emits: a person is positive (a single sample, a
+#: re-sample of a positive pool, a key-group member), for the CDC at once (流调)
+POSITIVE_SINGLE_EVENT = "tubetrail.single.positive"
 #: the Prefect event a refused file emits
 FILE_REFUSED_EVENT = "tubetrail.file.refused"
 
 #: outbox kinds (later kinds: single positive, overdue order, lab over capacity, ...)
 POOL_POSITIVE = "pool_positive"
+POSITIVE_SINGLE = "positive_single"
 FILE_REFUSED = "file_refused"
 
 
@@ -65,15 +70,26 @@ class PoolAlert:
     run_id: str
     plate_id: str
     called_at: datetime
-    due_by: datetime
+    due_by: datetime | None  # pooled: the urgent re-samples; a single tube orders none
     people: int
     grids: int
     #: (masked ID, masked name, masked phone, grid) per member
     members: tuple[tuple[str | None, str | None, str | None, str | None], ...]
+    #: a pooled tube (capacity > 1); else a single tube, whose one person is positive
+    pooled: bool = True
+    #: a single tube taken as a re-sample (of a positive pool, a refused or lost tube)
+    resample: bool = False
 
 
 def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str], as_of: datetime) -> list[PoolAlert]:
-    """Needs the views of :func:`tubetrail.views.define_views`."""
+    """The pooled tubes among :func:`positive_calls`."""
+    return [alert for alert in positive_calls(con, cfg, files, as_of) if alert.pooled]
+
+
+def positive_calls(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str], as_of: datetime) -> list[PoolAlert]:
+    """Every tube the given results files called positive (or persisting single target): pooled
+    tubes, whose people are flagged, and single tubes (a single sample or a re-sample), whose
+    person is positive. Needs the views of :func:`tubetrail.views.define_views`."""
     if not files:
         return []
     candidates = [r[0] for r in con.execute(
@@ -87,10 +103,11 @@ def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
         return []
     pools = con.execute(
         f"""
-        SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at
+        SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
+               t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
         FROM tube_calls($as_of, tubes := {sql_text_list(candidates)}) k JOIN tubes t USING (tube_barcode)
         WHERE t.tube_barcode IN {sql_in_list(candidates)}
-          AND t.capacity > 1 AND viral_call(k.call)
+          AND viral_call(k.call)
           AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
         ORDER BY k.called_at, k.tube_barcode
         """,
@@ -119,25 +136,34 @@ def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
     ).fetchall():
         members[tube] = (people, grids, tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in listed))
     return [
-        PoolAlert(tube, round_id, call, lab, run, plate, called_at, urgent_due_by(called_at, cfg.resample),
-                  *members.get(tube, (0, 0, ())))
-        for tube, round_id, call, lab, run, plate, called_at in pools
+        PoolAlert(tube, round_id, call, lab, run, plate, called_at,
+                  urgent_due_by(called_at, cfg.resample) if pooled else None,
+                  *members.get(tube, (0, 0, ())), pooled=pooled, resample=resample)
+        for tube, round_id, call, lab, run, plate, called_at, pooled, resample in pools
     ]
 
 
 def pool_alert_markdown(alert: PoolAlert, timezone: str) -> str:
     zone = ZoneInfo(timezone)
     kind = "positive" if alert.call == "positive" else "single target, persisting on the re-run"
+    offset = alert.called_at.astimezone(zone).strftime("%z")
+    offset = f"{offset[:3]}:{offset[3:]}"
+    if alert.pooled:
+        head = [f"# Positive pool {alert.tube_barcode}", "",
+                f"**{alert.people} people** to re-sample one by one at home, urgently, "
+                f"by **{alert.due_by.astimezone(zone):%Y-%m-%d %H:%M} {offset}** ({timezone})."]
+    else:
+        what = "a re-sample" if alert.resample else "a single tube"
+        head = [f"# Positive single tube {alert.tube_barcode}", "",
+                f"**{alert.people} person positive** ({what}): hand over to the CDC and medical care now "
+                "(the person is in the re-sampling orders and person status for authorised staff)."]
     lines = [
-        f"# Positive pool {alert.tube_barcode}",
-        "",
-        f"**{alert.people} people** to re-sample one by one at home, urgently, "
-        f"by **{alert.due_by.astimezone(zone):%Y-%m-%d %H:%M}** ({timezone}).",
+        *head,
         "",
         "| tube | call | round | lab | run | plate | called at | people | grids |",
         "|---|---|---|---|---|---|---|---:|---:|",
         f"| {alert.tube_barcode} | {kind} | {alert.round_id} | {alert.lab_id} | {alert.run_id} | {alert.plate_id} "
-        f"| {alert.called_at.astimezone(zone):%Y-%m-%d %H:%M} | {alert.people} | {alert.grids} |",
+        f"| {alert.called_at.astimezone(zone):%Y-%m-%d %H:%M} {offset} | {alert.people} | {alert.grids} |",
         "",
         "## Members (masked; the full list is in the re-sampling orders for authorised staff)",
         "",
@@ -166,9 +192,10 @@ def pool_alert_from_payload(payload: dict) -> PoolAlert:
     })
 
 
-def pool_alerts_of_file(con: duckdb.DuckDBPyConnection, cfg: Config, content_hash: str) -> list[OutboxAlert]:
-    """The pools a results file turned positive, judged as of the file's last reading (its
-    event time, not the clock), each raised at its call. Needs the views of
+def positive_alerts_of_file(con: duckdb.DuckDBPyConnection, cfg: Config, content_hash: str) -> list[OutboxAlert]:
+    """Every positive call a results file decided (DESIGN §8: pooled, single tube, re-sample),
+    judged as of the file's last reading (its event time, not the clock), each raised at its
+    call: ``pool_positive`` for a pooled tube, ``positive_single`` for a single tube. Needs the views of
     :func:`tubetrail.views.define_views` and the file's results and ledger entry (the writer
     calls it inside the file's transaction)."""
     (as_of,) = con.execute(
@@ -179,9 +206,9 @@ def pool_alerts_of_file(con: duckdb.DuckDBPyConnection, cfg: Config, content_has
     if as_of is None:
         return []
     return [
-        OutboxAlert(POOL_POSITIVE, alert.tube_barcode, alert.called_at, pool_alert_payload(alert),
-                    round_id=alert.round_id, source_hash=content_hash)
-        for alert in positive_pools(con, cfg, [content_hash], as_of)
+        OutboxAlert(POOL_POSITIVE if alert.pooled else POSITIVE_SINGLE, alert.tube_barcode, alert.called_at,
+                    pool_alert_payload(alert), round_id=alert.round_id, source_hash=content_hash)
+        for alert in positive_calls(con, cfg, [content_hash], as_of)
     ]
 
 

@@ -419,9 +419,9 @@ def demo(
 @contextmanager
 def _demo_alert_inbox(url: str, store: Path) -> Iterator[AlertInbox | None]:
     """The positive-pool automation, and (for a loopback webhook) the inbox that receives it."""
-    from flows.alerts import ensure_pool_alert_automation
+    from flows.alerts import ensure_alert_automations
 
-    ensure_pool_alert_automation(url)
+    ensure_alert_automations(url)
     console.print(f"automation: positive pool -> notification to {url}")
     if urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
         yield None

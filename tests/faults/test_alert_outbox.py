@@ -64,13 +64,14 @@ def receiver(tmp_path):
 def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(tmp_path, cfg, prefect_server, receiver):
     from prefect.automations import Automation
 
-    from flows.alerts import AUTOMATION_NAME, alert_event_id, artifact_key, ensure_pool_alert_automation, refused_artifact_key
+    from flows.alerts import (AUTOMATIONS, alert_event_id, artifact_key, ensure_alert_automations, refused_artifact_key,
+                              single_artifact_key)
     from flows.ingest import ingest_inbox
     from tests.flows.test_ingest_flow import read_artifacts
     from warehouse.inbox import content_hash
 
     url, received = receiver
-    ensure_pool_alert_automation(url)
+    ensure_alert_automations(url)
     opened(cfg)
     inbox = build(tmp_path / "in")
     broken = write(inbox / "results/L1/broken.csv", BROKEN)
@@ -80,7 +81,8 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
     assert died.wait(timeout=300) == -signal.SIGKILL, died.stderr.read()
     # every file was taken, and what they raise is in the outbox, pending
     refused = f"file_refused:{content_hash(broken)}"
-    expected = sorted(["pool_positive:TA", "pool_positive:TC", "pool_positive:TD", refused])
+    singles = ["positive_single:TS1", "positive_single:TS2"]  # single tubes: a person positive each
+    expected = sorted(["pool_positive:TA", "pool_positive:TC", "pool_positive:TD", *singles, refused])
     assert [(a, s) for a, s, _, _ in outbox(cfg)] == [(a, "pending") for a in expected]
 
     con = duckdb.connect(str(cfg.warehouse.path), read_only=True)
@@ -88,7 +90,8 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
     con.close()
     ids = {a: str(alert_event_id(warehouse, a)) for a in expected}
     keys = {f"pool_positive:{t}": artifact_key(t) for t in ("TA", "TC", "TD")} | {
-        refused: refused_artifact_key(content_hash(broken))}
+        refused: refused_artifact_key(content_hash(broken))} | {
+        s: single_artifact_key(s.split(":")[1]) for s in singles}
 
     def artifacts(alert_id):  # this warehouse's artifacts of an alert (tests share one server)
         return [a for a in read_artifacts(keys[alert_id]) if ids[alert_id] in (a.description or "")]
@@ -116,14 +119,17 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
     assert "**3 people**" in ta and P[1][:6] + "********" + P[1][-4:] in ta
     for secret in [*P.values(), "张三", "13800138000"]:
         assert secret not in ta
-    events = wait_for(stored_events, 4)
+    events = wait_for(stored_events, 6)
     assert sorted(e["id"] for e in events) == sorted(ids.values())
     by_name = {e["resource"]["prefect.resource.name"]: e for e in events}
     assert by_name["TA"]["event"] == "tubetrail.pool.positive" and by_name["TA"]["payload"]["people"] == 3
     assert by_name["results/L1/broken.csv"]["event"] == "tubetrail.file.refused"
+    assert by_name["TS1"]["event"] == by_name["TS2"]["event"] == "tubetrail.single.positive"
     assert not {n for n in P.values() if n in json.dumps(events)}
-    notified = wait_for(lambda: received, 3)
-    assert sorted(r["subject"] for r in notified) == ["Positive pool TA", "Positive pool TC", "Positive pool TD"]
+    notified = wait_for(lambda: received, 6)
+    assert sorted(r["subject"] for r in notified) == [
+        "File refused: results/L1/broken.csv", "Positive pool TA", "Positive pool TC", "Positive pool TD",
+        "Positive single tube TS1", "Positive single tube TS2"]
 
     # a second run publishes nothing more
     ingest_inbox(str(inbox), None, cfg.warehouse.path)
@@ -140,15 +146,16 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
     assert again["pool_positive:TA"] == ("published", 2)
     assert len(artifacts("pool_positive:TA")) == 1
     time.sleep(5)  # room for a duplicate to show; its absence is what is checked
-    assert len(stored_events()) == 4
-    assert len(received) == 3
-    Automation.read(name=AUTOMATION_NAME).delete()
+    assert len(stored_events()) == 6
+    assert len(received) == 6
+    for name, *_ in AUTOMATIONS.values():
+        Automation.read(name=name).delete()
 
 
 def test_alerts_are_written_in_the_transaction_of_their_file(tmp_path, cfg, monkeypatch):
     """A results file whose transaction fails after its alerts were inserted leaves no alert and
     no fact; taken again, the file and its alerts appear together, once."""
-    from reporting.alerts import OutboxAlert, pool_alerts_of_file
+    from reporting.alerts import OutboxAlert, positive_alerts_of_file
     from tubetrail.views import define_views
     from warehouse.writer import record_alerts
 
@@ -159,8 +166,9 @@ def test_alerts_are_written_in_the_transaction_of_their_file(tmp_path, cfg, monk
         assert take_file(f, cfg).status == "accepted"
 
     def announce_then_fail(con, cfg, content_hash):
-        alerts = pool_alerts_of_file(con, cfg, content_hash)
-        assert [a.subject for a in alerts] == ["TA"]  # the real rule: P1 turns TA positive
+        alerts = positive_alerts_of_file(con, cfg, content_hash)
+        # the real rule: P1 turns the pool TA positive, and the single tube TS1 (its person)
+        assert [(a.kind, a.subject) for a in alerts] == [("pool_positive", "TA"), ("positive_single", "TS1")]
         # a second alert the outbox refuses (no kind): the insert fails after TA's row went in
         return [*alerts, OutboxAlert(None, "X", datetime(2022, 4, 4, tzinfo=timezone.utc))]
 
@@ -182,15 +190,17 @@ def test_alerts_are_written_in_the_transaction_of_their_file(tmp_path, cfg, monk
     assert take_file(first_results, cfg).status == "accepted"
     ledger, results, alerts = state()
     assert ledger == 1 and results > 0
-    assert alerts == [("pool_positive:TA", "pool_positive", "TA", "R1", datetime(2022, 4, 4, 16, tzinfo=SH), "pending")]
+    assert alerts == [("pool_positive:TA", "pool_positive", "TA", "R1", datetime(2022, 4, 4, 16, tzinfo=SH), "pending"),
+                      ("positive_single:TS1", "positive_single", "TS1", "R1", datetime(2022, 4, 4, 16, tzinfo=SH),
+                       "pending")]
 
     # the same alert recorded again (a retry, a later file re-reporting the plate) is not doubled
     assert take_file(first_results, cfg).status == "skipped"
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         define_views(con, cfg)
         (taken,) = con.execute("SELECT content_hash FROM ingest_ledger WHERE kind = 'results'").fetchone()
-        again = pool_alerts_of_file(con, cfg, taken)
-        assert [a.alert_id for a in again] == ["pool_positive:TA"]
+        again = positive_alerts_of_file(con, cfg, taken)
+        assert [a.alert_id for a in again] == ["pool_positive:TA", "positive_single:TS1"]
         con.begin()
         record_alerts(con, again)
         con.commit()

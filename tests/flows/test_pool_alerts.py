@@ -26,13 +26,13 @@ def receiver(tmp_path):
 
 
 def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, receiver):
-    from flows.alerts import alert_event_id, artifact_key, ensure_pool_alert_automation
+    from flows.alerts import AUTOMATIONS, alert_event_id, artifact_key, ensure_alert_automations, single_artifact_key
     from flows.ingest import ingest_inbox
     from tests.flows.test_ingest_flow import read_artifacts
 
     url, received = receiver
-    ensure_pool_alert_automation(url)
-    ensure_pool_alert_automation(url)  # idempotent: replaced, not doubled
+    ensure_alert_automations(url)
+    ensure_alert_automations(url)  # idempotent: replaced, not doubled
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
                    ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
@@ -50,6 +50,11 @@ def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, rec
         (artifact,) = artifacts(tube)
         assert f"**{people} people**" in artifact.data and f"| {tube} |" in artifact.data
     assert not read_artifacts(artifact_key("TS1"))
+    # every positive call is seen at once (issue 13.5): the single tubes TS1 and TS2, a person each
+    for tube in ("TS1", "TS2"):
+        single_id = str(alert_event_id(warehouse, f"positive_single:{tube}"))
+        (single,) = [a for a in read_artifacts(single_artifact_key(tube)) if single_id in (a.description or "")]
+        assert "**1 person positive**" in single.data and P[11] not in single.data
     ta = artifacts("TA")[0].data
     assert P[1][:6] + "********" + P[1][-4:] in ta and "张*" in ta and "138****8000" in ta
     for secret in [*P.values(), "张三", "13800138000", "1 Road"]:
@@ -75,8 +80,13 @@ def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, rec
     assert not {n for n in P.values() if n in json.dumps(events)}
 
     deadline = time.monotonic() + 60
-    while len(received) < 3 and time.monotonic() < deadline:
+    while len(received) < 5 and time.monotonic() < deadline:
         time.sleep(0.5)
     subjects = sorted(r["subject"] for r in received)
-    assert subjects == ["Positive pool TA", "Positive pool TC", "Positive pool TD"]
+    assert subjects == ["Positive pool TA", "Positive pool TC", "Positive pool TD",
+                        "Positive single tube TS1", "Positive single tube TS2"]
     assert any("3 people" in r["body"] for r in received)
+    from prefect.automations import Automation
+
+    for name, *_ in AUTOMATIONS.values():
+        Automation.read(name=name).delete()
