@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from flows.alerts import publish_alerts
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
-from reporting.summary import chain_summary, chain_summary_markdown
+from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
 from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
@@ -65,11 +65,12 @@ def publish_chain_summary(config_path: str | None, warehouse: str | None) -> Non
     aggregate, no personal data.
     A read: the warehouse file lock is enough, no write slot is taken."""
     cfg = load_config(config_path).with_warehouse(warehouse)
-    as_of = datetime.now(timezone.utc)
     with open_configured(cfg.warehouse, id_hash_key()) as con:
+        # judged at the latest fact ingested, never the wall clock (a replayed round is not lost)
+        as_of = latest_fact_time(con) or datetime.now(timezone.utc)
         define_views(con, cfg, snapshot=True)  # a read over the whole city
         summary = chain_summary(con, as_of)
-    create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of),
+    create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of, cfg.city.timezone),
                              description="Collect, deliver and test: tubes, people sampled, calls, positive pools, anomalies")
 
 

@@ -5,8 +5,23 @@ Counts only: no person, no ID, no phone ever leaves this module."""
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import duckdb
+
+
+def latest_fact_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """When the latest thing the warehouse knows of happened: the last scan, departure,
+    receipt or run end. A summary after an ingest is judged there, not at the wall clock: in a
+    replay (or a late inbox) the machine's clock would call every tube lost and every order
+    overdue hours before they are."""
+    (latest,) = con.execute(
+        """SELECT greatest((SELECT max(scanned_at) FROM scans),
+                           (SELECT max(coalesce(departed_at, packed_at)) FROM manifests),
+                           (SELECT max(received_at) FROM receipts),
+                           (SELECT max(finished_at) FROM results))"""
+    ).fetchone()
+    return latest
 
 
 def chain_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
@@ -60,8 +75,10 @@ def test_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
             "people_flagged": orders[1], "urgent_open": orders[2], "urgent_overdue": orders[3]}
 
 
-def chain_summary_markdown(summary: dict, as_of: datetime) -> str:
-    lines = [f"# Collect and deliver, as of {as_of:%Y-%m-%d %H:%M %Z}", "",
+def chain_summary_markdown(summary: dict, as_of: datetime, timezone: str = "Asia/Shanghai") -> str:
+    local = as_of.astimezone(ZoneInfo(timezone))
+    offset = local.strftime("%z")
+    lines = [f"# Collect and deliver, as of {local:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]} (the latest fact ingested)", "",
              "| round | tubes opened | sealed | received | refused | people sampled | outside register |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in summary["rounds"]:
