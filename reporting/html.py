@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 #: the sections every report has (the browser check looks for each heading)
 SECTIONS = ("Headline", "Coverage by district", "Worst grids", "Grid heat table", "Sampling throughput by hour",
-            "Turnaround time per link", "Key-group cycles", "Lab load against capacity", "Anomalies by kind", "Positive pools")
+            "Turnaround time per link", "Key-group cycles", "Lab load against capacity", "Anomalies by kind", "Positive pools",
+            "Overdue urgent re-samples")
 HEAT_CELLS_PER_DISTRICT = 80
 
 
@@ -106,6 +107,7 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
            FROM report_orders o LEFT JOIN tube_calls($as_of) k ON k.tube_barcode = o.source_tube
            WHERE urgent_reason(o.reason)
            GROUP BY o.source_tube ORDER BY called_at, o.source_tube""", params={"as_of": figures.as_of}).fetchall()
+    overdue = overdue_urgent_by_district(frames["resample_orders"], figures.as_of)
     tat = frames["tat"]
     percentiles = []
     for link in (*LINKS, "total_hours"):
@@ -129,8 +131,19 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
         figures=figures, city=figures.city, as_of=figures.as_of.astimezone(zone), timezone=cfg.city.timezone,
         districts=districts.to_dicts(), worst=worst.to_dicts(), heat=heat, charts=charts, percentiles=percentiles,
         breaches=breaches, tat_target=cfg.tat, key_group_cycles=cfg.key_groups, lab_load=lab_load, pools=pools, zone=zone, sections=SECTIONS,
-        offset=city_offset(figures.as_of, zone),
+        offset=city_offset(figures.as_of, zone), overdue=overdue.to_dicts(),
     )
+
+
+def overdue_urgent_by_district(orders: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Urgent orders (``priority`` urgent) not fulfilled whose ``due_by`` has passed at ``as_of``,
+    counted per district (most first): orders, pools (source tubes), the oldest due time."""
+    due = pl.col("due_by").dt.convert_time_zone("UTC")
+    late = orders.filter((pl.col("priority") == "urgent") & ~pl.col("fulfilled")
+                         & (due < pl.lit(as_of).dt.convert_time_zone("UTC")))
+    return (late.group_by("district").agg(pl.len().alias("orders"), pl.col("source_tube").n_unique().alias("pools"),
+                                          pl.col("due_by").min().alias("oldest_due"))
+            .sort(["orders", "district"], descending=[True, False], nulls_last=True))
 
 
 def city_offset(at: datetime, zone) -> str:

@@ -131,3 +131,14 @@ def test_report_html_is_in_city_time_and_the_same_bytes_twice(called, tmp_path):
     assert first == (tmp_path / "b" / "report.html").read_bytes()
     html = first.decode("utf-8")
     assert "+08:00" in html and "generated" not in html
+
+
+def test_overdue_urgent_orders_are_marked_and_counted_per_district(called, tmp_path):
+    """Issue 13.6: an urgent order due at 20:00 and not re-sampled the next noon had no mark."""
+    report(called, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    section = html[html.index("<h2>Overdue urgent re-samples</h2>"):]
+    # TA's three people were due 6 h after its call; by AS_OF (the next day 14:00) they are overdue
+    assert "⚠ OVERDUE" in html and '<tr class="overdue"><td class="l">黄浦区</td>' in section
+    for secret in [*P.values(), "张三", "13800138000"]:
+        assert secret not in section
