@@ -13,11 +13,15 @@ Parquet counts rows from 1.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
+import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -269,16 +273,112 @@ def sniff_format(path: Path) -> str:
     return "csv"
 
 
+# --- staging folders ---------------------------------------------------------------------------------
+#
+# A file is staged in its own folder below the warehouse's staging folder ``<warehouse>.staging/``
+# (mode 0700, beside the warehouse: the same protection), never in $TMPDIR: a staged register
+# holds personal data in clear. Each staging folder has an ``owner.lock`` its process holds
+# (flock) while it lives. A process killed halfway leaves its folder behind; the next staging
+# sweeps every folder whose lock nobody holds, and never one of a concurrent ingest. Creating a
+# folder (with its lock taken) and sweeping happen under ``.sweep.lock`` of the staging folder,
+# so a sweep never sees a new folder before its owner holds it.
+
+STAGING_SUFFIX = ".staging"
+_OWNER_LOCK = "owner.lock"
+#: the staging folder of the ingest running in this context (set by ``staging_in``); None: the
+#: user's temporary folder (``tubetrail lab parse`` and tests, outside any warehouse)
+_STAGING_ROOT: ContextVar[Path | None] = ContextVar("tubetrail_staging_root", default=None)
+
+
+def staging_root_of(warehouse: str | os.PathLike[str]) -> Path:
+    """The staging folder of a warehouse: ``<warehouse>.staging/`` beside it."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(warehouse.name + STAGING_SUFFIX)
+
+
+@contextmanager
+def staging_in(root: Path | None) -> Iterator[None]:
+    """Stage every file of this context (parsers included) below ``root`` (None: unchanged)."""
+    if root is None:
+        yield
+        return
+    token = _STAGING_ROOT.set(Path(root))
+    try:
+        yield
+    finally:
+        _STAGING_ROOT.reset(token)
+
+
+def _private_folder(root: Path) -> Path:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
+@contextmanager
+def _locked(path: Path, flags: int) -> Iterator[bool]:
+    """flock ``path`` (created if missing); yields False when ``LOCK_NB`` finds it held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def sweep_staging(root: Path) -> list[str]:
+    """Remove the staging folders below ``root`` whose owner is gone (nobody holds their
+    ``owner.lock``: the process was killed). Returns the names removed."""
+    if not root.is_dir():
+        return []
+    removed = []
+    with _locked(root / ".sweep.lock", fcntl.LOCK_EX):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            lock = folder / _OWNER_LOCK
+            if lock.exists():
+                with _locked(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as free:
+                    if not free:
+                        continue  # a live staging (a concurrent ingest)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+@contextmanager
+def staging_folder(root: Path | None = None) -> Iterator[Path]:
+    """A new private folder below ``root`` (default: the context's, see :func:`staging_in`) to
+    stage one file in, held by this process until the end of the context and then removed.
+    Folders left by killed processes are swept first."""
+    chosen = root if root is not None else _STAGING_ROOT.get()
+    root = _private_folder(chosen if chosen is not None
+                           else Path(tempfile.gettempdir()) / f"tubetrail-staging-{os.getuid()}")
+    sweep_staging(root)
+    with _locked(root / ".sweep.lock", fcntl.LOCK_EX):
+        folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+        fd = os.open(folder / _OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
 @contextmanager
 def stage_file(path: Path, required: Iterable[str], label: str | None = None,
-               memory_limit: str = "10GB") -> Iterator[RawFile]:
-    """Stage one inbox file as text; refuse it if unreadable or missing a required column."""
+               memory_limit: str = "10GB", staging_root: Path | None = None) -> Iterator[RawFile]:
+    """Stage one inbox file as text below ``staging_root`` (the warehouse's, see
+    :func:`staging_root_of`); refuse it if unreadable or missing a required column."""
     label = label or str(path)
     if path.stat().st_size == 0:
         raise RefusedFile(f"{label}: empty file")
     file_format = sniff_format(path)
     reader = {"csv": _stage_csv, "parquet": _stage_parquet, "jsonl": _stage_jsonl}[file_format]
-    with tempfile.TemporaryDirectory(prefix="tubetrail-stage-") as tmp:
+    with staging_folder(staging_root) as tmp:
         con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
         try:
             con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
@@ -302,11 +402,12 @@ def stage_file(path: Path, required: Iterable[str], label: str | None = None,
 
 @contextmanager
 def stage_records(records: pl.DataFrame, rejects: pl.DataFrame, file_format: str,
-                  memory_limit: str = "10GB") -> Iterator[RawFile]:
+                  memory_limit: str = "10GB", staging_root: Path | None = None) -> Iterator[RawFile]:
     """Stage rows a parser already read (instrument exports): ``records`` with ``_line``."""
-    with tempfile.TemporaryDirectory(prefix="tubetrail-stage-") as tmp:
+    with staging_folder(staging_root) as tmp:
         con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
         try:
+            con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.register("records_arrow", records.to_arrow())
             con.execute("CREATE TABLE raw AS SELECT * FROM records_arrow ORDER BY _line")
