@@ -33,7 +33,7 @@ from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
 from warehouse.inbox import (InboxFile, RefusedFile, content_hash, export_written_at, stage_file, stage_records,
-                             staging_in, staging_root_of)
+                             is_hidden, staging_in, staging_root_of)
 from warehouse.writer import (
     FileOutcome,
     apply_manifests,
@@ -124,6 +124,9 @@ def stage_export(path: Path, label: str, memory_limit: str, timezone: str, stagi
 
 WriteGuard = Callable[[], AbstractContextManager[object]]
 
+#: the outcome's message for a hidden file (``warehouse.inbox.is_hidden``), reported, not taken
+HIDDEN_FILE = "{label}: hidden file (a name starting with '.'), not taken: a partial upload? rename it when complete"
+
 
 def take_file(
     file: InboxFile,
@@ -133,6 +136,8 @@ def take_file(
     write_guard: WriteGuard = nullcontext,
 ) -> FileOutcome:
     feed = FEEDS[file.kind]
+    if is_hidden(file.label):
+        return FileOutcome(file.kind, file.label, "", "skipped", message=HIDDEN_FILE.format(label=file.label))
     path = Path(file.path)
     digest = content_hash(path)
     size = path.stat().st_size

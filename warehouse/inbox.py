@@ -12,6 +12,7 @@ Parquet counts rows from 1.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import fcntl
 import hashlib
@@ -37,6 +38,13 @@ from tubetrail.rules import LINE, WARNING_PREFIX, Checked
 KINDS = ("sites", "labs", "zones", "register", "scans", "manifests", "receipts", "results")
 
 REJECT_SCHEMA = {LINE: pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
+
+#: the longest CSV / JSON line read (DuckDB's default is 2 MB, and a longer line refused the whole
+#: file): far above any real row, so an over-long field is read and quarantined by its column's
+#: length rule (``tubetrail.rules.text_rules``) while the file's other rows are taken
+MAX_LINE_BYTES = 8 << 20
+# the csv module (header, and line numbers of files with quoted line breaks) reads such lines too
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
 
 
 class RefusedFile(Exception):
@@ -181,11 +189,11 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
     last). So a re-sample scanned the next morning comes after the receipts and results that
     ordered it, even when one inbox holds a whole round."""
     found: list[InboxFile] = []
-    for kind in kinds:
+    for kind in kinds:  # hidden files too (see ``is_hidden``): they are reported, not taken
         folder = inbox / kind
         if not folder.is_dir():
             continue
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        paths = sorted(p for p in folder.rglob("*") if p.is_file())
         found.extend(InboxFile(kind, p, p.relative_to(inbox).as_posix()) for p in paths)
     reference = [f for f in found if f.kind not in EVENT_TIME]
     chain = [f for f in found if f.kind in EVENT_TIME]
@@ -194,12 +202,20 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = ?", [timezone_name])
-        times = {f.path: first_event_at(f, con) for f in chain}
+        times = {f.path: None if is_hidden(f.label) else first_event_at(f, con) for f in chain}
     finally:
         con.close()
     far = datetime.max.replace(tzinfo=timezone.utc)
     chain.sort(key=lambda f: (times[f.path] or far, KINDS.index(f.kind), f.label))
     return reference + chain
+
+
+def is_hidden(label: str) -> bool:
+    """A file whose name, or a folder's below the inbox, starts with ``.``: partial uploads
+    (``.r.csv.part``, rsync's ``.~tmp~/``), editors' lock files, ``.DS_Store``. ``discover``
+    lists them and the ingest reports each as skipped, never taking it: a half-written file
+    taken would be a file of missing rows."""
+    return any(part.startswith(".") for part in Path(label).parts)
 
 
 def first_event_at(file: InboxFile, con: duckdb.DuckDBPyConnection) -> datetime | None:
@@ -260,6 +276,40 @@ def export_written_at(path: Path) -> datetime:
     """When an export was written: its file's modification time (the run time of an export
     that carries none)."""
     return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+
+
+def foreign_encoding(path: Path) -> str | None:
+    """The encoding of a text file that is not UTF-8 as a whole, or None.
+
+    UTF-8 (a BOM tolerated) gives None, and so does a UTF-8 file with a few broken rows (more
+    well-formed non-ASCII characters than broken sequences): those rows are rejects, each with
+    its line. A file that is mostly not UTF-8 but decodes as GB18030 (GBK and GB2312 are its
+    subsets: Excel's "CSV" on Chinese Windows) is ``GBK/GB18030``; a UTF-16 BOM gives ``UTF-16``
+    (Excel's "Unicode text"). Streams the file in chunks (C-speed decoding, no per-row work)."""
+    with path.open("rb") as handle:
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            return "UTF-16"
+    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    broken = well_formed = 0
+    with path.open("rb") as handle:
+        for chunk in [*iter(lambda: handle.read(1 << 22), b""), None]:
+            text = utf8.decode(b"", final=True) if chunk is None else utf8.decode(chunk)
+            if text.isascii():
+                continue
+            bad = text.count("\ufffd")
+            broken += bad
+            well_formed += len(text) - len(text.encode("ascii", "ignore")) - bad
+    if broken <= well_formed:
+        return None
+    gb18030 = codecs.getincrementaldecoder("gb18030")("strict")
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                gb18030.decode(chunk)
+            gb18030.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return "GBK/GB18030"
 
 
 def sniff_format(path: Path) -> str:
@@ -377,6 +427,10 @@ def stage_file(path: Path, required: Iterable[str], label: str | None = None,
     if path.stat().st_size == 0:
         raise RefusedFile(f"{label}: empty file")
     file_format = sniff_format(path)
+    if file_format in ("csv", "jsonl"):
+        encoding = foreign_encoding(path)
+        if encoding is not None:
+            raise RefusedFile(f"{label}: file is {encoding}-encoded, not UTF-8: re-save it as UTF-8")
     reader = {"csv": _stage_csv, "parquet": _stage_parquet, "jsonl": _stage_jsonl}[file_format]
     with staging_folder(staging_root) as tmp:
         con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
@@ -452,7 +506,7 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, label: str):
         con.execute(
             "CREATE TABLE raw AS SELECT * FROM read_csv(?, header = true, all_varchar = true, delim = ',',"
             " quote = '\"', escape = '\"', store_rejects = true, rejects_table = 'csv_rejects',"
-            " rejects_scan = 'csv_reject_scans', null_padding = false)",
+            f" rejects_scan = 'csv_reject_scans', null_padding = false, max_line_size = {MAX_LINE_BYTES})",
             [str(path)],
         )
         rejects = pl.from_arrow(
@@ -559,7 +613,7 @@ def _stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, label: str):
         con.execute(
             "CREATE TABLE lines AS SELECT row_number() OVER () AS line, j FROM read_csv(?, header = false,"
             " columns = {'j': 'VARCHAR'}, delim = '\x1e', quote = '', escape = '', auto_detect = false,"
-            " strict_mode = false)",
+            f" strict_mode = false, max_line_size = {MAX_LINE_BYTES})",
             [str(path)],
         )
         keys = [r[0] for r in con.sql(
