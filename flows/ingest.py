@@ -22,7 +22,7 @@ from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
-from warehouse.inbox import InboxFile, discover, is_hidden
+from warehouse.inbox import InboxFile, discover, is_hidden, staging_in, staging_root_of
 from warehouse.writer import FileOutcome
 
 
@@ -86,7 +86,8 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     cfg = load_config(config_path).with_warehouse(warehouse)
     id_hash_key()  # fail fast, before any file, when the secret is missing
     ensure_concurrency_limits(cfg)
-    found = discover(Path(inbox), timezone_name=cfg.city.timezone)
+    with staging_in(staging_root_of(cfg.warehouse.path)):  # an export read for its run time stages there too
+        found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
     for kind, stretch in groupby(found, key=lambda f: f.kind):
