@@ -33,7 +33,8 @@ from tubetrail.rules import LINE, Checked, StageRule
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
-from warehouse.inbox import InboxFile, RefusedFile, content_hash, export_written_at, stage_file, stage_records
+from warehouse.inbox import (InboxFile, RefusedFile, content_hash, export_written_at, stage_file, stage_records,
+                             is_hidden, staging_in, staging_root_of)
 from warehouse.writer import (
     FileOutcome,
     apply_manifests,
@@ -111,20 +112,24 @@ FEEDS: dict[str, Feed] = {
 }
 
 
-def stage_export(path: Path, label: str, memory_limit: str, timezone: str):
+def stage_export(path: Path, label: str, memory_limit: str, timezone: str, staging_root: Path | None = None):
     """An instrument export, read by its parser and staged like any other file; a reading
     without run time takes the export's write time (CFX Maestro exports carry none)."""
     try:
-        parsed = parse_export(path, timezone=timezone)
+        with staging_in(staging_root):  # the generic table's parser stages its file too
+            parsed = parse_export(path, timezone=timezone)
     except UnrecognisedExport as exc:
         raise RefusedFile(str(exc) if str(exc).startswith(label) else f"{label}: {exc}") from exc
     written = pl.lit(export_written_at(path)).dt.convert_time_zone("UTC")
     records = parsed.records.rename({"line": LINE}).with_columns(
         pl.lit(parsed.format).alias("source_format"),
         pl.col("finished_at").fill_null(written.cast(parsed.records.schema["finished_at"])))
-    return stage_records(records, parsed.rejects.rename({"line": LINE}), parsed.format, memory_limit)
+    return stage_records(records, parsed.rejects.rename({"line": LINE}), parsed.format, memory_limit, staging_root)
 
 WriteGuard = Callable[[], AbstractContextManager[object]]
+
+#: the outcome's message for a hidden file (``warehouse.inbox.is_hidden``), reported, not taken
+HIDDEN_FILE = "{label}: hidden file (a name starting with '.'), not taken: a partial upload? rename it when complete"
 
 
 def take_file(
@@ -135,6 +140,8 @@ def take_file(
     write_guard: WriteGuard = nullcontext,
 ) -> FileOutcome:
     feed = FEEDS[file.kind]
+    if is_hidden(file.label):
+        return FileOutcome(file.kind, file.label, "", "skipped", message=HIDDEN_FILE.format(label=file.label))
     path = Path(file.path)
     digest = content_hash(path)
     size = path.stat().st_size
@@ -153,8 +160,11 @@ def take_file(
         return FileOutcome(file.kind, file.label, digest, "skipped", message=f"seen before as {seen[1]} ({seen[0]})")
 
     try:
-        stager = (stage_export(path, file.label, cfg.warehouse.memory_limit, cfg.city.timezone) if file.kind == "results"
-                  else stage_file(path, feed.required, label=file.label, memory_limit=cfg.warehouse.memory_limit))
+        # staged beside the warehouse (its protection), never in $TMPDIR; swept after a kill
+        root = staging_root_of(cfg.warehouse.path)
+        stager = (stage_export(path, file.label, cfg.warehouse.memory_limit, cfg.city.timezone, root) if file.kind == "results"
+                  else stage_file(path, feed.required, label=file.label, memory_limit=cfg.warehouse.memory_limit,
+                                  staging_root=root))
         with stager as raw:
             for batch in raw.batches():
                 raw.keep(batch, feed.check(batch, cfg, file.label))

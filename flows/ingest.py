@@ -25,7 +25,7 @@ from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
-from warehouse.inbox import InboxFile, discover
+from warehouse.inbox import InboxFile, discover, is_hidden, staging_in, staging_root_of
 from warehouse.writer import FileOutcome
 
 
@@ -45,6 +45,8 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
         outcomes.append(outcome)
         if outcome.status == "refused":
             logger.warning("refused %s", outcome.message)
+        elif is_hidden(outcome.file_name):
+            logger.warning("skipped %s", outcome.message)
         else:
             logger.info(
                 "%s %s: read %d, accepted %d, quarantined %d",
@@ -89,13 +91,16 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     id_hash_key()  # fail fast, before any file, when the secret is missing
     ensure_concurrency_limits(cfg)
     publish_alerts("left pending", config_path, warehouse)  # by a run that died before publishing
-    found = discover(Path(inbox), timezone_name=cfg.city.timezone)
+    with staging_in(staging_root_of(cfg.warehouse.path)):  # an export read for its run time stages there too
+        found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
     for kind, stretch in groupby(found, key=lambda f: f.kind):
         outcomes.extend(ingest_feed(kind, list(stretch), config_path, warehouse))
-    logger.info("took %d file(s), %d seen before, %d refused", sum(o.status == "accepted" for o in outcomes),
-                sum(o.status == "skipped" for o in outcomes), sum(o.status == "refused" for o in outcomes))
+    hidden = sum(is_hidden(o.file_name) for o in outcomes)
+    logger.info("took %d file(s), %d seen before, %d refused, %d hidden (not taken)",
+                sum(o.status == "accepted" for o in outcomes), sum(o.status == "skipped" for o in outcomes) - hidden,
+                sum(o.status == "refused" for o in outcomes), hidden)
     publish_alerts("at the end", config_path, warehouse)
     publish_ingest_summary(outcomes)
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
@@ -122,7 +127,7 @@ def publish_ingest_summary(outcomes: list[FileOutcome]) -> None:
     warnings: Counter[tuple[str, str]] = Counter()
     for o in outcomes:
         c = by_kind.setdefault(o.kind, Counter())
-        c[f"files_{o.status}"] += 1
+        c["files_hidden" if is_hidden(o.file_name) else f"files_{o.status}"] += 1
         c["read"] += o.rows_read
         c["accepted"] += o.rows_accepted
         c["quarantined"] += o.rows_quarantined
@@ -130,12 +135,12 @@ def publish_ingest_summary(outcomes: list[FileOutcome]) -> None:
             reasons[(o.kind, reason)] += n
         for warning, n in o.warnings.items():
             warnings[(o.kind, warning)] += n
-    lines = ["# Ingest summary", "", "| kind | files taken | skipped (seen) | refused | rows read | accepted | quarantined |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["# Ingest summary", "", "| kind | files taken | skipped (seen) | refused | rows read | accepted | quarantined "
+             "| hidden (not taken) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for kind, c in by_kind.items():
         lines.append(
             f"| {kind} | {c['files_accepted']} | {c['files_skipped']} | {c['files_refused']} "
-            f"| {c['read']:,} | {c['accepted']:,} | {c['quarantined']:,} |"
+            f"| {c['read']:,} | {c['accepted']:,} | {c['quarantined']:,} | {c['files_hidden']} |"
         )
     if reasons:
         lines += ["", "## Quarantined rows by reason", "", "| kind | reason | rows |", "|---|---|---:|"]
@@ -146,4 +151,6 @@ def publish_ingest_summary(outcomes: list[FileOutcome]) -> None:
     refused = [o for o in outcomes if o.status == "refused"]
     if refused:
         lines += ["", "## Refused files", ""] + [f"- {o.message}" for o in refused]
+    if hidden := [o for o in outcomes if is_hidden(o.file_name)]:
+        lines += ["", "## Hidden files, not taken", ""] + [f"- {o.message}" for o in hidden]
     create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="Ingest summary")

@@ -23,6 +23,7 @@ from tubetrail.rules import (
     required,
     split_by_rules,
     stripped,
+    text_rules,
     time_rule,
     with_columns_present,
 )
@@ -39,6 +40,7 @@ RECEIPT_COLUMNS = ("lab_id", "box_id", "tube_barcode", "received_at", "condition
 def check_manifests(raw: pl.DataFrame, *, timezone: str) -> Checked:
     frame = with_columns_present(raw, MANIFEST_OPTIONAL)
     rules = [
+        *text_rules(MANIFEST_COLUMNS),
         *(required(c) for c in ("box_id", "tube_barcode", "site_id")),
         time_rule("packed_at", timezone),
         time_rule("departed_at", timezone, optional=True),
@@ -55,6 +57,7 @@ def check_manifests(raw: pl.DataFrame, *, timezone: str) -> Checked:
 def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
     frame = with_columns_present(raw, RECEIPT_OPTIONAL)
     rules = [
+        *text_rules(RECEIPT_COLUMNS),
         *(required(c) for c in ("lab_id", "box_id", "tube_barcode")),
         time_rule("received_at", timezone),
         one_of("condition", CONDITIONS, optional=True),

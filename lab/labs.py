@@ -12,6 +12,7 @@ from tubetrail.rules import (
     required,
     split_by_rules,
     stripped,
+    text_rules,
     with_columns_present,
 )
 
@@ -23,7 +24,8 @@ LAB_COLUMNS = ("lab_id", "name", "daily_capacity_tubes")
 def check_labs(raw: pl.DataFrame) -> Checked:
     frame = with_columns_present(raw, LAB_OPTIONAL)
     good, bad = split_by_rules(
-        frame, [required("lab_id"), required("name"), positive_int_rule("daily_capacity_tubes")]
+        frame, [*text_rules(LAB_COLUMNS), required("lab_id"), required("name"),
+                positive_int_rule("daily_capacity_tubes")]
     )
     good = good.with_columns(
         stripped("lab_id"),

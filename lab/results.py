@@ -10,7 +10,10 @@ from pathlib import PurePosixPath
 
 import polars as pl
 
-from tubetrail.rules import LINE, Checked, Rule, blank, concat_quarantine, split_by_rules
+from tubetrail.rules import LINE, Checked, Rule, blank, concat_quarantine, split_by_rules, text_rules
+
+#: the text columns of a parsed export (well, ct and finished_at are typed by the parser)
+TEXT_COLUMNS = ("lab_id", "run_id", "plate_id", "sample", "target")
 
 
 def check_results(records: pl.DataFrame, label: str) -> Checked:
@@ -25,6 +28,7 @@ def check_results(records: pl.DataFrame, label: str) -> Checked:
         pl.col("plate_id").fill_null(pl.col("run_id")).fill_null(pl.lit(stem)),
     )
     rules = [
+        *text_rules(TEXT_COLUMNS),
         Rule("lab_id", "no lab: neither in the file nor a results/<lab_id>/ folder", blank("lab_id")),
         Rule("sample", "missing sample", blank("sample")),
         Rule("target", "missing target", blank("target")),

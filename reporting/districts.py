@@ -29,7 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
-from reporting.report import ORDER_COLUMNS, UNTESTED_COLUMNS, WORKLIST_COLUMNS, csv_times
+from reporting.people_csv import iso_times, write_people_csv
+from reporting.report import ORDER_COLUMNS, UNTESTED_COLUMNS, WORKLIST_COLUMNS
 
 #: the pack of rows without a district (orders of people outside the register)
 UNKNOWN_DISTRICT = "unknown-district"
@@ -82,7 +83,7 @@ def worklist_rows(untested: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame:
         pl.lit("home sampling (untested, limited mobility)").alias("task"), "grid", "name", "id_type", "id_number",
         "phone", "address", pl.lit("untested").alias("reason"), pl.lit("normal").alias("priority"),
         pl.lit(None, dtype=pl.Utf8).alias("due_by"), pl.lit(None, dtype=pl.Utf8).alias("source_tube"))
-    home_orders = csv_times(orders.filter(pl.col("home_visit") & ~pl.col("fulfilled"))).select(
+    home_orders = iso_times(orders.filter(pl.col("home_visit") & ~pl.col("fulfilled"))).select(
         pl.lit("home re-sampling").alias("task"), "grid", "name", "id_type", "id_number", "phone", "address",
         "reason", "priority", pl.col("due_by").cast(pl.Utf8), "source_tube")
     return pl.concat([home_orders, home_untested], how="vertical_relaxed").with_columns(
@@ -95,7 +96,7 @@ def write_worklists(work: pl.DataFrame, folder: Path) -> int:
     """One CSV per grid of ``worklist_rows``; returns the number of lists written."""
     folder.mkdir(parents=True, exist_ok=True)
     for (grid,), part in work.partition_by("grid", as_dict=True, maintain_order=True).items():
-        part.write_csv(folder / f"{safe_name(grid, 'grid')}.csv")
+        write_people_csv(part, folder / f"{safe_name(grid, 'grid')}.csv")
     return work["grid"].n_unique()
 
 
@@ -113,8 +114,8 @@ def write_district_pack(report: Path, district: str) -> DistrictPack:
     staging = packs / f".{name}.{uuid.uuid4().hex}.tmp"
     staging.mkdir()
     try:
-        csv_times(untested).write_csv(staging / "untested.csv")
-        csv_times(orders.select(ORDER_COLUMNS)).write_csv(staging / "resample_orders.csv")
+        write_people_csv(untested, staging / "untested.csv")
+        write_people_csv(orders.select(ORDER_COLUMNS), staging / "resample_orders.csv")
         pack = DistrictPack(
             district=district, untested=untested.height,
             orders=dict(orders.group_by("reason").len().sort("reason").iter_rows()),

@@ -29,6 +29,7 @@ import polars as pl
 
 from reporting.coverage import define_coverage_views
 from reporting.keygroups import define_key_group_views
+from reporting.people_csv import write_people_csv
 from reporting.tat import LINKS, define_tat_views
 from tubetrail.config import Config
 
@@ -129,7 +130,7 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
         frame.write_parquet(out / f"{name}.parquet")
         figures.files.append(f"{name}.parquet")
         if csv:
-            csv_times(frame).write_csv(out / f"{name}.csv")
+            write_people_csv(frame, out / f"{name}.csv")
             figures.files.append(f"{name}.csv")
 
     coverage = frames["coverage"]
@@ -146,7 +147,7 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     put("tat", frames["tat"].select(TAT_COLUMNS))
     overdue = frames["key_groups"].filter(pl.col("compliance") != "in cycle")
     overdue.select(KEY_GROUP_COLUMNS).write_parquet(out / "key_groups_overdue.parquet")
-    csv_times(overdue.select(KEY_GROUP_COLUMNS)).write_csv(out / "key_groups_overdue.csv")
+    write_people_csv(overdue.select(KEY_GROUP_COLUMNS), out / "key_groups_overdue.csv")
     figures.files += ["key_groups_overdue.parquet", "key_groups_overdue.csv"]
     for group, state, n in frames["key_groups"].group_by("key_group", "compliance").len().iter_rows():
         figures.key_groups.setdefault(group, {})[state] = n
@@ -160,8 +161,3 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.files.append("report.html")
     return figures
 
-
-def csv_times(frame: pl.DataFrame) -> pl.DataFrame:
-    """Times as ISO text for a spreadsheet."""
-    return frame.with_columns(pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%:z")
-                              for c, t in frame.schema.items() if isinstance(t, pl.Datetime))

@@ -33,6 +33,7 @@ from tubetrail.rules import (
     required,
     split_by_rules,
     stripped,
+    text_rules,
     with_columns_present,
 )
 
@@ -79,6 +80,7 @@ def check_register(raw: pl.DataFrame, *, phone_region: str = "CN") -> Checked:
     ).with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number"))
 
     rules = [
+        *text_rules(COLUMNS),
         one_of("id_type", ID_TYPES),
         required("id_number"),
         *ric_rules(),

@@ -18,6 +18,7 @@ from tubetrail.rules import (
     required,
     split_by_rules,
     stripped,
+    text_rules,
     time_rule,
     with_columns_present,
 )
@@ -36,6 +37,7 @@ def check_scans(raw: pl.DataFrame, *, timezone: str) -> Checked:
     frame = frame.with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number"))
     person_event = pl.col("event").is_in(["add", "void"])
     rules = [
+        *text_rules(COLUMNS),
         time_rule("scanned_at", timezone),
         *(required(c) for c in ("site_id", "collector_id", "tube_barcode")),
         Rule("event", "event not one of add, seal, void", ~pl.col("event").is_in(list(EVENTS))),

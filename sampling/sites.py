@@ -15,6 +15,7 @@ from tubetrail.rules import (
     required,
     split_by_rules,
     stripped,
+    text_rules,
     time_rule,
     with_columns_present,
 )
@@ -33,6 +34,7 @@ ZONE_COLUMNS = ("grid", "zone", "since")
 def check_sites(raw: pl.DataFrame) -> Checked:
     frame = with_columns_present(raw, SITE_OPTIONAL)
     rules = [
+        *text_rules(SITE_COLUMNS),
         *(required(c) for c in SITE_REQUIRED),
         one_of("kind", SITE_KINDS, optional=True),
         clock_rule("opens"),
@@ -52,6 +54,7 @@ def check_zones(raw: pl.DataFrame, *, timezone: str) -> Checked:
     """A zone row says a grid is sealed / controlled / precaution since a time (no time = always)."""
     frame = with_columns_present(raw, ZONE_OPTIONAL)
     rules = [
+        *text_rules(ZONE_COLUMNS),
         required("grid"),
         one_of("zone", ZONES),
         time_rule("since", timezone, optional=True),

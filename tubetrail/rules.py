@@ -79,6 +79,40 @@ def one_of(column: str, allowed: Iterable[str], *, optional: bool = False) -> Ru
     return Rule(column, f"{column} not one of {', '.join(allowed)}", bad.fill_null(True))
 
 
+#: what no field may hold: control characters (C0 such as NUL and escape, DEL, C1) and the
+#: invisible format characters that make two texts look alike (zero-width space, left-to-right
+#: and right-to-left marks and overrides, word joiner, BOM). One NUL inside a passport number
+#: would make a new person.
+CONTROL_CHARACTERS = r"[\p{Cc}\x{200B}\x{200E}\x{200F}\x{202A}-\x{202E}\x{2060}\x{2066}-\x{2069}\x{FEFF}]"
+#: free text (addresses) may hold tabs and line breaks, nothing else of the above
+FREE_TEXT_CONTROL_CHARACTERS = CONTROL_CHARACTERS.replace(r"[\p{Cc}", r"[[\p{Cc}--[\t\n\r]]", 1)
+#: the longest field, in characters, after surrounding white space is stripped: IDs, names,
+#: codes, barcodes and times (a sane bound far above any real value) …
+MAX_FIELD_CHARS = 200
+#: … and free text (addresses)
+MAX_FREE_TEXT_CHARS = 1_000
+FREE_TEXT_COLUMNS = ("address",)
+
+
+def text_rules(columns: Iterable[str]) -> list[Rule]:
+    """The rules every text field of every feed keeps, checked first: no longer than
+    ``MAX_FIELD_CHARS`` (``MAX_FREE_TEXT_CHARS`` for free text) and no control or invisible
+    character (free text may hold tabs and line breaks). Judged on the value without its
+    surrounding white space; a null keeps them. Reasons name the column and the limit, never
+    the value."""
+    rules = []
+    for column in columns:
+        free = column in FREE_TEXT_COLUMNS
+        limit = MAX_FREE_TEXT_CHARS if free else MAX_FIELD_CHARS
+        value = pl.col(column).str.strip_chars()
+        rules += [
+            Rule(column, f"{column} longer than {limit:,} characters", (value.str.len_chars() > limit).fill_null(False)),
+            Rule(column, f"{column} holds a control or invisible character",
+                 value.str.contains(FREE_TEXT_CONTROL_CHARACTERS if free else CONTROL_CHARACTERS).fill_null(False)),
+        ]
+    return rules
+
+
 def split_by_rules(frame: pl.DataFrame, rules: Sequence[Rule]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split ``frame`` into rows that keep every rule and rows that broke one (the first wins)."""
     if not rules:

@@ -12,12 +12,17 @@ Parquet counts rows from 1.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import fcntl
 import hashlib
+import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +38,13 @@ from tubetrail.rules import LINE, WARNING_PREFIX, Checked
 KINDS = ("sites", "labs", "zones", "register", "scans", "manifests", "receipts", "results")
 
 REJECT_SCHEMA = {LINE: pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
+
+#: the longest CSV / JSON line read (DuckDB's default is 2 MB, and a longer line refused the whole
+#: file): far above any real row, so an over-long field is read and quarantined by its column's
+#: length rule (``tubetrail.rules.text_rules``) while the file's other rows are taken
+MAX_LINE_BYTES = 8 << 20
+# the csv module (header, and line numbers of files with quoted line breaks) reads such lines too
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
 
 
 class RefusedFile(Exception):
@@ -177,11 +189,11 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
     last). So a re-sample scanned the next morning comes after the receipts and results that
     ordered it, even when one inbox holds a whole round."""
     found: list[InboxFile] = []
-    for kind in kinds:
+    for kind in kinds:  # hidden files too (see ``is_hidden``): they are reported, not taken
         folder = inbox / kind
         if not folder.is_dir():
             continue
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        paths = sorted(p for p in folder.rglob("*") if p.is_file())
         found.extend(InboxFile(kind, p, p.relative_to(inbox).as_posix()) for p in paths)
     reference = [f for f in found if f.kind not in EVENT_TIME]
     chain = [f for f in found if f.kind in EVENT_TIME]
@@ -190,12 +202,20 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = ?", [timezone_name])
-        times = {f.path: first_event_at(f, con) for f in chain}
+        times = {f.path: None if is_hidden(f.label) else first_event_at(f, con) for f in chain}
     finally:
         con.close()
     far = datetime.max.replace(tzinfo=timezone.utc)
     chain.sort(key=lambda f: (times[f.path] or far, KINDS.index(f.kind), f.label))
     return reference + chain
+
+
+def is_hidden(label: str) -> bool:
+    """A file whose name, or a folder's below the inbox, starts with ``.``: partial uploads
+    (``.r.csv.part``, rsync's ``.~tmp~/``), editors' lock files, ``.DS_Store``. ``discover``
+    lists them and the ingest reports each as skipped, never taking it: a half-written file
+    taken would be a file of missing rows."""
+    return any(part.startswith(".") for part in Path(label).parts)
 
 
 def first_event_at(file: InboxFile, con: duckdb.DuckDBPyConnection) -> datetime | None:
@@ -258,6 +278,40 @@ def export_written_at(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
 
 
+def foreign_encoding(path: Path) -> str | None:
+    """The encoding of a text file that is not UTF-8 as a whole, or None.
+
+    UTF-8 (a BOM tolerated) gives None, and so does a UTF-8 file with a few broken rows (more
+    well-formed non-ASCII characters than broken sequences): those rows are rejects, each with
+    its line. A file that is mostly not UTF-8 but decodes as GB18030 (GBK and GB2312 are its
+    subsets: Excel's "CSV" on Chinese Windows) is ``GBK/GB18030``; a UTF-16 BOM gives ``UTF-16``
+    (Excel's "Unicode text"). Streams the file in chunks (C-speed decoding, no per-row work)."""
+    with path.open("rb") as handle:
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            return "UTF-16"
+    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    broken = well_formed = 0
+    with path.open("rb") as handle:
+        for chunk in [*iter(lambda: handle.read(1 << 22), b""), None]:
+            text = utf8.decode(b"", final=True) if chunk is None else utf8.decode(chunk)
+            if text.isascii():
+                continue
+            bad = text.count("\ufffd")
+            broken += bad
+            well_formed += len(text) - len(text.encode("ascii", "ignore")) - bad
+    if broken <= well_formed:
+        return None
+    gb18030 = codecs.getincrementaldecoder("gb18030")("strict")
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                gb18030.decode(chunk)
+            gb18030.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return "GBK/GB18030"
+
+
 def sniff_format(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(4096)
@@ -269,16 +323,116 @@ def sniff_format(path: Path) -> str:
     return "csv"
 
 
+# --- staging folders ---------------------------------------------------------------------------------
+#
+# A file is staged in its own folder below the warehouse's staging folder ``<warehouse>.staging/``
+# (mode 0700, beside the warehouse: the same protection), never in $TMPDIR: a staged register
+# holds personal data in clear. Each staging folder has an ``owner.lock`` its process holds
+# (flock) while it lives. A process killed halfway leaves its folder behind; the next staging
+# sweeps every folder whose lock nobody holds, and never one of a concurrent ingest. Creating a
+# folder (with its lock taken) and sweeping happen under ``.sweep.lock`` of the staging folder,
+# so a sweep never sees a new folder before its owner holds it.
+
+STAGING_SUFFIX = ".staging"
+_OWNER_LOCK = "owner.lock"
+#: the staging folder of the ingest running in this context (set by ``staging_in``); None: the
+#: user's temporary folder (``tubetrail lab parse`` and tests, outside any warehouse)
+_STAGING_ROOT: ContextVar[Path | None] = ContextVar("tubetrail_staging_root", default=None)
+
+
+def staging_root_of(warehouse: str | os.PathLike[str]) -> Path:
+    """The staging folder of a warehouse: ``<warehouse>.staging/`` beside it."""
+    warehouse = Path(warehouse)
+    return warehouse.with_name(warehouse.name + STAGING_SUFFIX)
+
+
+@contextmanager
+def staging_in(root: Path | None) -> Iterator[None]:
+    """Stage every file of this context (parsers included) below ``root`` (None: unchanged)."""
+    if root is None:
+        yield
+        return
+    token = _STAGING_ROOT.set(Path(root))
+    try:
+        yield
+    finally:
+        _STAGING_ROOT.reset(token)
+
+
+def _private_folder(root: Path) -> Path:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
+@contextmanager
+def _locked(path: Path, flags: int) -> Iterator[bool]:
+    """flock ``path`` (created if missing); yields False when ``LOCK_NB`` finds it held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def sweep_staging(root: Path) -> list[str]:
+    """Remove the staging folders below ``root`` whose owner is gone (nobody holds their
+    ``owner.lock``: the process was killed). Returns the names removed."""
+    if not root.is_dir():
+        return []
+    removed = []
+    with _locked(root / ".sweep.lock", fcntl.LOCK_EX):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            lock = folder / _OWNER_LOCK
+            if lock.exists():
+                with _locked(lock, fcntl.LOCK_EX | fcntl.LOCK_NB) as free:
+                    if not free:
+                        continue  # a live staging (a concurrent ingest)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+@contextmanager
+def staging_folder(root: Path | None = None) -> Iterator[Path]:
+    """A new private folder below ``root`` (default: the context's, see :func:`staging_in`) to
+    stage one file in, held by this process until the end of the context and then removed.
+    Folders left by killed processes are swept first."""
+    chosen = root if root is not None else _STAGING_ROOT.get()
+    root = _private_folder(chosen if chosen is not None
+                           else Path(tempfile.gettempdir()) / f"tubetrail-staging-{os.getuid()}")
+    sweep_staging(root)
+    with _locked(root / ".sweep.lock", fcntl.LOCK_EX):
+        folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+        fd = os.open(folder / _OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
 @contextmanager
 def stage_file(path: Path, required: Iterable[str], label: str | None = None,
-               memory_limit: str = "10GB") -> Iterator[RawFile]:
-    """Stage one inbox file as text; refuse it if unreadable or missing a required column."""
+               memory_limit: str = "10GB", staging_root: Path | None = None) -> Iterator[RawFile]:
+    """Stage one inbox file as text below ``staging_root`` (the warehouse's, see
+    :func:`staging_root_of`); refuse it if unreadable or missing a required column."""
     label = label or str(path)
     if path.stat().st_size == 0:
         raise RefusedFile(f"{label}: empty file")
     file_format = sniff_format(path)
+    if file_format in ("csv", "jsonl"):
+        encoding = foreign_encoding(path)
+        if encoding is not None:
+            raise RefusedFile(f"{label}: file is {encoding}-encoded, not UTF-8: re-save it as UTF-8")
     reader = {"csv": _stage_csv, "parquet": _stage_parquet, "jsonl": _stage_jsonl}[file_format]
-    with tempfile.TemporaryDirectory(prefix="tubetrail-stage-") as tmp:
+    with staging_folder(staging_root) as tmp:
         con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
         try:
             con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
@@ -302,11 +456,12 @@ def stage_file(path: Path, required: Iterable[str], label: str | None = None,
 
 @contextmanager
 def stage_records(records: pl.DataFrame, rejects: pl.DataFrame, file_format: str,
-                  memory_limit: str = "10GB") -> Iterator[RawFile]:
+                  memory_limit: str = "10GB", staging_root: Path | None = None) -> Iterator[RawFile]:
     """Stage rows a parser already read (instrument exports): ``records`` with ``_line``."""
-    with tempfile.TemporaryDirectory(prefix="tubetrail-stage-") as tmp:
+    with staging_folder(staging_root) as tmp:
         con = duckdb.connect(str(Path(tmp) / "stage.duckdb"))
         try:
+            con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
             con.execute(f"SET memory_limit = '{memory_limit}'")
             con.register("records_arrow", records.to_arrow())
             con.execute("CREATE TABLE raw AS SELECT * FROM records_arrow ORDER BY _line")
@@ -351,7 +506,7 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path, label: str):
         con.execute(
             "CREATE TABLE raw AS SELECT * FROM read_csv(?, header = true, all_varchar = true, delim = ',',"
             " quote = '\"', escape = '\"', store_rejects = true, rejects_table = 'csv_rejects',"
-            " rejects_scan = 'csv_reject_scans', null_padding = false)",
+            f" rejects_scan = 'csv_reject_scans', null_padding = false, max_line_size = {MAX_LINE_BYTES})",
             [str(path)],
         )
         rejects = pl.from_arrow(
@@ -458,7 +613,7 @@ def _stage_jsonl(con: duckdb.DuckDBPyConnection, path: Path, label: str):
         con.execute(
             "CREATE TABLE lines AS SELECT row_number() OVER () AS line, j FROM read_csv(?, header = false,"
             " columns = {'j': 'VARCHAR'}, delim = '\x1e', quote = '', escape = '', auto_detect = false,"
-            " strict_mode = false)",
+            f" strict_mode = false, max_line_size = {MAX_LINE_BYTES})",
             [str(path)],
         )
         keys = [r[0] for r in con.sql(

@@ -81,3 +81,42 @@ def test_kill_9_halfway_then_rerun_equals_one_clean_run(tmp_path):
         proc.wait(timeout=60)
     assert run(inbox, crashed).wait(timeout=300) == 0
     assert state(crashed) == expected
+
+
+def test_a_kill_leaves_staging_beside_the_warehouse_and_the_next_start_sweeps_it(tmp_path):
+    """Issue 12.6: a file is staged below ``<warehouse>.staging/`` (0700), never in $TMPDIR; a
+    kill -9 mid-staging leaves its folder there, and the next ingest sweeps it, but never the
+    staging of a concurrent ingest that is still alive."""
+    inbox = tmp_path / "inbox"
+    big_register(inbox / "register/a.csv", 300_000)
+    later = tmp_path / "later"
+    (later / "labs").mkdir(parents=True)
+    (later / "labs/l.csv").write_text("lab_id,name\nL1,Lab\n")
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    db = tmp_path / "wh" / "w.duckdb"
+    staging = tmp_path / "wh" / "w.duckdb.staging"
+
+    proc = subprocess.Popen([sys.executable, "-c", INGEST, str(inbox), str(db)], cwd=REPO, env=env,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and not list(staging.glob("*/stage.duckdb")):
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    left = [p for p in staging.iterdir() if p.is_dir()]
+    assert len(left) == 1 and (left[0] / "stage.duckdb").exists(), "killed before or after staging"
+    assert staging.stat().st_mode & 0o777 == 0o700
+    assert list(tmpdir.iterdir()) == []
+
+    from warehouse.inbox import staging_folder
+
+    with staging_folder(staging) as live:  # a concurrent ingest, staging right now
+        assert subprocess.run([sys.executable, "-c", INGEST, str(later), str(db)], cwd=REPO, env=env,
+                              timeout=300).returncode == 0
+        assert [p.name for p in staging.iterdir() if p.is_dir()] == [live.name]  # the dead one swept
+    assert [p for p in staging.iterdir() if p.is_dir()] == []
+    assert list(tmpdir.iterdir()) == []

@@ -1,0 +1,57 @@
+"""CSV files that people open in a spreadsheet (DESIGN §7): the untested lists, re-sampling
+orders, key-group lists and door-to-door worklists. :func:`write_people_csv` is the one writer
+of them all; Parquet files (for machines) are written as they are.
+
+Spreadsheets run a cell that starts with ``=``, ``+``, ``-`` or ``@`` as a formula (CSV
+injection: ``=HYPERLINK(…)``, ``+cmd|' /C calc'!A0``), and a register or a scan can carry any
+text in a name or an address. :func:`neutralise_cells` therefore prefixes ``'`` to every text
+cell, in every column, that starts with one of those characters, with a tab, a carriage return
+or a line break (OWASP's rule), or with their full-width forms ``＝＋－＠`` (Chinese input
+methods type them; a Chinese-locale spreadsheet may read them as the ASCII ones). The
+apostrophe shows in the cell: the value is visibly text, never run.
+
+One exception, on purpose: a cell that is exactly an E.164 phone number (``+`` then 7 to 15
+digits, e.g. ``+8613800001111``, the register's normalised phones) is left as it is. A
+spreadsheet reads it as a plain number, which calls nothing; prefixing it would spoil every
+phone of the list for the programs that read these files. Any other ``+`` cell
+(``+86 138…``, ``+1+cmd|…``) is prefixed. Number, boolean and time columns cannot hold a
+formula (times are written as ISO text, which starts with a digit).
+
+Files carry a UTF-8 BOM, so Excel on Chinese Windows reads them as UTF-8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+#: a cell starting with one of these is prefixed with ``'``
+FORMULA_START = r"^[=+\-@\t\r\n＝＋－＠]"
+#: an E.164 phone number: a number to a spreadsheet, not a formula; kept as it is
+E164 = r"^\+[0-9]{7,15}$"
+
+
+def neutralise_cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every text cell that a spreadsheet would run as a formula, prefixed with ``'``
+    (set-based, every text column); other cells unchanged."""
+    text = [c for c, t in frame.schema.items() if t in (pl.Utf8, pl.Categorical, pl.Enum)]
+    return frame.with_columns(
+        pl.when(pl.col(c).cast(pl.Utf8).str.contains(FORMULA_START) & ~pl.col(c).cast(pl.Utf8).str.contains(E164))
+        .then(pl.lit("'") + pl.col(c).cast(pl.Utf8))
+        .otherwise(pl.col(c).cast(pl.Utf8))
+        .alias(c)
+        for c in text
+    )
+
+
+def iso_times(frame: pl.DataFrame) -> pl.DataFrame:
+    """Times as ISO text with their offset, for a spreadsheet."""
+    return frame.with_columns(pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%:z")
+                              for c, t in frame.schema.items() if isinstance(t, pl.Datetime))
+
+
+def write_people_csv(frame: pl.DataFrame, path: Path) -> None:
+    """The one writer of CSV files for people: times as ISO text, formula cells neutralised,
+    a UTF-8 BOM."""
+    neutralise_cells(iso_times(frame)).write_csv(path, include_bom=True)
