@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from reporting.people_csv import iso_times, write_people_csv
-from reporting.report import ORDER_COLUMNS, UNTESTED_COLUMNS, WORKLIST_COLUMNS
+from reporting.report import DOOR_TO_DOOR, ORDER_COLUMNS, UNTESTED_COLUMNS, WORKLIST_COLUMNS
 
 #: the pack of rows without a district (orders of people outside the register)
 UNKNOWN_DISTRICT = "unknown-district"
@@ -75,12 +75,23 @@ def report_districts(report: Path) -> list[str]:
     return sorted(UNKNOWN_DISTRICT if d is None else d for d in names["district"])
 
 
-def worklist_rows(untested: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame:
-    """The door-to-door rule: untested people with limited mobility (home sampling) and open
+#: the worklist task of an untested person by ``sampling_route``'s door-to-door reason
+DOOR_TO_DOOR_TASKS = {
+    "sealed_zone": "home sampling (untested, sealed zone)",
+    "mobility_limited": "home sampling (untested, limited mobility)",
+    "controlled_no_site_in_community": "home sampling (untested, controlled zone, no site in the community)",
+}
+
+
+def worklist_rows(door_to_door: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame:
+    """The door-to-door rule (上门采样): the untested whom ``sampling_route`` sends to no site
+    (sealed zone, limited mobility, controlled zone without a site in their community) and open
     home re-sampling orders (``home_visit`` and not ``fulfilled``), urgent first, per grid
     (``unknown-grid`` for people outside the register). Times as ISO text."""
-    home_untested = untested.filter(pl.col("mobility_limited")).select(
-        pl.lit("home sampling (untested, limited mobility)").alias("task"), "grid", "name", "id_type", "id_number",
+    home_untested = door_to_door.select(
+        pl.col("door_to_door_reason").replace_strict(DOOR_TO_DOOR_TASKS, default="home sampling (untested)",
+                                                     return_dtype=pl.Utf8).alias("task"),
+        "grid", "name", "id_type", "id_number",
         "phone", "address", pl.lit("untested").alias("reason"), pl.lit("normal").alias("priority"),
         pl.lit(None, dtype=pl.Utf8).alias("due_by"), pl.lit(None, dtype=pl.Utf8).alias("source_tube"))
     home_orders = iso_times(orders.filter(pl.col("home_visit") & ~pl.col("fulfilled"))).select(
@@ -104,9 +115,10 @@ def write_district_pack(report: Path, district: str) -> DistrictPack:
     """Write (or replace) ``report/districts/<district>/`` from the report's files."""
     untested = _scan(report, "untested.parquet", district).select(UNTESTED_COLUMNS)
     orders = _scan(report, DISTRICT_ORDERS, district)
+    door_to_door = _scan(report, DOOR_TO_DOOR, district)
     rollup = pl.scan_parquet(report / "coverage_rollup.parquet").filter(
         (pl.col("level") == "district") & _in_district(district)).collect()
-    work = worklist_rows(untested, orders)
+    work = worklist_rows(door_to_door, orders)
 
     packs = report / PACKS
     packs.mkdir(parents=True, exist_ok=True)

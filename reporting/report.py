@@ -6,6 +6,8 @@
   ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
   ``tat.parquet``: exactly the columns of DESIGN §7;
 * ``key_groups_overdue.parquet``/``.csv``: key-group members overdue on their test cycle;
+* ``door_to_door.parquet``: the untested whom ``sampling_route`` sends no site, with the reason:
+  the input of the door-to-door worklists;
 * ``district_orders.parquet``: the orders with their person's district (for a visitor outside
   the register, the district of the site that sampled them) and ``fulfilled``, by district: the
   input of the district packs;
@@ -45,6 +47,8 @@ TAT_COLUMNS = ("tube_barcode", "collected_at", "sealed_at", "departed_at", "rece
                *LINKS, "total_hours")
 KEY_GROUP_COLUMNS = ("id_type", "id_number", "name", "phone", "district", "subdistrict", "community", "grid",
                      "key_group", "cycle_days", "last_sampled_at", "due_by", "compliance")
+#: the report file the district packs read the untested door-to-door people from
+DOOR_TO_DOOR = "door_to_door.parquet"
 WORKLIST_COLUMNS = ("task", "grid", "name", "id_type", "id_number", "phone", "address", "reason", "priority",
                     "due_by", "source_tube")
 
@@ -95,9 +99,9 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
             ORDER BY o.priority = 'normal', o.due_by, reg.grid, o.id_number""", {}),
         "untested": _frame(con, """
             SELECT st.round_id, st.id_type, st.id_number, reg.name, reg.phone, reg.address, st.district, st.subdistrict,
-                   st.community, st.grid, reg.mobility_limited
-            FROM report_status st JOIN register reg USING (person_key)
-            WHERE st.status = 'untested' ORDER BY st.district, st.grid, st.id_number""", {}),
+                   st.community, st.grid, reg.mobility_limited, rt.door_to_door_reason
+            FROM report_status st JOIN register reg USING (person_key) JOIN sampling_route($as_of) rt USING (person_key)
+            WHERE st.status = 'untested' ORDER BY st.district, st.grid, st.id_number""", {"as_of": as_of}),
         "anomalies": _frame(con, """
             SELECT kind, tube_barcode, box_id, detail, detected_at FROM (
                 SELECT kind, round_id, tube_barcode, box_id, detail, detected_at FROM tube_anomalies
@@ -121,7 +125,8 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     define_key_group_views(con, cfg.key_groups)
     if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():
         raise ValueError(f"round {round_id} is not open in this warehouse")
-    frames = report_frames(con, round_id, as_of)
+    # every time people read is city time with its offset (the warehouse keeps UTC)
+    frames = {name: city_times(frame, cfg.city.timezone) for name, frame in report_frames(con, round_id, as_of).items()}
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "districts", ignore_errors=True)
     figures = ReportFigures(round_id, as_of)
@@ -143,6 +148,10 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
         "district", nulls_last=True, maintain_order=True).write_parquet(out / "district_orders.parquet")
     figures.files.append("district_orders.parquet")
     put("untested", frames["untested"].select(UNTESTED_COLUMNS), csv=True)
+    # the untested sampled door to door (sealed zone, limited mobility, controlled zone without a
+    # site in the community: ``sampling_route``), the input of the grid workers' worklists
+    frames["untested"].filter(pl.col("door_to_door_reason").is_not_null()).write_parquet(out / DOOR_TO_DOOR)
+    figures.files.append(DOOR_TO_DOOR)
     put("anomalies", frames["anomalies"].select(ANOMALY_COLUMNS))
     put("tat", frames["tat"].select(TAT_COLUMNS))
     overdue = frames["key_groups"].filter(pl.col("compliance") != "in cycle")
@@ -161,3 +170,9 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.files.append("report.html")
     return figures
 
+
+def city_times(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
+    """Every time column in the city's time zone: the same instants, read as city time with its
+    offset in the CSVs people open (``2022-04-04T20:00:00+08:00``, not ``…12:00:00+00:00``)."""
+    return frame.with_columns(pl.col(c).dt.convert_time_zone(timezone)
+                              for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone)

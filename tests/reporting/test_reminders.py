@@ -113,3 +113,39 @@ def test_no_reminder_after_the_deadline(tmp_path, cfg):
     assert plan(datetime(2022, 4, 4, 19, tzinfo=SH)).counts["due"] == 3
     late = plan(datetime(2022, 4, 5, 9, tzinfo=SH))
     assert late.due.is_empty() and late.counts["after_deadline"] == 3 and late.counts["due"] == 0
+
+
+def test_the_door_to_door_people_are_on_their_grids_worklist(tmp_path, cfg):
+    """Issue 13.3: an untested sealed-zone resident was on no door-to-door list. Whom the
+    reminders send to no site, the grid workers' worklist holds (one rule: sampling_route)."""
+    import polars as pl
+
+    from reporting.districts import write_district_pack
+    from reporting.report import write_report
+    from tests.helpers import register_row, ric
+    from tubetrail.secrets import id_hash_key
+    from tubetrail.views import define_views
+    from warehouse.connection import open_warehouse
+
+    def person(i, grid, mobility="false", community="中山居委"):
+        return register_row(ric(f"31010119850101{i:03d}"), phone=f"1380013800{i}", grid=grid,
+                            mobility=mobility).replace("中山居委", community)
+
+    rows = [person(0, "G1"), person(1, "GS"), person(2, "G1", mobility="true"),
+            person(3, "GC"), person(4, "GC2", community="无采样点居委")]
+    zones = ("grid,zone,since\nGS,sealed,2022-04-01T00:00:00+08:00\nGC,controlled,2022-04-01T00:00:00+08:00\n"
+             "GC2,controlled,2022-04-01T00:00:00+08:00\n")
+    plan = small_city(tmp_path, cfg, rows, zones)
+    at = datetime(2022, 4, 4, 10, tzinfo=SH)
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        write_report(con, cfg, "R1", at, tmp_path / "out")
+    write_district_pack(tmp_path / "out", "黄浦区")
+    work = pl.concat([pl.read_csv(f, infer_schema=False)
+                      for f in (tmp_path / "out" / "districts" / "黄浦区" / "worklists").glob("*.csv")])
+    listed = dict(zip(work["id_number"], work["task"]))
+    assert listed == {ric("31010119850101001"): "home sampling (untested, sealed zone)",
+                      ric("31010119850101002"): "home sampling (untested, limited mobility)",
+                      ric("31010119850101004"): "home sampling (untested, controlled zone, no site in the community)"}
+    due = set(plan(at).due["phone"])
+    assert due == {"+8613800138000", "+8613800138003"}  # the others are visited, not sent

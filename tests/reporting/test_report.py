@@ -142,3 +142,11 @@ def test_overdue_urgent_orders_are_marked_and_counted_per_district(called, tmp_p
     assert "⚠ OVERDUE" in html and '<tr class="overdue"><td class="l">黄浦区</td>' in section
     for secret in [*P.values(), "张三", "13800138000"]:
         assert secret not in section
+
+
+def test_worker_files_carry_city_time(called, tmp_path):
+    """Issue 13.9: worker files carried UTC (``due_by …+00:00``)."""
+    report(called, tmp_path / "out")
+    orders = pl.read_csv(tmp_path / "out" / "resample_orders.csv", infer_schema=False)
+    assert orders["due_by"].str.ends_with("+08:00").all() and orders.height
+    assert "2022-04-04T22:00:00+08:00" in orders["due_by"].to_list()  # TA called 16:00, urgent: 6 h
