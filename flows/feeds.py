@@ -44,6 +44,7 @@ from warehouse.writer import (
     apply_results,
     apply_scans,
     apply_stage_rule,
+    then_assign_waiting,
     attach_stage,
     detach_stage,
     ledger_entry,
@@ -62,6 +63,8 @@ class Feed:
     unique_key: tuple[str, ...] | None = None
     #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
     stage_rule: StageRule | None = None
+    #: its facts may raise re-sampling orders that scans waiting for them join (``then_assign_waiting``)
+    settles_waiting: bool = False
     #: what the file's facts raise (``reporting.alerts``), recorded in the file's transaction
     announce: Callable[[duckdb.DuckDBPyConnection, Config, str], list[OutboxAlert]] | None = None
 
@@ -100,13 +103,15 @@ FEEDS: dict[str, Feed] = {
         "receipts",
         RECEIPT_REQUIRED,
         lambda raw, cfg, label: check_receipts(raw, timezone=cfg.city.timezone),
-        apply_receipts,
+        then_assign_waiting(apply_receipts, ROUND_RULE),
+        settles_waiting=True,
     ),
     "results": Feed(
         "results",
         (),
         lambda records, cfg, label: check_results(records, label),
-        apply_results,
+        then_assign_waiting(apply_results, ROUND_RULE),
+        settles_waiting=True,
         announce=positive_alerts_of_file,
     ),
 }
@@ -174,7 +179,7 @@ def take_file(
             with session() as con:
                 attach_stage(con, stage_path)
                 try:
-                    if feed.stage_rule is not None or feed.announce is not None:
+                    if feed.stage_rule is not None or feed.announce is not None or feed.settles_waiting:
                         define_views(con, cfg)
                     if feed.stage_rule is not None:
                         apply_stage_rule(con, feed.stage_rule)

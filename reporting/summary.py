@@ -54,8 +54,9 @@ def chain_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
     ).fetchall()
     names = ("round_id", "tubes_opened", "tubes_sealed", "tubes_received", "tubes_refused",
              "people_sampled", "outside_register")
+    (waiting,) = con.execute("SELECT count(DISTINCT tube_barcode) FROM waiting_scans").fetchone()
     return {"rounds": [dict(zip(names, row)) for row in rounds], "anomalies": dict(anomalies),
-            "tests": test_summary(con, as_of)}
+            "tests": test_summary(con, as_of), "waiting_resample_tubes": waiting}
 
 
 def test_summary(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict:
@@ -92,6 +93,9 @@ def chain_summary_markdown(summary: dict, as_of: datetime, timezone: str = "Asia
                   f"urgent re-samples open: {t['urgent_open']:,} (overdue: {t['urgent_overdue']:,}).",
                   "", "| call | tubes |", "|---|---:|"]
         lines += [f"| {c} | {n:,} |" for c, n in t["calls"].items()]
+    if summary.get("waiting_resample_tubes"):
+        lines += ["", f"Re-sample tubes scanned before their order, waiting for it: {summary['waiting_resample_tubes']:,} "
+                      "(they join the order's round when the receipt or results raising it arrive)."]
     lines += ["", "## Anomalies by kind", "", "| kind | count |", "|---|---:|"]
     lines += [f"| {k} | {n:,} |" for k, n in summary["anomalies"].items()] or ["| none | 0 |"]
     return "\n".join(lines)

@@ -2,7 +2,10 @@
 
 A scan belongs to the round whose window holds it; windows never overlap, so that is at most
 one round. A re-sample (a single tube of a person with an open re-sampling order) belongs to
-that order's round whatever its time: re-samples often happen after the window has closed.
+that order's round whatever its time: re-samples often happen after the window has closed. Its
+scan may reach the inbox before the results that order it: a single-tube scan in no round then
+waits (``waiting_scans``) and joins the order's round in the transaction of the receipt or
+results file that raises the order; it is never lost.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ WITH windowed AS (
 ), ordered AS ({ordered}
 ), by_row AS (
     SELECT wd.* EXCLUDE (window_round), coalesce(wd.window_round, o.round_id) AS row_round,
-           (wd.window_round IS NULL AND o.round_id IS NOT NULL) AS row_resample
+           CASE WHEN coalesce(wd.window_round, o.round_id) IS NOT NULL
+                THEN (wd.window_round IS NULL AND o.round_id IS NOT NULL) END AS row_resample
     FROM windowed wd
     LEFT JOIN ordered o ON wd.window_round IS NULL AND wd.event IN ('add', 'void') AND wd.capacity = 1
                        AND o.person_key = wd.person_key
@@ -81,7 +85,14 @@ WITH windowed AS (
 )
 SELECT b.* EXCLUDE (row_round, row_resample, person_key),
        coalesce(b.row_round, t.round_id) AS round_id,
-       coalesce(b.row_resample, t.resample, FALSE) AS resample
+       coalesce(b.row_resample, t.resample, FALSE) AS resample,
+       -- in no round yet, but maybe a re-sample whose order is not raised yet: a single-tube
+       -- person scan, or a seal or void of a tube whose person scan waits: it waits too
+       coalesce(b.row_round, t.round_id) IS NULL AND (
+           (b.event IN ('add', 'void') AND b.capacity = 1)
+           OR b.tube_barcode IN (SELECT tube_barcode FROM by_row
+                                 WHERE row_round IS NULL AND event IN ('add', 'void') AND capacity = 1)
+           OR b.tube_barcode IN (SELECT tube_barcode FROM waiting_scans)) AS waiting
 FROM by_row b LEFT JOIN tube_round t ON b.row_round IS NULL AND t.tube_barcode = b.tube_barcode
 """
 
@@ -119,6 +130,8 @@ ALL_IN_WINDOWS_SQL = f"SELECT count(*) = 0 FROM incoming i WHERE {_OUTSIDE_WINDO
 
 OUTSIDE_ROUNDS = "scanned outside every open round"
 
-#: Every scan gets its round; a scan that belongs to none is quarantined.
+#: Every scan gets its round; a single-tube scan in none waits for its order (``waiting_scans``,
+#: placed by ``warehouse.writer.assign_waiting_scans`` when the order appears); any other scan
+#: that belongs to no round is quarantined.
 ROUND_RULE = StageRule(sql=assign_round_sql, required_column="round_id", column="scanned_at", reason=OUTSIDE_ROUNDS,
-                       quick_sql=ASSIGN_BY_WINDOW_SQL, quick_when_sql=ALL_IN_WINDOWS_SQL)
+                       quick_sql=ASSIGN_BY_WINDOW_SQL, quick_when_sql=ALL_IN_WINDOWS_SQL, hold_column="waiting")

@@ -175,6 +175,42 @@ def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
     assert ("tube_refused", "T2", P[4], False, True) in orders
 
 
+def test_a_resample_scanned_before_its_order_waits_and_joins_the_order_round(tmp_path, cfg):
+    """Issue 13.8: a re-sample whose scan reaches the inbox before the results file that orders
+    it was quarantined for good ("scanned outside every open round") and its order showed
+    unfulfilled. Here the pool TA (P1, P2, P3) turns positive on plate P1; the next morning's
+    re-sample scans of P1 to P3 arrive before that plate's results."""
+    import shutil
+
+    from tests.lab.test_calling import AS_OF as CALLED_AS_OF
+    from tests.lab.test_calling import P as CP
+    from tests.lab.test_calling import build, resamples
+
+    setup_round(cfg)
+    root = build(tmp_path / "in")
+    held = tmp_path / "held"
+    shutil.move(root / "results", held)  # the lab's files come last
+    ingest(root, cfg)
+    early = resamples(tmp_path / "early")
+    shutil.rmtree(early / "results")
+    scans = next(o for o in ingest(early, cfg) if o.kind == "scans")
+    assert scans.rows_quarantined == 0 and scans.rows_accepted == 6  # RS1-RS3: add and seal each, waiting
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(6,)]
+    shutil.move(held, tmp_path / "late" / "results")
+    ingest(tmp_path / "late", cfg)
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(0,)]
+        placed = con.sql("SELECT DISTINCT round_id, resample FROM scans WHERE tube_barcode LIKE 'RS%'").fetchall()
+        audit = con.sql("SELECT entity_key, after FROM audit WHERE action = 'assign_waiting'").fetchall()
+        define_views(con, cfg)
+        fulfilled = con.execute("SELECT id_number, fulfilled FROM resample_orders(?) WHERE source_tube = 'TA'"
+                                " ORDER BY 1", [CALLED_AS_OF]).fetchall()
+    assert placed == [("R1", True)]
+    assert len(audit) == 1 and '"rows":6' in audit[0][1].replace(" ", "")
+    assert fulfilled == sorted((CP[i], True) for i in (1, 2, 3))  # re-sampled, by the scans that waited
+
+
 def test_one_inbox_holding_the_round_and_next_morning_resamples(tmp_path, cfg):
     """Chain files are taken in the order things happened, so the re-sample scanned the next
     morning finds the order raised by the receipt of the day before."""

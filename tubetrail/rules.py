@@ -47,7 +47,7 @@ class Checked:
 class StageRule:
     """A rule that needs the warehouse, as SQL over ``incoming`` (the file's accepted rows with
     ``person_key``): it returns the rows with extra columns; a row whose ``required_column`` is
-    null is quarantined with ``column`` and ``reason``."""
+    null is quarantined with ``column`` and ``reason``, unless its ``hold_column`` is true."""
 
     #: the SQL, or a function building it from ``incoming`` (for constant lists the views can push down)
     sql: str | Callable[[duckdb.DuckDBPyConnection], str]
@@ -57,6 +57,9 @@ class StageRule:
     #: an equivalent, cheaper SQL, used when ``quick_when_sql`` (over ``incoming``) is true
     quick_sql: str | None = None
     quick_when_sql: str | None = None
+    #: a boolean column: a row without ``required_column`` where it is true is kept (taken, to be
+    #: settled later by the feed's writer) instead of quarantined
+    hold_column: str | None = None
 
 
 def blank(column: str) -> pl.Expr:

@@ -226,6 +226,27 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         INSERT INTO warehouse_settings VALUES ('warehouse_id', CAST(uuid() AS VARCHAR));
         """,
     ),
+    (
+        7,
+        "re-sample scans that wait for their order (scanned before the results that order them)",
+        """
+        CREATE TABLE waiting_scans (
+            scanned_at TIMESTAMPTZ NOT NULL,
+            site_id VARCHAR NOT NULL,
+            collector_id VARCHAR NOT NULL,
+            tube_barcode VARCHAR NOT NULL,
+            event VARCHAR NOT NULL CHECK (event IN ('add', 'seal', 'void')),
+            person_key UHUGEINT,
+            id_type VARCHAR,
+            id_number VARCHAR,
+            name VARCHAR,
+            phone VARCHAR,
+            capacity INTEGER,
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT NOT NULL
+        );
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).

@@ -168,12 +168,13 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
         sql = rule.sql(con) if callable(rule.sql) else rule.sql
     con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {sql}")
     packed = ", ".join(f'"{c}" := "{c}"' for c in data)
+    kept = f'"{rule.required_column}" IS NOT NULL' + (f' OR coalesce("{rule.hold_column}", FALSE)' if rule.hold_column else "")
     con.execute(
         f"""INSERT INTO {STAGE}.quarantined SELECT {LINE}, ?, ?, to_json(struct_pack({packed}))
-        FROM ruled WHERE "{rule.required_column}" IS NULL""",
+        FROM ruled WHERE NOT ({kept})""",
         [rule.column, rule.reason],
     )
-    con.execute(f'CREATE OR REPLACE TABLE {STAGE}.accepted AS SELECT * FROM ruled WHERE "{rule.required_column}" IS NOT NULL')
+    con.execute(f"CREATE OR REPLACE TABLE {STAGE}.accepted AS SELECT * FROM ruled WHERE {kept}")
     con.execute("DROP TABLE incoming; DROP TABLE ruled")
 
 
@@ -318,14 +319,66 @@ def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.Duck
 
 
 def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-    """Scan events are facts: appended, never changed (tubes and members are derived from them)."""
+    """Scan events are facts: appended, never changed (tubes and members are derived from them).
+    A re-sample scan that no round holds yet (its order not raised yet) waits in
+    ``waiting_scans`` until :func:`assign_waiting_scans` finds its order."""
     con.execute(
         """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event,
                CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
                id_type, id_number, name, phone, capacity, resample, ?, source_line
-           FROM staged""",
+           FROM staged WHERE round_id IS NOT NULL""",
         [content_hash],
     )
+    con.execute(
+        """INSERT INTO waiting_scans SELECT scanned_at, site_id, collector_id, tube_barcode, event,
+               CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
+               id_type, id_number, name, phone, capacity, ?, source_line
+           FROM staged WHERE round_id IS NULL""",
+        [content_hash],
+    )
+
+
+def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None,
+                         rule: StageRule) -> int:
+    """Re-sample scans that waited for their order (DESIGN §8: a scan may reach the inbox before
+    the results that order it) join the order's round once the facts of this file raise it: the
+    scans feed's round rule (``rule``: ``sampling.rounds.ROUND_RULE``) run again over the waiting rows, in the file's
+    transaction; the rows it places move to ``scans`` (with their own file and line) and the move
+    is audited. Needs the derived views. Returns the rows placed."""
+    if not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]:
+        return 0
+    con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM waiting_scans")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {rule.sql(con) if callable(rule.sql) else rule.sql}")
+    placed = con.execute("SELECT count(*) FROM ruled WHERE round_id IS NOT NULL").fetchall()[0][0]
+    if placed:
+        con.execute(
+            """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event,
+                   CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
+                   id_type, id_number, name, phone, capacity, resample, source_hash, source_line
+               FROM ruled WHERE round_id IS NOT NULL""")
+        con.execute(
+            """DELETE FROM waiting_scans w USING ruled r
+               WHERE r.round_id IS NOT NULL AND w.source_hash = r.source_hash AND w.source_line = r.source_line""")
+        con.execute(
+            """INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
+               SELECT ?, ?, 'scans', ?, 'assign_waiting',
+                      're-sample scans that waited for their order joined its round', NULL,
+                      to_json({rows: count(*), rounds: list(DISTINCT round_id ORDER BY round_id)})
+               FROM ruled WHERE round_id IS NOT NULL""",
+            [_now(), run_id, content_hash])
+    con.execute("DROP TABLE incoming; DROP TABLE ruled")
+    return placed
+
+
+def then_assign_waiting(apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None], rule: StageRule):
+    """``apply``, then :func:`assign_waiting_scans` in the same transaction (for the feeds whose
+    facts raise re-sampling orders: receipts, results)."""
+
+    def applied(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+        apply(con, content_hash, run_id)
+        assign_waiting_scans(con, content_hash, run_id, rule)
+
+    return applied
 
 
 def apply_manifests(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
