@@ -10,6 +10,9 @@ transaction loses nothing: :func:`publish_alerts` publishes every ``pending`` ro
   ``tubetrail.pool.positive`` (resource ``tubetrail.tube.<barcode>``, payload counts only);
 * ``positive_single``: a single tube called positive, a person positive (a single sample, a
   re-sample): the artifact ``positive-single-<tube>`` and the event ``tubetrail.single.positive``;
+* ``urgent_overdue``: a positive pool's urgent re-samples past their due time with people not
+  re-sampled, judged at an ``as_of`` (:func:`raise_overdue_alerts`): ``overdue-<tube>`` and
+  ``tubetrail.order.overdue``;
 * ``file_refused``: the markdown artifact ``file-refused-<hash>`` and the event
   ``tubetrail.file.refused`` (resource ``tubetrail.file.<content hash>``, name and size);
 
@@ -49,6 +52,7 @@ import re
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from prefect import get_run_logger, task
@@ -63,14 +67,19 @@ from reporting.alerts import (
     POOL_POSITIVE_EVENT,
     POSITIVE_SINGLE,
     POSITIVE_SINGLE_EVENT,
+    URGENT_OVERDUE,
+    URGENT_OVERDUE_EVENT,
     OutboxAlert,
     PoolAlert,
     file_refused_markdown,
+    overdue_markdown,
+    overdue_urgent_alerts,
     pool_alert_from_payload,
     pool_alert_markdown,
 )
 from tubetrail.config import Config, load_config
 from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import (
     PendingAlert,
@@ -78,6 +87,7 @@ from warehouse.writer import (
     mark_alert_published,
     pending_alerts,
     record_alert_attempts,
+    record_alerts,
     warehouse_id,
 )
 
@@ -131,6 +141,15 @@ def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict,
                 {"prefect.resource.id": f"tubetrail.tube.{single.tube_barcode}",
                  "prefect.resource.name": single.tube_barcode, "tubetrail.lab": single.lab_id},
                 event_payload(single, cfg.city.timezone))
+    if alert.kind == URGENT_OVERDUE:
+        p = alert.payload
+        outbox = OutboxAlert(alert.kind, alert.subject, alert.raised_at, p)
+        return (artifact_key(alert.subject, "overdue-"), overdue_markdown(outbox, cfg.city.timezone),
+                f"Urgent re-samples overdue: pool {alert.subject}, {p['people_overdue']} people",
+                {"prefect.resource.id": f"tubetrail.tube.{alert.subject}", "prefect.resource.name": alert.subject},
+                {"round_id": p["round_id"], "people_overdue": p["people_overdue"], "districts": p["districts"],
+                 "due_by": datetime.fromisoformat(p["due_by"]).astimezone(ZoneInfo(cfg.city.timezone))
+                 .isoformat(timespec="minutes")})
     if alert.kind == FILE_REFUSED:
         outbox = OutboxAlert(alert.kind, alert.subject, alert.raised_at, alert.payload)
         p = alert.payload
@@ -143,7 +162,7 @@ def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict,
 
 
 EVENT_NAMES = {POOL_POSITIVE: POOL_POSITIVE_EVENT, POSITIVE_SINGLE: POSITIVE_SINGLE_EVENT,
-               FILE_REFUSED: FILE_REFUSED_EVENT}
+               URGENT_OVERDUE: URGENT_OVERDUE_EVENT, FILE_REFUSED: FILE_REFUSED_EVENT}
 
 
 def _artifact_published(key: str, marker: str) -> bool:
@@ -236,6 +255,12 @@ AUTOMATIONS: dict[str, tuple[str, str, str, str]] = {
         "Positive single tube {{ event.resource.name }} ({{ event.payload.call }}; re-sample: "
         "{{ event.payload.resample }}) at lab {{ event.payload.lab_id }}, plate {{ event.payload.plate_id }}, "
         "called {{ event.payload.called_at }}: one person positive, hand over to the CDC now."),
+    URGENT_OVERDUE_EVENT: (
+        "tubetrail: urgent re-samples overdue -> notify the coordinator",
+        "A positive pool's urgent home re-samples are past their due time (counts only).",
+        "Urgent re-samples overdue: pool {{ event.resource.name }}",
+        "{{ event.payload.people_overdue }} people of the positive pool {{ event.resource.name }} were due for home "
+        "re-sampling by {{ event.payload.due_by }} and are not re-sampled yet ({{ event.payload.districts }})."),
     FILE_REFUSED_EVENT: (
         "tubetrail: file refused -> notify the coordinator",
         "An inbox file could not be read and was refused whole (name and size only).",
@@ -271,3 +296,27 @@ def ensure_alert_automations(webhook_url: str) -> dict[str, str]:
         ).create()
         created[event] = str(automation.id)
     return created
+
+
+def raise_overdue_alerts(cfg: Config, as_of: datetime, *, write_guard: Callable[[], AbstractContextManager[object]]) -> int:
+    """Record the urgent re-samples overdue at ``as_of`` in the outbox (one transaction under the
+    write slot); :func:`publish_pending_alerts` sends them. Returns how many were raised."""
+    key = id_hash_key()
+    with write_guard(), open_configured(cfg.warehouse, key) as con:
+        define_views(con, cfg)
+        alerts = overdue_urgent_alerts(con, as_of)
+        con.begin()
+        try:
+            record_alerts(con, alerts)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    return len(alerts)
+
+
+@task(task_run_name="raise overdue alerts as of {as_of}")
+def raise_overdue(as_of: datetime, config_path: str | None, warehouse: str | None) -> int:
+    """Urgent re-samples overdue at ``as_of`` (the latest fact ingested, or a report's time)."""
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    return raise_overdue_alerts(cfg, as_of, write_guard=warehouse_write_guard(cfg))

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.alerts import publish_alerts
+from flows.alerts import publish_alerts, raise_overdue
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
@@ -62,7 +62,7 @@ CHAIN_KINDS = ("scans", "manifests", "receipts", "results")
 
 
 @task(task_run_name="summarise collect, deliver and test")
-def publish_chain_summary(config_path: str | None, warehouse: str | None) -> None:
+def publish_chain_summary(config_path: str | None, warehouse: str | None) -> datetime:
     """Tubes, people sampled, calls, positive pools and anomalies after the chain feeds:
     aggregate, no personal data.
     A read: the warehouse file lock is enough, no write slot is taken."""
@@ -74,6 +74,7 @@ def publish_chain_summary(config_path: str | None, warehouse: str | None) -> Non
         summary = chain_summary(con, as_of)
     create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of, cfg.city.timezone),
                              description="Collect, deliver and test: tubes, people sampled, calls, positive pools, anomalies")
+    return as_of
 
 
 def _inbox_run_name() -> str:
@@ -101,10 +102,11 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     logger.info("took %d file(s), %d seen before, %d refused, %d hidden (not taken)",
                 sum(o.status == "accepted" for o in outcomes), sum(o.status == "skipped" for o in outcomes) - hidden,
                 sum(o.status == "refused" for o in outcomes), hidden)
-    publish_alerts("at the end", config_path, warehouse)
     publish_ingest_summary(outcomes)
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
-        publish_chain_summary(config_path, warehouse)
+        as_of = publish_chain_summary(config_path, warehouse)
+        raise_overdue(as_of, config_path, warehouse)  # urgent re-samples past due at the latest fact
+    publish_alerts("at the end", config_path, warehouse)
     return outcomes
 
 

@@ -34,12 +34,15 @@ POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
 #: the Prefect event a positive single tube emits: a person is positive (a single sample, a
 #: re-sample of a positive pool, a key-group member), for the CDC at once (流调)
 POSITIVE_SINGLE_EVENT = "tubetrail.single.positive"
+#: the Prefect event a positive pool's urgent re-samples past their due time emit
+URGENT_OVERDUE_EVENT = "tubetrail.order.overdue"
 #: the Prefect event a refused file emits
 FILE_REFUSED_EVENT = "tubetrail.file.refused"
 
 #: outbox kinds (later kinds: single positive, overdue order, lab over capacity, ...)
 POOL_POSITIVE = "pool_positive"
 POSITIVE_SINGLE = "positive_single"
+URGENT_OVERDUE = "urgent_overdue"
 FILE_REFUSED = "file_refused"
 
 
@@ -226,3 +229,44 @@ def file_refused_markdown(alert: OutboxAlert) -> str:
             f"A {p['kind']} file of {p['size_bytes']:,} bytes could not be read and was refused whole; "
             "the reason is in the ingest summary and the ledger. Fix it at the source and drop the corrected "
             "file in the inbox.\n")
+
+
+def overdue_urgent_alerts(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[OutboxAlert]:
+    """Positive pools whose urgent home re-samples are past their due time at ``as_of`` with
+    people not re-sampled yet (DESIGN §8: an urgent order overdue), one alert per pool, raised at
+    the due time; a pool alerted once is not alerted again. The pools are those the outbox
+    announced (``pool_positive``), so only their people's tubes are looked at. Needs the views of
+    :func:`tubetrail.views.define_views` and the outbox."""
+    pools = [r[0] for r in con.execute(
+        """SELECT subject FROM alert_outbox
+           WHERE kind = $pool AND CAST(payload->>'due_by' AS TIMESTAMPTZ) < $as_of
+             AND subject NOT IN (SELECT subject FROM alert_outbox WHERE kind = $overdue)
+           ORDER BY subject""",
+        {"pool": POOL_POSITIVE, "overdue": URGENT_OVERDUE, "as_of": as_of}).fetchall()]
+    if not pools:
+        return []
+    tubes = [r[0] for r in con.execute(
+        f"""SELECT DISTINCT tube_barcode FROM scans WHERE person_key IN
+                (SELECT person_key FROM tube_members WHERE tube_barcode IN {sql_in_list(pools)})
+            UNION SELECT unnest({sql_text_list(pools)}) ORDER BY 1""").fetchall()]
+    rows = con.execute(
+        f"""SELECT o.source_tube, any_value(o.round_id), min(o.due_by), count(DISTINCT o.person_key),
+                   list(DISTINCT coalesce(reg.district, 'unknown district') ORDER BY coalesce(reg.district, 'unknown district'))
+            FROM resample_orders($as_of, tubes := {sql_text_list(tubes)}) o LEFT JOIN register reg USING (person_key)
+            WHERE urgent_reason(o.reason) AND o.source_tube IN {sql_in_list(pools)}
+              AND NOT o.fulfilled AND o.due_by < $as_of
+            GROUP BY o.source_tube ORDER BY o.source_tube""", {"as_of": as_of}).fetchall()
+    return [OutboxAlert(URGENT_OVERDUE, tube, due_by,
+                        {"tube_barcode": tube, "round_id": round_id, "due_by": due_by.isoformat(),
+                         "people_overdue": people, "districts": list(districts)}, round_id=round_id)
+            for tube, round_id, due_by, people, districts in rows]
+
+
+def overdue_markdown(alert: OutboxAlert, timezone: str) -> str:
+    p = alert.payload
+    due = datetime.fromisoformat(p["due_by"]).astimezone(ZoneInfo(timezone))
+    offset = due.strftime("%z")
+    return (f"# Urgent re-samples overdue: pool {p['tube_barcode']}\n\n"
+            f"**{p['people_overdue']} people** of the positive pool {p['tube_barcode']} (round {p['round_id']}) were due "
+            f"for home re-sampling by **{due:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}** and are not re-sampled yet. "
+            f"District(s): {', '.join(p['districts'])}. Their names are in the districts' worklists.\n")
