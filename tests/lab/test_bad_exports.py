@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from flows.feeds import take_file
 from lab.instruments import UnrecognisedExport, parse_export
 from tests.conftest import write
+from tests.lab.test_calling import CONTROLS, ND, P, RESULT_HEADER, calls, called, ingest, query, results_csv  # noqa: F401
 from tests.lab.test_instruments import instruments  # noqa: F401  (the real exports, in shared/)
 from warehouse.inbox import InboxFile
 
@@ -140,3 +141,61 @@ def test_an_export_with_an_unknown_zone_is_refused_by_the_ingest_not_given_its_f
     path = write(tmp_path / "in/results/L1/zone.txt", QS.format(end="2022-04-04 09:15:00 PM MOON"))
     outcome = take_file(InboxFile("results", path, "results/L1/zone.txt"), cfg)
     assert outcome.status == "refused" and "unknown time zone 'MOON'" in outcome.message
+
+
+# --- calling: a tube without a reading for every target role, or with conflicting readings -----------
+
+def test_a_missing_target_or_conflicting_readings_call_nothing_and_wait_for_a_rerun(called, tmp_path):
+    """On a valid plate: TI has only its internal-control row; TJ is read positive (ORF1ab 20,
+    N 21) and, later in the same file, not detected; TX repeats its rows exactly (harmless).
+    On main TI and TJ were called ``negative`` without a word."""
+    rows = [RESULT_HEADER]
+    wells = {**CONTROLS, "TJ": ("20", "21", "30"), "TX": ("24", "25", "30")}
+    for n, (sample, cts) in enumerate(wells.items()):
+        rows += [f"L1,P7,P7,A{n + 1},{sample},{t},{ct},2022-04-04T21:00:00+08:00" for t, ct in zip(("ORF1ab", "N", "IC"), cts)]
+    rows.append("L1,P7,P7,B1,TI,IC,30,2022-04-04T21:00:00+08:00")
+    rows += ["L1,P7,P7,A3,TJ,ORF1ab,Undetermined,2022-04-04T21:00:00+08:00",
+             "L1,P7,P7,A3,TJ,N,,2022-04-04T21:00:00+08:00"]
+    rows += [f"L1,P7,P7,A4,TX,{t},{ct},2022-04-04T21:00:00+08:00" for t, ct in zip(("ORF1ab", "N", "IC"), wells["TX"])]
+    write(tmp_path / "faults/results/L1/P7.csv", "\n".join(rows) + "\n")
+    ingest(tmp_path / "faults", called)
+
+    assert query(called, "SELECT valid FROM plate_qc WHERE plate_id = 'P7'", []) == [(True,)]
+    found = calls(called)
+    assert found["TI"] == ("rerun", "reading_missing")
+    assert found["TJ"] == ("rerun", "conflicting_readings")
+    assert found["TX"] == ("positive", None)  # an exact repeat is no conflict
+    narrowed = query(called, "SELECT tube_barcode, call, pending_reason FROM tube_calls(?, tubes := ['TI', 'TJ', 'TX'])")
+    assert {t: (c, p) for t, c, p in narrowed} == {t: found[t] for t in ("TI", "TJ", "TX")}
+    history = query(called, "SELECT tube_barcode, first_call, attempt FROM tube_call_history(?)"
+                            " WHERE plate_id = 'P7' ORDER BY 1")
+    assert history == [("TI", "reading_missing", None), ("TJ", "conflicting_readings", None), ("TX", "positive", 1)]
+    anomalies = query(called, "SELECT kind, tube_barcode, detail FROM lab_anomalies(?)"
+                              " WHERE kind IN ('reading_missing', 'conflicting_readings') ORDER BY ALL")
+    assert anomalies == [
+        ("conflicting_readings", "TJ", "lab L1 run P7 plate P7 well A3 target N: 2 different readings in one file; "
+                                       "none of them is called from it"),
+        ("conflicting_readings", "TJ", "lab L1 run P7 plate P7 well A3 target ORF1ab: 2 different readings in one "
+                                       "file; none of them is called from it"),
+        ("reading_missing", "TI", "lab L1 run P7 plate P7 well B1: no reading for ORF1ab, N; not called, to re-run")]
+    status = dict(query(called, "SELECT id_number, status FROM person_status('R1', ?)"))
+    assert status[P[14]] == status[P[15]] == "sampled"  # neither negative nor resulted
+
+    # the re-run on a valid plate calls them
+    write(tmp_path / "rerun/results/L1/P10.csv", results_csv(
+        "P10", "22:00", {**CONTROLS, "TI": (ND, ND, "30"), "TJ": ("22", "23", "30")}))
+    ingest(tmp_path / "rerun", called)
+    found = calls(called)
+    assert found["TI"] == ("negative", None) and found["TJ"] == ("positive", None)
+
+
+def test_a_negative_control_without_a_reading_for_a_target_makes_its_plate_invalid(called, tmp_path):
+    rows = [RESULT_HEADER, *(f"L1,P11,P11,A1,PC,{t},{ct},2022-04-04T21:00:00+08:00"
+                             for t, ct in zip(("ORF1ab", "N", "IC"), CONTROLS["PC"])),
+            "L1,P11,P11,A2,NC,IC,,2022-04-04T21:00:00+08:00",
+            *(f"L1,P11,P11,A3,TI,{t},{ct},2022-04-04T21:00:00+08:00" for t, ct in (("ORF1ab", ""), ("N", ""), ("IC", "30")))]
+    write(tmp_path / "nc/results/L1/P11.csv", "\n".join(rows) + "\n")
+    ingest(tmp_path / "nc", called)
+    assert query(called, "SELECT qc_reason FROM plate_qc WHERE plate_id = 'P11'", []) == [
+        ("negative control misses a reading",)]
+    assert calls(called)["TI"] == ("rerun", "plate_invalid")
