@@ -105,9 +105,13 @@ ZONE_HOURS = {"UTC": 0, "GMT": 0, "Z": 0, "CST": 8, "CCT": 8, "HKT": 8, "BJT": 8
               "HST": -10, "CHINA STANDARD TIME": 8, "COORDINATED UNIVERSAL TIME": 0}
 
 
-class UnknownTimeZone(ValueError):
-    """A run time that names a time zone this system does not know: refused, never guessed
-    (an instant off by hours would misorder runs and breach or hide TAT)."""
+class UnreadableRunTime(ValueError):
+    """A run time written as a date and time that cannot be taken as an instant: refused, never
+    replaced by another time (an instant off by hours would misorder runs and breach or hide TAT)."""
+
+
+class UnknownTimeZone(UnreadableRunTime):
+    """A run time that names a time zone this system does not know."""
 
     def __init__(self, text: str, zone: str) -> None:
         self.text, self.zone = text, zone
@@ -151,7 +155,8 @@ def run_time(text: str | None, local_zone: str = DEFAULT_TIMEZONE) -> datetime |
     """An instrument's run time (``2010-10-21 00:51:26 AM EDT``, ``10/21/2010 13:02:11 PM CST``,
     ``2014-08-19T11:30:20``, ``2022-04-04 09:15:00 +08:00``) as a UTC instant. No zone → local
     time of ``local_zone``; a text that is no time (``Not Started``, empty) → None: the export
-    has no run time. A time whose zone is not known raises :class:`UnknownTimeZone`, naming it:
+    has no run time. A time whose zone is not known raises :class:`UnknownTimeZone`, naming it,
+    and one with an impossible date or clock (``2022-13-40 25:00``) :class:`UnreadableRunTime`:
     never a silent fallback to some other time."""
     text = (text or "").strip()
     match = _RUN_TIME.fullmatch(text)
@@ -174,8 +179,8 @@ def run_time(text: str | None, local_zone: str = DEFAULT_TIMEZONE) -> datetime |
     try:
         local = datetime(int(g["y"] or g["y2"]), int(g["m"] or g["m2"]), int(g["d"] or g["d2"]),
                          hour, int(g["M"]), int(g["S"] or 0), tzinfo=zone)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise UnreadableRunTime(f"run time {text!r} is no real date and time ({exc})") from exc
     return local.astimezone(timezone.utc)
 
 

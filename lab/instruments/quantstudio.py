@@ -8,7 +8,8 @@ and/or ``Well`` (a number, counted row-major over the block of ``* Block Type``)
 
 Run metadata: run_id = ``Experiment Name``, plate_id = ``Experiment Barcode`` (blank or ``NA`` →
 null), finished_at = ``Experiment Run End Time`` (see :func:`common.run_time`: ``CST`` is read
-as China Standard Time, +08:00; a time with an unknown zone refuses the export, naming the zone).
+as China Standard Time, +08:00; a time with an unknown zone or an impossible date refuses the
+export, naming the zone).
 
 An export that ends mid-table is refused whole (DESIGN §8): the software ends every line with a
 line break and writes every column of every ``[Results]`` row, so a last row without its line
@@ -20,7 +21,7 @@ from __future__ import annotations
 from lab.instruments import ParsedExport
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
-    UnknownTimeZone,
+    UnreadableRunTime,
     UnrecognisedExport,
     canonical_well,
     ct_value,
@@ -129,7 +130,7 @@ def records(meta: dict[str, str], header: list[str], rows: RawRows, name: str,
     run_id, plate_id = blank(meta.get("Experiment Name")), blank(meta.get("Experiment Barcode"))
     try:
         finished = run_time(meta.get("Experiment Run End Time"), timezone)
-    except UnknownTimeZone as exc:
+    except UnreadableRunTime as exc:
         raise UnrecognisedExport(f"{name}: Experiment Run End Time: {exc}") from exc
     needed = max(at for at in (position_at, number_at, sample_at, target_at, ct_at) if at is not None)
     good, bad = [], []

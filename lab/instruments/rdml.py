@@ -23,7 +23,7 @@ from xml.etree import ElementTree
 from lab.instruments import ParsedExport
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
-    UnknownTimeZone,
+    UnreadableRunTime,
     UnrecognisedExport,
     canonical_well,
     ct_value,
@@ -164,7 +164,8 @@ def well_of(react_id: str, rows: int, columns: int) -> str:
 
 def records(reactions: list[Reaction], timezone: str = DEFAULT_TIMEZONE,
             name: str = "RDML") -> tuple[list[dict], list[dict]]:
-    """Raises :class:`UnrecognisedExport` for a run whose ``runDate`` names an unknown time zone."""
+    """Raises :class:`UnrecognisedExport` for a run whose ``runDate`` names an unknown time zone
+    or is no real date and time."""
     good, bad = [], []
     for react in reactions:
         raw = f"run {react.run.id} react {react.id} sample {react.sample}"
@@ -175,7 +176,7 @@ def records(reactions: list[Reaction], timezone: str = DEFAULT_TIMEZONE,
             continue
         try:
             when = run_time(react.run.date, timezone)
-        except UnknownTimeZone as exc:
+        except UnreadableRunTime as exc:
             raise UnrecognisedExport(f"{name}: runDate of run {react.run.id}: {exc}") from exc
         for target, cq in react.data:
             if not target:

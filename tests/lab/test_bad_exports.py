@@ -122,6 +122,11 @@ def test_a_quantstudio_run_time_with_an_unknown_zone_is_refused_naming_it(tmp_pa
     refused(path, "Experiment Run End Time", f"unknown time zone {zone!r}")
 
 
+def test_a_run_time_that_is_no_real_date_is_refused_not_replaced(tmp_path):
+    path = write(tmp_path / "qs.txt", QS.format(end="2022-02-30 09:15:00 PM CST"))
+    refused(path, "Experiment Run End Time", "no real date and time")
+
+
 def test_known_zones_are_mapped_not_refused(tmp_path):
     for zone, utc_hour in (("CST", 13), ("JST", 12), ("+08:00", 13), ("Asia/Shanghai", 13), ("UTC", 21)):
         parsed = parse_export(write(tmp_path / "qs.txt", QS.format(end=f"2022-04-04 09:15:00 PM {zone}")))
