@@ -74,6 +74,9 @@ def test_a_generic_results_csv_cut_short_is_refused_a_short_row_inside_is_a_reje
     refused(write(tmp_path / "cut.csv", head + "\n".join(rows) + "\nL1,R1,P1,A2,T2,N"),
             "ends mid-table", "line 5", "refused whole")
     refused(write(tmp_path / "cut_nl.csv", head + "\n".join(rows) + "\nL1,R1,P1,A2,T2\n"), "line 5")
+    jsonl = ('{"lab_id":"L1","run_id":"R1","plate_id":"P1","well":"A1","sample":"T1","target":"N","ct":"30"}\n'
+             '{"lab_id":"L1","run_id":"R1","plate_id":"P1","well":"A2","sample":"T2","tar')
+    refused(write(tmp_path / "cut.jsonl", jsonl), "ends mid-table", "line 2")
     inside = parse_export(write(tmp_path / "inside.csv", head + "L1,R1,P1,A2,T2,N\n" + "\n".join(rows) + "\n"))
     assert inside.records.height == 3
     assert inside.rejects.select("line", "reason").rows() == [(2, "unreadable row: missing columns")]
