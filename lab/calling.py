@@ -6,29 +6,38 @@ from ``[assay]`` in the config):
 * ``result_readings``: the current reading of every run, plate, well and target. A later file
   that reports the same run, plate, well and target again (a re-export, an amended run)
   supersedes the earlier reading; both stay in ``results`` and the amendment is audited by the
-  writer.
+  writer. When that file gives one well and target two different readings (another Ct, another
+  sample), all of them are kept marked ``conflicting``: none may decide anything (DESIGN §8).
+  An exact repeat is no conflict.
 * ``plate_qc`` (质控): a plate is valid only if its positive control shows every viral target
   (ORF1ab and N detected, Ct < ``detected_below``) and its negative control shows none
-  (no Ct < ``grey_below``). A plate without either control is invalid. The internal control is
-  not judged on controls: kits differ in whether their controls carry it.
+  (no Ct < ``grey_below``). A plate without either control, with a negative control lacking a
+  reading for ORF1ab or N, or with conflicting readings of a control, is invalid. The internal
+  control is not judged on controls: kits differ in whether their controls carry it.
 * ``tube_runs``: one row per tube and run with the Ct of each role and two readings of it:
   ``first_call`` (a first test: grey zone 37 ≤ Ct < 40 is its own call, re-run once) and
   ``rerun_call`` (a re-run: Ct < 40 counts as detected). On an invalid plate both are
-  ``plate_invalid``: the tube is re-run and nothing is called.
-* ``tube_call_history(as_of)``: every run of a tube with its attempt number on valid plates, the
+  ``plate_invalid``; a tube without a reading for every target role (``missing_roles``) is
+  ``reading_missing``, one with conflicting readings ``conflicting_readings``: such a run is not
+  ``callable``, the tube is re-run and nothing is called from it.
+* ``tube_call_history(as_of)``: every run of a tube with its attempt number on callable runs, the
   audit of how a call came about.
 * ``tube_calls(as_of[, tubes := [...]])``: the current call per tube, derived from the history: the first valid
   run decides ``positive`` and ``negative``; ``grey``, ``single_target`` and ``invalid`` wait
   for one re-run, whose ``rerun_call`` is final (a persisting single target stays
   ``single_target``, treated as positive for its people; invalid twice is ``invalid``, a
-  re-sample). Until then the call is ``rerun`` with ``pending_reason``.
+  re-sample). Until then the call is ``rerun`` with ``pending_reason`` (the first call waiting
+  for its re-run, else why the latest run called nothing: ``plate_invalid``, ``reading_missing``,
+  ``conflicting_readings``).
 A ``tubes`` list narrows the readings to the plates those tubes ran on (``result_readings_of``,
 ``plate_qc_of``, ``tube_runs_of``): an alert right after one results file calls its few
 candidate tubes in a fraction of a second instead of the whole city.
 
 * ``lab_anomalies(as_of)``: ``plate_invalid`` (with the QC reason), ``well_reported_twice``
-  (one file gives a well two samples: the later line counts, the other is lost to calling) and
-  ``result_unknown_tube`` (a sample that is not a control and was never scanned).
+  (one file gives a well two samples: none of them is called from it), ``conflicting_readings``
+  (one file gives a well, target and sample two Cts), ``reading_missing`` (a tube run without a
+  reading for a target role) and ``result_unknown_tube`` (a sample that is not a control and was
+  never scanned).
 """
 
 from __future__ import annotations
@@ -55,20 +64,38 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO result_readings_of(tubes) AS TABLE
-        SELECT r.lab_id, r.run_id, r.plate_id, r.well, trim(r.sample) AS sample,
-               upper(trim(r.sample)) IN ({pc}, {nc}) AS control, upper(trim(r.sample)) AS control_name,
-               r.target, {role} AS role, r.ct,
-               coalesce(r.finished_at, l.ingested_at) AS finished_at, r.source_hash, l.ingested_at
-        FROM (
-            SELECT * FROM results WHERE tubes IS NULL
-            UNION ALL
-            SELECT x.* FROM results x SEMI JOIN (
-                SELECT DISTINCT lab_id, run_id, plate_id FROM results WHERE trim(sample) IN (SELECT unnest(tubes))
-            ) p USING (lab_id, run_id, plate_id)
-            WHERE tubes IS NOT NULL
-        ) r JOIN ingest_ledger l ON l.content_hash = r.source_hash
-        QUALIFY row_number() OVER (PARTITION BY r.lab_id, r.run_id, r.plate_id, r.well, r.target
-                                   ORDER BY l.ingested_at DESC, r.source_line DESC) = 1
+        WITH ranked AS MATERIALIZED (
+            SELECT r.lab_id, r.run_id, r.plate_id, r.well, trim(r.sample) AS sample,
+                   upper(trim(r.sample)) IN ({pc}, {nc}) AS control, upper(trim(r.sample)) AS control_name,
+                   r.target, {role} AS role, r.ct,
+                   coalesce(r.finished_at, l.ingested_at) AS finished_at, r.source_hash, l.ingested_at,
+                   lower(trim(r.target)) AS target_key, row_number() OVER newest AS rank_in_well,
+                   count(*) OVER (newest ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS reported
+            FROM (
+                SELECT * FROM results WHERE tubes IS NULL
+                UNION ALL
+                SELECT x.* FROM results x SEMI JOIN (
+                    SELECT DISTINCT lab_id, run_id, plate_id FROM results WHERE trim(sample) IN (SELECT unnest(tubes))
+                ) p USING (lab_id, run_id, plate_id)
+                WHERE tubes IS NOT NULL
+            ) r JOIN ingest_ledger l ON l.content_hash = r.source_hash
+            WINDOW newest AS (PARTITION BY r.lab_id, r.run_id, r.plate_id, r.well, lower(trim(r.target))
+                              ORDER BY l.ingested_at DESC, r.source_hash, r.source_line DESC)
+        ), repeated AS (
+            -- the few wells and targets reported more than once (a re-export, a repeat in one file)
+            SELECT *, min(sample) OVER in_file <> max(sample) OVER in_file
+                      OR min(coalesce(ct, -1)) OVER in_file <> max(coalesce(ct, -1)) OVER in_file AS conflicting,
+                   first_value(source_hash) OVER (PARTITION BY lab_id, run_id, plate_id, well, target_key
+                                                  ORDER BY rank_in_well) AS newest_file
+            FROM ranked WHERE reported > 1
+            WINDOW in_file AS (PARTITION BY lab_id, run_id, plate_id, well, target_key, source_hash)
+        )
+        SELECT * EXCLUDE (target_key, rank_in_well, reported), FALSE AS conflicting FROM ranked WHERE reported = 1
+        UNION ALL BY NAME
+        -- the newest file's reading; when that file gives the well and target conflicting
+        -- readings, all of them, each marked: none of them may decide a call
+        SELECT * EXCLUDE (target_key, rank_in_well, reported, newest_file) FROM repeated
+        WHERE rank_in_well = 1 OR (conflicting AND source_hash = newest_file)
         """
     )
     con.execute(
@@ -79,17 +106,23 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
                    count(DISTINCT well) FILTER (WHERE NOT control) AS tube_wells,
                    bool_or(control AND control_name = {pc}) AS has_pc,
                    bool_or(control AND control_name = {nc}) AS has_nc,
+                   bool_or(control AND conflicting AND role IN ('orf1ab', 'n')) AS control_conflict,
                    count(DISTINCT role) FILTER (WHERE control AND control_name = {pc} AND role IN ('orf1ab', 'n')
                                                 AND ct < {detected}) AS pc_targets,
+                   count(DISTINCT role) FILTER (WHERE control AND control_name = {nc} AND role IN ('orf1ab', 'n'))
+                       AS nc_readings,
                    count(DISTINCT role) FILTER (WHERE control AND control_name = {nc} AND role IN ('orf1ab', 'n')
                                                 AND ct < {grey}) AS nc_targets
             FROM result_readings_of(tubes) GROUP BY lab_id, run_id, plate_id
         )
         SELECT lab_id, run_id, plate_id, finished_at, tube_wells,
-               coalesce(has_pc AND pc_targets = 2 AND has_nc AND nc_targets = 0, FALSE) AS valid,
+               coalesce(has_pc AND pc_targets = 2 AND has_nc AND nc_readings = 2 AND nc_targets = 0
+                        AND NOT control_conflict, FALSE) AS valid,
                CASE WHEN NOT coalesce(has_pc, FALSE) THEN 'no positive control'
+                    WHEN control_conflict THEN 'conflicting readings of a control'
                     WHEN pc_targets < 2 THEN 'positive control misses a target'
                     WHEN NOT coalesce(has_nc, FALSE) THEN 'no negative control'
+                    WHEN nc_readings < 2 THEN 'negative control misses a reading'
                     WHEN nc_targets > 0 THEN 'negative control shows a target' END AS qc_reason
         FROM p
         """
@@ -105,18 +138,29 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
                    max(finished_at) AS finished_at, max(source_hash) AS source_hash,
                    min(ct) FILTER (WHERE role = 'orf1ab') AS orf1ab_ct,
                    min(ct) FILTER (WHERE role = 'n') AS n_ct,
-                   min(ct) FILTER (WHERE role = 'ic') AS ic_ct
+                   min(ct) FILTER (WHERE role = 'ic') AS ic_ct,
+                   nullif(concat_ws(', ',
+                       CASE WHEN count(*) FILTER (WHERE role = 'orf1ab') = 0 THEN {sql_text(assay.orf1ab_target)} END,
+                       CASE WHEN count(*) FILTER (WHERE role = 'n') = 0 THEN {sql_text(assay.n_target)} END,
+                       CASE WHEN count(*) FILTER (WHERE role = 'ic') = 0 THEN {sql_text(assay.internal_control_target)} END
+                   ), '') AS missing_roles,
+                   coalesce(bool_or(conflicting AND role IS NOT NULL), FALSE) AS conflicting
             FROM result_readings_of(tubes) WHERE NOT control AND (tubes IS NULL OR sample IN (SELECT unnest(tubes)))
             GROUP BY lab_id, run_id, plate_id, sample
         )
         SELECT t.*, q.valid AS plate_valid,
+               q.valid AND NOT t.conflicting AND t.missing_roles IS NULL AS callable,
                CASE WHEN NOT q.valid THEN 'plate_invalid'
+                    WHEN t.conflicting THEN 'conflicting_readings'
+                    WHEN t.missing_roles IS NOT NULL THEN 'reading_missing'
                     WHEN NOT {shows('ic_ct')} AND NOT ({override} AND ({det('orf1ab_ct')} OR {det('n_ct')})) THEN 'invalid'
                     WHEN {det('orf1ab_ct')} AND {det('n_ct')} THEN 'positive'
                     WHEN {in_grey('orf1ab_ct')} OR {in_grey('n_ct')} THEN 'grey'
                     WHEN {det('orf1ab_ct')} OR {det('n_ct')} THEN 'single_target'
                     ELSE 'negative' END AS first_call,
                CASE WHEN NOT q.valid THEN 'plate_invalid'
+                    WHEN t.conflicting THEN 'conflicting_readings'
+                    WHEN t.missing_roles IS NOT NULL THEN 'reading_missing'
                     WHEN NOT {shows('ic_ct')} AND NOT ({override} AND ({shows('orf1ab_ct')} OR {shows('n_ct')})) THEN 'invalid'
                     WHEN {shows('orf1ab_ct')} AND {shows('n_ct')} THEN 'positive'
                     WHEN {shows('orf1ab_ct')} OR {shows('n_ct')} THEN 'single_target'
@@ -130,8 +174,8 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         """
         CREATE OR REPLACE TEMP MACRO tube_call_history(as_of, tubes := NULL::VARCHAR[]) AS TABLE
         SELECT tr.*,
-               CASE WHEN tr.plate_valid THEN row_number() OVER (
-                   PARTITION BY tr.tube_barcode, tr.plate_valid ORDER BY tr.finished_at, tr.run_id, tr.plate_id) END AS attempt
+               CASE WHEN tr.callable THEN row_number() OVER (
+                   PARTITION BY tr.tube_barcode, tr.callable ORDER BY tr.finished_at, tr.run_id, tr.plate_id) END AS attempt
         FROM (SELECT * FROM tube_runs WHERE tubes IS NULL
               UNION ALL SELECT * FROM tube_runs_of(tubes) WHERE tubes IS NOT NULL) tr
         WHERE tr.finished_at <= as_of
@@ -142,7 +186,8 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         CREATE OR REPLACE TEMP MACRO tube_calls(as_of, tubes := NULL::VARCHAR[]) AS TABLE
         WITH h AS (SELECT * FROM tube_call_history(as_of, tubes := tubes)),
         runs AS (
-            SELECT tube_barcode, count(*) AS runs, count(*) FILTER (WHERE NOT plate_valid) AS invalid_plate_runs
+            SELECT tube_barcode, count(*) AS runs, count(*) FILTER (WHERE NOT plate_valid) AS invalid_plate_runs,
+                   arg_max(first_call, finished_at) FILTER (WHERE NOT callable) AS uncallable
             FROM h GROUP BY tube_barcode
         ), f AS (SELECT * FROM h WHERE attempt = 1), s AS (SELECT * FROM h WHERE attempt = 2),
         decided AS (
@@ -150,7 +195,7 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
                    CASE WHEN f.first_call IN ('positive', 'negative') THEN f.first_call
                         WHEN s.tube_barcode IS NOT NULL THEN s.rerun_call
                         ELSE 'rerun' END AS call,
-                   CASE WHEN f.tube_barcode IS NULL THEN 'plate_invalid'
+                   CASE WHEN f.tube_barcode IS NULL THEN runs.uncallable
                         WHEN f.first_call NOT IN ('positive', 'negative') AND s.tube_barcode IS NULL
                         THEN f.first_call END AS pending_reason,
                    CASE WHEN f.first_call IN ('positive', 'negative') THEN f ELSE s END AS by_run
@@ -163,24 +208,40 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         """
     )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP MACRO lab_anomalies(as_of) AS TABLE
         SELECT 'plate_invalid' AS kind, NULL::VARCHAR AS round_id, NULL::VARCHAR AS tube_barcode, NULL::VARCHAR AS box_id,
-               format('lab {} run {} plate {}: {}; {} tube(s) to re-run', lab_id, run_id, plate_id, qc_reason, tube_wells)
+               format('lab {{}} run {{}} plate {{}}: {{}}; {{}} tube(s) to re-run', lab_id, run_id, plate_id, qc_reason, tube_wells)
                    AS detail, finished_at AS detected_at
         FROM plate_qc WHERE NOT valid AND finished_at <= as_of
         UNION ALL
         SELECT 'well_reported_twice', NULL, NULL, NULL,
-               format('lab {} run {} plate {} well {}: {} different samples in one file; the later line counts',
-                      r.lab_id, r.run_id, r.plate_id, r.well, count(DISTINCT r.sample)),
+               format('lab {{}} run {{}} plate {{}} well {{}}: {{}} different samples in one file; none of them is called from it',
+                      r.lab_id, r.run_id, r.plate_id, r.well, count(DISTINCT trim(r.sample))),
                min(coalesce(r.finished_at, l.ingested_at))
         FROM results r JOIN ingest_ledger l ON l.content_hash = r.source_hash
         WHERE coalesce(r.finished_at, l.ingested_at) <= as_of
         GROUP BY r.lab_id, r.run_id, r.plate_id, r.well, r.source_hash
-        HAVING count(DISTINCT r.sample) > 1
+        HAVING count(DISTINCT trim(r.sample)) > 1
+        UNION ALL
+        SELECT 'conflicting_readings', NULL,
+               CASE WHEN upper(trim(r.sample)) NOT IN ({pc}, {nc}) THEN trim(r.sample) END, NULL,
+               format('lab {{}} run {{}} plate {{}} well {{}} target {{}}: {{}} different readings in one file; none of them is called from it',
+                      r.lab_id, r.run_id, r.plate_id, r.well, min(trim(r.target)), count(DISTINCT coalesce(r.ct, -1))),
+               min(coalesce(r.finished_at, l.ingested_at))
+        FROM results r JOIN ingest_ledger l ON l.content_hash = r.source_hash
+        WHERE coalesce(r.finished_at, l.ingested_at) <= as_of
+        GROUP BY r.lab_id, r.run_id, r.plate_id, r.well, lower(trim(r.target)), trim(r.sample), r.source_hash
+        HAVING count(DISTINCT coalesce(r.ct, -1)) > 1
+        UNION ALL
+        SELECT 'reading_missing', NULL, tube_barcode, NULL,
+               format('lab {{}} run {{}} plate {{}} well {{}}: no reading for {{}}; not called, to re-run',
+                      lab_id, run_id, plate_id, well, missing_roles),
+               finished_at
+        FROM tube_runs WHERE missing_roles IS NOT NULL AND finished_at <= as_of
         UNION ALL
         SELECT 'result_unknown_tube', NULL, tr.tube_barcode, NULL,
-               format('lab {} plate {} well {}: sample is no control and was never scanned', tr.lab_id, tr.plate_id, tr.well),
+               format('lab {{}} plate {{}} well {{}}: sample is no control and was never scanned', tr.lab_id, tr.plate_id, tr.well),
                tr.finished_at
         FROM tube_runs tr ANTI JOIN tubes t USING (tube_barcode)
         WHERE tr.finished_at <= as_of

@@ -13,6 +13,7 @@ rows → typed records and row-level rejects) and ``to_table`` (records → the 
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ FORMATS = ("quantstudio", "cfx_maestro", "rdml", "generic_csv")
 GENERIC_COLUMNS = ("lab_id", "run_id", "plate_id", "well", "sample", "target", "ct", "finished_at")
 #: how much of a file detection looks at
 HEAD_BYTES = 1 << 16
+#: how a zip's first entry may begin: a local file header, an empty archive's end record, or the
+#: split / spanned archive marker some Bio-Rad software writes before the first entry
+ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", b"PK00")
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,22 @@ class ParsedExport:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-def detect_format(data: bytes, name: str = "") -> str:
+def is_zip(data: bytes) -> bool:
+    """A zip is known by its central directory at the end (what ``zipfile`` reads), not by its
+    first bytes: a split-archive marker or other bytes may come before the first entry."""
+    return zipfile.is_zipfile(io.BytesIO(data))
+
+
+def detect_format(data: bytes, name: str = "", *, zipped: bool | None = None) -> str:
     """Which export ``data`` (the whole file or its first 64 KiB) is, from its content only:
-    ``quantstudio``, ``cfx_maestro``, ``rdml`` or ``generic_csv``. Raises
+    ``quantstudio``, ``cfx_maestro``, ``rdml`` or ``generic_csv``. ``zipped``: whether the whole
+    file is a zip (``zipfile.is_zipfile`` on the file), when ``data`` is only its head. Raises
     :class:`UnrecognisedExport` naming ``name`` and why."""
     label = name or "file"
     if not data.strip():
         raise UnrecognisedExport(f"{label}: empty file")
-    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "rdml"  # RDML is a zip; rdml.read refuses a zip without RDML XML
+    if (is_zip(data) if zipped is None else zipped) or data[:4] in ZIP_STARTS:
+        return "rdml"  # RDML is a zip; rdml.read refuses a zip without RDML XML, or a damaged one
     if data[:4] == b"PAR1":
         return "generic_csv"  # the generic table as Parquet
     # lenient: the head may end inside a character; GB18030 text keeps its ASCII header readable
@@ -103,7 +114,7 @@ def parse_export(path: str | Path, timezone: str = DEFAULT_TIMEZONE) -> ParsedEx
     path = Path(path)
     with path.open("rb") as handle:
         head = handle.read(HEAD_BYTES)
-    kind = detect_format(head, path.name)
+    kind = detect_format(head, path.name, zipped=zipfile.is_zipfile(path))
     try:
         if kind == "generic_csv":  # possibly millions of rows: read in bulk from the file
             return generic.parse(path, timezone)

@@ -1,7 +1,12 @@
 """Bio-Rad CFX Maestro "Quantification Cq Results" CSV: a leading empty column, then Well,
 Fluor, Target, Content, Sample, Biological Set Name, Cq, …; wells like ``A01``; ``NaN`` for no
 Cq. When ``Target`` is empty the dye (``Fluor``) names the target. The file carries no run,
-plate or lab: those stay null and the caller takes them from the file's place in the inbox."""
+plate or lab: those stay null and the caller takes them from the file's place in the inbox.
+
+An export that ends mid-table is refused whole (DESIGN §8): CFX Maestro writes every column of
+every row and ends every row with a line break, so a header without rows, or a last row with
+fewer cells than the header or without its line break, is a cut file. A shorter row inside the
+table is a row-level reject."""
 
 from __future__ import annotations
 
@@ -26,23 +31,41 @@ RawRows = list[tuple[int, list[str]]]
 
 def read(data: bytes, name: str) -> tuple[list[str], RawRows]:
     """The header (lower-case, stripped) and the non-empty rows as (1-based line, cells)."""
-    reader = csv.reader(io.StringIO(decode_text(data), newline=""))
+    text = decode_text(data)
+    reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     rows: RawRows = []
     line = 1
-    for cells in reader:
-        if any(cell.strip() for cell in cells):
-            if header is None:
-                header = [cell.strip().lower() for cell in cells]
-            else:
-                rows.append((line, cells))
-        line = reader.line_num + 1  # the line where the next record starts
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                if header is None:
+                    header = [cell.strip().lower() for cell in cells]
+                else:
+                    rows.append((line, cells))
+            line = reader.line_num + 1  # the line where the next record starts
+    except csv.Error as exc:
+        raise UnrecognisedExport(f"{name}: not readable as CSV at line {line} ({exc})") from exc
     if header is None:
         raise UnrecognisedExport(f"{name}: empty CFX export")
     missing = [c for c in REQUIRED if c not in header] + ([] if {"target", "fluor"} & set(header) else ["target"])
     if missing:
         raise UnrecognisedExport(f"{name}: CFX export without the column(s) {', '.join(m.capitalize() for m in missing)}")
+    _refuse_cut_table(name, header, rows, ends_with_break=text.endswith(("\n", "\r")))
     return header, rows
+
+
+def _refuse_cut_table(name: str, header: list[str], rows: RawRows, ends_with_break: bool) -> None:
+    """An export that ends mid-table is refused whole, never read as far as it goes."""
+    if not rows:
+        raise UnrecognisedExport(f"{name}: a header but no rows: a truncated export, refused whole")
+    last, cells = rows[-1]
+    if len(cells) < len(header):
+        raise UnrecognisedExport(f"{name}: ends mid-table: the last row (line {last}) has {len(cells)} of the "
+                                 f"header's {len(header)} cells: a truncated export, refused whole")
+    if not ends_with_break:
+        raise UnrecognisedExport(f"{name}: ends mid-table: the last row (line {last}) has no line break: "
+                                 "a truncated export, refused whole")
 
 
 # --- 2. typed records ---------------------------------------------------------------------------

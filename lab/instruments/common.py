@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
@@ -94,38 +94,82 @@ def ct_value(text: str | None) -> float | None:
 
 # --- run times -------------------------------------------------------------------------------
 
-#: time-zone abbreviations seen in run end times. ``CST`` is read as China Standard Time (+08:00),
-#: the zone of this system's labs; in an export from a US lab it would mean US Central (-06:00).
-ZONE_HOURS = {"UTC": 0, "GMT": 0, "Z": 0, "CST": 8, "CCT": 8, "HKT": 8, "BJT": 8,
-              "EDT": -4, "EST": -5, "CDT": -5, "MDT": -6, "MST": -7, "PDT": -7, "PST": -8}
+#: time-zone abbreviations seen in run end times, as hours from UTC. ``CST`` is read as China
+#: Standard Time (+08:00), the zone of this system's labs; in an export from a US lab it would mean
+#: US Central (-06:00). Abbreviations with several common meanings (``IST``, ``BST`` …) are not
+#: here: a run time with one of them is refused, never guessed.
+ZONE_HOURS = {"UTC": 0, "GMT": 0, "Z": 0, "CST": 8, "CCT": 8, "HKT": 8, "BJT": 8, "SGT": 8, "MYT": 8, "PHT": 8,
+              "AWST": 8, "JST": 9, "KST": 9, "ICT": 7, "WIB": 7, "AEST": 10, "AEDT": 11, "MSK": 3,
+              "WET": 0, "WEST": 1, "CET": 1, "CEST": 2, "EET": 2, "EEST": 3,
+              "EDT": -4, "EST": -5, "CDT": -5, "MDT": -6, "MST": -7, "PDT": -7, "PST": -8, "AKDT": -8, "AKST": -9,
+              "HST": -10, "CHINA STANDARD TIME": 8, "COORDINATED UNIVERSAL TIME": 0}
+
+
+class UnreadableRunTime(ValueError):
+    """A run time written as a date and time that cannot be taken as an instant: refused, never
+    replaced by another time (an instant off by hours would misorder runs and breach or hide TAT)."""
+
+
+class UnknownTimeZone(UnreadableRunTime):
+    """A run time that names a time zone this system does not know."""
+
+    def __init__(self, text: str, zone: str) -> None:
+        self.text, self.zone = text, zone
+        super().__init__(f"run time {text!r} carries the unknown time zone {zone!r}: refused, not guessed "
+                         "(give the time with a UTC offset, an IANA zone such as Asia/Shanghai or a known "
+                         "abbreviation such as CST, UTC, EDT)")
+
 
 _RUN_TIME = re.compile(
     r"(?:(?P<y>\d{4})[-/](?P<m>\d{1,2})[-/](?P<d>\d{1,2})|(?P<m2>\d{1,2})[-/](?P<d2>\d{1,2})[-/](?P<y2>\d{4}))"
     r"[ T](?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.\d+)?)?"
-    r"(?:\s*(?P<half>[AaPp][Mm]))?"
-    r"(?:\s*(?P<zone>[A-Za-z]{1,5}|[+-]\d{2}:?\d{2}))?"
+    r"(?:\s*(?P<half>[AaPp][Mm])(?![A-Za-z]))?"
+    r"(?:\s*(?P<zone>\S.*?))?"
 )
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*(?P<sign>[+-])(?P<h>\d{1,2})(?::?(?P<m>\d{2}))?", re.IGNORECASE)
+_IANA = re.compile(r"[A-Za-z_]+(?:/[A-Za-z0-9_+-]+)+")
+
+
+def _zone(name: str) -> tzinfo | None:
+    """A zone as written after a run time: an offset (``+08:00``, ``+0800``, ``UTC+8``), a known
+    abbreviation (:data:`ZONE_HOURS`) or an IANA name; None when it is none of them."""
+    offset = _OFFSET.fullmatch(name)
+    if offset:
+        hours, minutes = int(offset["h"]), int(offset["m"] or 0)
+        if hours > 14 or minutes > 59:
+            return None
+        sign = 1 if offset["sign"] == "+" else -1
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    key = " ".join(name.upper().split())
+    if key in ZONE_HOURS:
+        return timezone(timedelta(hours=ZONE_HOURS[key]))
+    if _IANA.fullmatch(name):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+    return None
 
 
 def run_time(text: str | None, local_zone: str = DEFAULT_TIMEZONE) -> datetime | None:
     """An instrument's run time (``2010-10-21 00:51:26 AM EDT``, ``10/21/2010 13:02:11 PM CST``,
-    ``2014-08-19T11:30:20``) as a UTC instant. No zone → local time of ``local_zone``; an unknown
-    zone abbreviation or a text that is no time → None, never an error."""
-    match = _RUN_TIME.fullmatch((text or "").strip())
+    ``2014-08-19T11:30:20``, ``2022-04-04 09:15:00 +08:00``) as a UTC instant. No zone → local
+    time of ``local_zone``; a text that is no time (``Not Started``, empty) → None: the export
+    has no run time. A time whose zone is not known raises :class:`UnknownTimeZone`, naming it,
+    and one with an impossible date or clock (``2022-13-40 25:00``) :class:`UnreadableRunTime`:
+    never a silent fallback to some other time."""
+    text = (text or "").strip()
+    match = _RUN_TIME.fullmatch(text)
     if not match:
         return None
     g = match.groupdict()
-    zone: tzinfo
+    zone: tzinfo | None
     if g["zone"] is None:
         zone = ZoneInfo(local_zone)
-    elif g["zone"][0] in "+-":
-        sign = 1 if g["zone"][0] == "+" else -1
-        digits = g["zone"][1:].replace(":", "")
-        zone = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
-    elif g["zone"].upper() in ZONE_HOURS:
-        zone = timezone(timedelta(hours=ZONE_HOURS[g["zone"].upper()]))
     else:
-        return None
+        zone = _zone(g["zone"])
+        if zone is None:
+            raise UnknownTimeZone(text, g["zone"])
     hour = int(g["H"])
     half = (g["half"] or "").upper()
     if half == "PM" and hour < 12:
@@ -135,8 +179,8 @@ def run_time(text: str | None, local_zone: str = DEFAULT_TIMEZONE) -> datetime |
     try:
         local = datetime(int(g["y"] or g["y2"]), int(g["m"] or g["m2"]), int(g["d"] or g["d2"]),
                          hour, int(g["M"]), int(g["S"] or 0), tzinfo=zone)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise UnreadableRunTime(f"run time {text!r} is no real date and time ({exc})") from exc
     return local.astimezone(timezone.utc)
 
 

@@ -8,7 +8,12 @@ keeps unreadable lines as rejects), then Ct, wells and times are parsed with pol
 
 ``ct``: empty, ``Undetermined``, ``NaN``, ``No Ct`` (any case) mean not detected; any other text
 that is not a positive number (``-1``, ``0``, ``31,5``, ``lots`` …) is a row-level reject, never a
-silent "not detected"."""
+silent "not detected".
+
+A row with fewer fields than the header (JSON Lines: a line that is no whole object) is a
+row-level reject inside the file; as the file's last row it means the file ends mid-table (a cut
+copy or upload) and the whole file is refused, as an instrument export that ends mid-table is
+(DESIGN §8)."""
 
 from __future__ import annotations
 
@@ -43,6 +48,13 @@ def read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     except RefusedFile as exc:
         raise UnrecognisedExport(str(exc)) from exc
     frame = raw.frame
+    last_good = frame[LINE].max() if frame.height else 0
+    # CSV: a row short of the header's fields; JSON Lines: a line that is no whole JSON object
+    cut = raw.rejects.filter((pl.col(LINE) > (last_good or 0))
+                             & pl.col("reason").str.contains("missing columns|not a JSON object"))
+    if cut.height:
+        raise UnrecognisedExport(f"{path.name}: ends mid-table: the last row (line {cut[LINE][-1]}) is cut short "
+                                 f"({cut['reason'][-1].removeprefix('unreadable row: ')}): a truncated file, refused whole")
     if "finished_at" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("finished_at"))
     return frame, raw.rejects.rename({LINE: "line"}).cast(REJECT_SCHEMA)

@@ -8,13 +8,20 @@ and/or ``Well`` (a number, counted row-major over the block of ``* Block Type``)
 
 Run metadata: run_id = ``Experiment Name``, plate_id = ``Experiment Barcode`` (blank or ``NA`` →
 null), finished_at = ``Experiment Run End Time`` (see :func:`common.run_time`: ``CST`` is read
-as China Standard Time, +08:00; an unknown zone gives null)."""
+as China Standard Time, +08:00; a time with an unknown zone or an impossible date refuses the
+export, naming the zone).
+
+An export that ends mid-table is refused whole (DESIGN §8): the software ends every line with a
+line break and writes every column of every ``[Results]`` row, so a last row without its line
+break or with fewer cells than the header, or a ``[Results]`` header without rows, is a cut file.
+A shorter row inside the table is a row-level reject."""
 
 from __future__ import annotations
 
 from lab.instruments import ParsedExport
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
+    UnreadableRunTime,
     UnrecognisedExport,
     canonical_well,
     ct_value,
@@ -45,7 +52,8 @@ def read(data: bytes, name: str) -> tuple[dict[str, str], list[str], RawRows]:
     rows: RawRows = []
     section = None
     results_done = False
-    for number, line in enumerate(text_lines(decode_text(data)), start=1):
+    lines = text_lines(decode_text(data))
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if section is None and line.startswith("* ") and " = " in line:
             key, _, value = line[2:].partition(" = ")
@@ -64,7 +72,23 @@ def read(data: bytes, name: str) -> tuple[dict[str, str], list[str], RawRows]:
             meta.setdefault(key.strip(), value.strip())
     if header is None:
         raise UnrecognisedExport(f"{name}: no [Results] section (or one without its header row)")
+    _refuse_cut_table(name, header, rows, unterminated_line=len(lines) if lines[-1] else None)
     return meta, header, rows
+
+
+def _refuse_cut_table(name: str, header: list[str], rows: RawRows, unterminated_line: int | None) -> None:
+    """An export that ends mid-table is refused whole, never read as far as it goes.
+    ``unterminated_line``: the file's last line when no line break ends it."""
+    if not rows:
+        raise UnrecognisedExport(f"{name}: the [Results] section has a header but no rows: "
+                                 "a truncated export, refused whole")
+    last, cells = rows[-1]
+    if len(cells) < len(header):
+        raise UnrecognisedExport(f"{name}: ends mid-table: the last [Results] row (line {last}) has {len(cells)} "
+                                 f"of the header's {len(header)} cells: a truncated export, refused whole")
+    if last == unterminated_line:
+        raise UnrecognisedExport(f"{name}: ends mid-table: the last [Results] row (line {last}) has no line break: "
+                                 "a truncated export, refused whole")
 
 
 # --- 2. typed records: cells → well, sample, target, Ct; row-level rejects --------------------
@@ -104,7 +128,10 @@ def records(meta: dict[str, str], header: list[str], rows: RawRows, name: str,
     rows_on_plate, columns_on_plate = plate_shape(meta.get("Block Type"))
     blank = lambda v: None if v is None or v.strip().upper() in ("", "NA", "N/A") else v.strip()  # noqa: E731
     run_id, plate_id = blank(meta.get("Experiment Name")), blank(meta.get("Experiment Barcode"))
-    finished = run_time(meta.get("Experiment Run End Time"), timezone)
+    try:
+        finished = run_time(meta.get("Experiment Run End Time"), timezone)
+    except UnreadableRunTime as exc:
+        raise UnrecognisedExport(f"{name}: Experiment Run End Time: {exc}") from exc
     needed = max(at for at in (position_at, number_at, sample_at, target_at, ct_at) if at is not None)
     good, bad = [], []
     for number, cells in rows:

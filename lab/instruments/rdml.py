@@ -23,6 +23,7 @@ from xml.etree import ElementTree
 from lab.instruments import ParsedExport
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
+    UnreadableRunTime,
     UnrecognisedExport,
     canonical_well,
     ct_value,
@@ -63,8 +64,10 @@ def _local(tag: str) -> str:
 
 
 def _open_xml(data: bytes, name: str, stack: ExitStack) -> IO[bytes]:
-    """The RDML XML as a stream: the zip member ``rdml_data.xml``, or ``data`` itself."""
-    if data[:2] != b"PK":
+    """The RDML XML as a stream: the zip member ``rdml_data.xml``, or ``data`` itself. A zip is
+    known by its central directory, wherever it starts (some Bio-Rad files begin with the
+    split-archive marker ``PK\\x07\\x08``); a damaged one by its ``PK`` start."""
+    if not zipfile.is_zipfile(io.BytesIO(data)) and data[:2] != b"PK":
         if b"<" not in data[:1024]:
             raise UnrecognisedExport(f"{name}: not a zip and not RDML XML")
         return io.BytesIO(data)
@@ -159,7 +162,10 @@ def well_of(react_id: str, rows: int, columns: int) -> str:
     return well_from_number(int(react_id), rows, columns) if react_id.isdigit() else canonical_well(react_id)
 
 
-def records(reactions: list[Reaction], timezone: str = DEFAULT_TIMEZONE) -> tuple[list[dict], list[dict]]:
+def records(reactions: list[Reaction], timezone: str = DEFAULT_TIMEZONE,
+            name: str = "RDML") -> tuple[list[dict], list[dict]]:
+    """Raises :class:`UnrecognisedExport` for a run whose ``runDate`` names an unknown time zone
+    or is no real date and time."""
     good, bad = [], []
     for react in reactions:
         raw = f"run {react.run.id} react {react.id} sample {react.sample}"
@@ -168,7 +174,10 @@ def records(reactions: list[Reaction], timezone: str = DEFAULT_TIMEZONE) -> tupl
         except ValueError:
             bad.append({"line": react.ordinal, "column": "react id", "reason": "reaction id not a well of the plate", "raw": raw})
             continue
-        when = run_time(react.run.date, timezone)
+        try:
+            when = run_time(react.run.date, timezone)
+        except UnreadableRunTime as exc:
+            raise UnrecognisedExport(f"{name}: runDate of run {react.run.id}: {exc}") from exc
         for target, cq in react.data:
             if not target:
                 continue  # data without a target: nothing to report
@@ -193,4 +202,4 @@ def to_table(good: list[dict], bad: list[dict], meta: dict[str, str], name: str)
 
 def parse(data: bytes, name: str, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
     meta, reactions = read(data, name)
-    return to_table(*records(reactions, timezone), meta, name)
+    return to_table(*records(reactions, timezone, name), meta, name)

@@ -234,4 +234,7 @@ def test_a_well_given_two_samples_in_one_file_is_an_anomaly(called, tmp_path):
     ingest(tmp_path / "clash", called)
     found = query(called, "SELECT kind, detail FROM lab_anomalies(?) WHERE kind = 'well_reported_twice'")
     assert found == [("well_reported_twice", "lab L1 run P9 plate P9 well A1: 2 different samples in one file; "
-                                             "the later line counts")]
+                                             "none of them is called from it")]
+    # neither sample's reading decides anything: the positive control's makes the plate invalid
+    assert query(called, "SELECT qc_reason FROM plate_qc WHERE plate_id = 'P9'", []) == [
+        ("conflicting readings of a control",)]
