@@ -127,20 +127,15 @@ def event_payload(alert: PoolAlert, timezone_name: str) -> dict:
 
 def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict, dict]:
     """(artifact key, markdown, description, event resource, event payload) of one alert."""
-    if alert.kind == POOL_POSITIVE:
-        pool = pool_alert_from_payload(alert.payload)
-        return (artifact_key(pool.tube_barcode), pool_alert_markdown(pool, cfg.city.timezone),
-                f"Positive pool {pool.tube_barcode}: {pool.people} people to re-sample",
-                {"prefect.resource.id": f"tubetrail.tube.{pool.tube_barcode}",
-                 "prefect.resource.name": pool.tube_barcode, "tubetrail.lab": pool.lab_id},
-                event_payload(pool, cfg.city.timezone))
-    if alert.kind == POSITIVE_SINGLE:
-        single = pool_alert_from_payload(alert.payload)
-        return (single_artifact_key(single.tube_barcode), pool_alert_markdown(single, cfg.city.timezone),
-                f"Positive single tube {single.tube_barcode}: a person positive",
-                {"prefect.resource.id": f"tubetrail.tube.{single.tube_barcode}",
-                 "prefect.resource.name": single.tube_barcode, "tubetrail.lab": single.lab_id},
-                event_payload(single, cfg.city.timezone))
+    if alert.kind in (POOL_POSITIVE, POSITIVE_SINGLE):
+        call = pool_alert_from_payload(alert.payload)
+        key, description = ((artifact_key(call.tube_barcode), f"Positive pool {call.tube_barcode}: {call.people} people to re-sample")
+                            if call.pooled else
+                            (single_artifact_key(call.tube_barcode), f"Positive single tube {call.tube_barcode}: a person positive"))
+        return (key, pool_alert_markdown(call, cfg.city.timezone), description,
+                {"prefect.resource.id": f"tubetrail.tube.{call.tube_barcode}",
+                 "prefect.resource.name": call.tube_barcode, "tubetrail.lab": call.lab_id},
+                event_payload(call, cfg.city.timezone))
     if alert.kind == URGENT_OVERDUE:
         p = alert.payload
         outbox = OutboxAlert(alert.kind, alert.subject, alert.raised_at, p)
