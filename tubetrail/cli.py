@@ -1,7 +1,7 @@
 """``tubetrail``: the command line. Every command that changes data runs the Prefect flow that a
 deployment runs. Exit codes: 0 success, 1 refused input, 2 usage (including configuration, a
 missing or wrong secret, a warehouse or writer slot that stayed taken): one line on stderr, never
-a traceback (:data:`EXIT_2_ERRORS`, mapped in one place, :meth:`Cli.__call__`)."""
+a traceback (the errors of :func:`_exit_2_errors`, mapped in one place: :meth:`Cli.__call__`)."""
 
 from __future__ import annotations
 
