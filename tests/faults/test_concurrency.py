@@ -73,6 +73,26 @@ def test_eight_concurrent_ingests_all_succeed_and_equal_one_clean_run(tmp_path, 
     assert warehouse_state(clean)[1]["register"] == 400
 
 
+def test_runs_creating_the_writer_limit_at_the_same_moment_all_succeed(tmp_path, prefect_server):
+    """The race behind the 409s: eight runs find the limit missing at once and all create it."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from flows.limits import ensure_concurrency_limits
+
+    for _ in range(3):  # three fresh limits: three races
+        cfg = load_config(config_file(tmp_path)).with_warehouse(tmp_path / "wh.duckdb")
+        start = Barrier(8)
+
+        def run() -> None:
+            start.wait(timeout=300)
+            ensure_concurrency_limits(cfg)
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(run) for _ in range(8)]
+            assert [f.exception(timeout=600) for f in futures] == [None] * 8
+
+
 HOLD = """
 import sys, time
 from pathlib import Path
