@@ -1,5 +1,7 @@
 """``tubetrail``: the command line. Every command that changes data runs the Prefect flow that a
-deployment runs. Exit codes: 0 success, 1 refused input, 2 usage (including configuration)."""
+deployment runs. Exit codes: 0 success, 1 refused input, 2 usage (including configuration, a
+missing or wrong secret, a warehouse or writer slot that stayed taken): one line on stderr, never
+a traceback (the errors of :func:`_exit_2_errors`, mapped in one place: :meth:`Cli.__call__`)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import click
 import httpx
 import typer
 from rich.console import Console
@@ -25,12 +28,73 @@ from rich.table import Table
 
 from tubetrail.alert_inbox import AlertInbox
 from tubetrail.config import Config, ConfigError, load_config
-from tubetrail.secrets import MissingSecret
+from tubetrail.secrets import MissingSecret, id_hash_key
 
 # Prefect's own telemetry has nowhere to go from a city's network: off unless said otherwise.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-app = typer.Typer(
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def _exit_2_errors() -> tuple[type[BaseException], ...]:
+    """The errors that end a command with exit 2: the operator's set-up, not the input."""
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+
+    from warehouse.connection import WarehouseLocked, WrongIdHashKey
+
+    return (MissingSecret, WrongIdHashKey, ConfigError, WarehouseLocked, AcquireConcurrencySlotTimeoutError,
+            _missing_credentials())
+
+
+def _missing_credentials() -> type[BaseException]:
+    from reporting.sms import MissingCredentials
+
+    return MissingCredentials
+
+
+def exit_2_cause(exc: BaseException) -> BaseException | None:
+    """``exc`` or the error it was raised from (a flow run re-raises what failed it), when it is
+    one of the exit-2 errors."""
+    known = _exit_2_errors()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, known):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ConfigError):
+        return f"configuration error: {text}"
+    if isinstance(exc, AcquireConcurrencySlotTimeoutError):
+        return f"the warehouse writer slot stayed taken: {text}; another writer holds it, try again later"
+    return text
+
+
+class Cli(typer.Typer):
+    """The command line; exit-2 errors, wherever raised (also inside a flow run), end it with one
+    line on stderr."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only the exit-2 errors are handled, the rest re-raised
+            cause = exit_2_cause(exc)
+            if cause is None:
+                raise
+            sys.stderr.write(f"tubetrail: {one_line(cause)}\n")
+            sys.stderr.flush()
+            sys.exit(EXIT_USAGE)
+
+
+app = Cli(
     name="tubetrail",
     help="Logistics of citywide pooled nucleic-acid screening: collect → deliver → test → report.",
     no_args_is_help=True,
@@ -44,21 +108,46 @@ app.add_typer(round_app, name="round")
 console = Console(stderr=False)
 errors = Console(stderr=True)
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-
 
 @dataclass
 class State:
     config_path: str | None = None
     warehouse: str | None = None
+    checked: set[str] = field(default_factory=set)
 
     def config(self) -> Config:
-        try:
-            return load_config(self.config_path).with_warehouse(self.warehouse)
-        except ConfigError as exc:
-            errors.print(f"[red]configuration error:[/red] {exc}")
-            raise typer.Exit(EXIT_USAGE) from exc
+        """The configuration of a command that works on the warehouse, checked before any flow
+        runs: the ID-hash key is set and is the warehouse's own (:func:`check_secrets`), and the
+        flows have one Prefect server to talk to (:func:`use_prefect_server`)."""
+        cfg = load_config(self.config_path).with_warehouse(self.warehouse)
+        if cfg.warehouse.path not in self.checked:
+            check_secrets(cfg)
+            self.checked.add(cfg.warehouse.path)
+        use_prefect_server()
+        return cfg
+
+
+def check_secrets(cfg: Config) -> None:
+    """Raise the exit-2 error now, not from inside a flow run: the ID-hash key is missing, too
+    short, or not the one the warehouse was built with."""
+    from warehouse.connection import check_id_hash_key
+
+    check_id_hash_key(cfg.warehouse, id_hash_key())
+
+
+def use_prefect_server() -> None:
+    """Without a Prefect API configured (``PREFECT_API_URL`` or the Prefect profile), the flows of
+    this process use the local Prefect server on 127.0.0.1:4200 (the demo's, the UI's), started
+    when none answers: never a temporary server per process, which the concurrent runs of several
+    processes would each start over the one SQLite database of ``PREFECT_HOME`` (locked database,
+    timeouts) and whose leases on the writer slot die with it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+    if PREFECT_API_URL.value():
+        return
+    home = Path(PREFECT_HOME.value())
+    ensure_prefect_server(PREFECT_UI, home / "tubetrail-prefect-server.log")
+    click.get_current_context().find_root().with_resource(prefect_api(PREFECT_UI))
 
 
 @app.callback()
@@ -129,12 +218,7 @@ def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox
     if not inbox.is_dir():
         errors.print(f"{inbox}: not a folder")
         raise typer.Exit(EXIT_USAGE)
-    try:
-        code = _run_ingest(ctx.obj, inbox)
-    except MissingSecret as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from exc
-    raise typer.Exit(code)
+    raise typer.Exit(_run_ingest(ctx.obj, inbox))
 
 
 @lab_app.command("parse")
@@ -208,9 +292,8 @@ def report(
     when = parse_cli_time(as_of, cfg.city.timezone) if as_of else None
     try:
         result = round_report(round_id, str(out), when, state.config_path, cfg.warehouse.path)
-    except MissingSecret as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from exc
+    except ConfigError:
+        raise  # exit 2, not a refusal (a ConfigError is a ValueError)
     except ValueError as exc:
         errors.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(EXIT_REFUSED) from exc
@@ -251,9 +334,11 @@ def sms_send(
 
 
 @app.command()
-def serve() -> None:
+def serve(ctx: typer.Context) -> None:
     """Serve every deployment of prefect.yaml from this process (a local setup without workers)."""
     from flows.serve import build_deployments, serve_all
+
+    ctx.obj.config()  # the served flows need the ID-hash key and a Prefect server
 
     names = ", ".join(d.name for d in build_deployments())
     console.print(f"serving {names}; runs show in the Prefect UI (stop with Ctrl-C)")
@@ -271,22 +356,31 @@ def _server_answers(url: str) -> bool:
 
 
 def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0) -> bool:
-    """Start a local Prefect server (analytics off) unless one answers; True if started now."""
+    """Start a local Prefect server (analytics off) unless one answers; True if started now.
+    Processes starting at once start one server: the first under a lock, the others find it."""
+    import fcntl
+    import tempfile
+
     if _server_answers(url):
         return False
     host, port = url.removeprefix("http://").split(":")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    with log_path.open("ab") as log:
-        subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    with open(Path(tempfile.gettempdir()) / f"tubetrail-prefect-server-{port}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if _server_answers(url):
-            return True
-        time.sleep(0.5)
+            return False
+        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env.pop("PREFECT_API_URL", None)
+        with log_path.open("ab") as log:
+            subprocess.Popen(  # noqa: S603 - fixed argv
+                [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _server_answers(url):
+                return True
+            time.sleep(0.5)
     raise RuntimeError(f"the Prefect server did not answer on {url} within {timeout:.0f} s; see {log_path}")
 
 

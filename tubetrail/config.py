@@ -43,6 +43,10 @@ class WarehouseConfig:
     write_limit: str = "tubetrail-warehouse-writer"
     #: Seconds a writer waits for the warehouse file lock before giving up.
     lock_timeout_seconds: float = 600.0
+    #: Lease of the writer slot, renewed by the holder while it writes; a killed writer's slot is
+    #: free again after it (the Prefect server takes no lease under 60 s). The next writing flow
+    #: releases it at once when the killed writer ran on its host.
+    write_lease_seconds: float = 60.0
     #: DuckDB memory limit of each connection (warehouse and file staging); beyond it DuckDB
     #: spills to disk. Two such connections never run at once in one ingest.
     memory_limit: str = "10GB"
@@ -54,6 +58,8 @@ class WarehouseConfig:
             raise ConfigError(f"{prefix}.memory_limit: expected a size like '10GB', got {self.memory_limit!r}")
         if self.lock_timeout_seconds <= 0:
             raise ConfigError(f"{prefix}.lock_timeout_seconds: must be positive")
+        if not 60 <= self.write_lease_seconds <= 86_400:
+            raise ConfigError(f"{prefix}.write_lease_seconds: must be between 60 and 86400 (the Prefect server's bounds)")
 
 
 @dataclass(frozen=True)

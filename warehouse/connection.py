@@ -90,15 +90,39 @@ def define_person_key(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
         ('0x' || substr(sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}')
             || encode(id_type || '|' || id_number)))), 1, 32))::UHUGEINT"""
     )
-    fingerprint = hmac.new(key, b"tubetrail person key check", hashlib.sha256).hexdigest()
+    fingerprint = key_fingerprint(key)
     rows = con.execute("SELECT value FROM warehouse_settings WHERE name = 'id_hash_key_check'").fetchall()
     stored = rows[0] if rows else None
     if stored is None:
         con.execute("INSERT INTO warehouse_settings VALUES ('id_hash_key_check', ?)", [fingerprint])
     elif stored[0] != fingerprint:
-        raise WrongIdHashKey(
-            "the ID-hash key differs from the one this warehouse was built with; person joins would break"
-        )
+        raise WrongIdHashKey(WRONG_KEY_MESSAGE)
+
+
+WRONG_KEY_MESSAGE = "the ID-hash key differs from the one this warehouse was built with; person joins would break"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """What the warehouse keeps to recognise its ID-hash key (an HMAC of a constant, not the key)."""
+    return hmac.new(key, b"tubetrail person key check", hashlib.sha256).hexdigest()
+
+
+def check_id_hash_key(cfg: WarehouseConfig, key: bytes) -> None:
+    """Raise :class:`WrongIdHashKey` before any work when the warehouse was built with another
+    key (a read under the file lock; nothing to check for a warehouse not created yet)."""
+    path = Path(cfg.path)
+    if not path.exists():
+        return
+    with file_lock(path, cfg.lock_timeout_seconds):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            made = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'warehouse_settings'").fetchone()
+            rows = con.execute("SELECT value FROM warehouse_settings WHERE name = 'id_hash_key_check'").fetchall() \
+                if made and made[0] else []
+        finally:
+            con.close()
+    if rows and rows[0][0] != key_fingerprint(key):
+        raise WrongIdHashKey(WRONG_KEY_MESSAGE)
 
 
 @contextmanager
