@@ -28,7 +28,10 @@ def warehouse_write_guard(cfg: Config):
 
     @contextmanager
     def guard() -> Iterator[None]:
-        with concurrency(cfg.warehouse.write_limit, occupy=1, strict=True, timeout_seconds=cfg.warehouse.lock_timeout_seconds):
+        # a 60 s lease (renewed by Prefect while held): a killed holder's slot comes back within
+        # about a minute, not the default five (every writer, e.g. a killed SMS sender's re-run, waited)
+        with concurrency(cfg.warehouse.write_limit, occupy=1, strict=True, lease_duration=60,
+                         timeout_seconds=cfg.warehouse.lock_timeout_seconds):
             yield
 
     return guard

@@ -4,13 +4,13 @@ and timeouts, a rate limit, and per-message provider errors (invalid number, opt
 Providers (config ``[sms] provider``; credentials from the environment, never the file):
 
 * ``webhook``: ``POST {base_url}/messages`` with JSON ``{id, to, from, text}`` and the header
-  ``Idempotency-Key: <message id>``: a gateway that honours it delivers a message once
-  whatever the retries or a crashed sender re-sending it;
+  ``Idempotency-Key: <message id>`` (a second guard: the outbox's claims already send each
+  message once); ``GET {base_url}/messages/{id}`` answers 200 for a message it took and 404
+  ``{"error": "not_found"}`` for one it did not (anything else: it cannot tell);
 * ``twilio``: the Messages API, ``POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json``
   (form ``To``, ``From``, ``Body``; basic auth ``$TWILIO_ACCOUNT_SID`` / ``$TWILIO_AUTH_TOKEN``);
   error 21211/21614 → invalid number, 21610 → opted out. Twilio has no idempotency key for
-  this call: a sender killed between Twilio's answer and the outbox update re-sends that
-  message on the next run (at most one batch).
+  this call: what may have reached it is looked up in its Messages list, never sent again blindly.
 
 * ``aliyun``: SendBatchSms (RPC, ``POST {base_url}/``, signature version 1.0, HMAC-SHA1;
   ``$ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``$ALIBABA_CLOUD_ACCESS_KEY_SECRET``), filling the

@@ -213,3 +213,74 @@ def test_aliyun_send_batch_sms_signed_with_template_variables(tmp_path, cfg, mon
     assert form["TemplateCode"] == "SMS_000000000" and json.loads(form["SignNameJson"]) == ["tubetrail"]
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         assert con.sql("SELECT count(*) FROM sms_optouts").fetchall() == [(1,)]
+
+
+SECRET = "s3cret-token-never-shown"
+ACCOUNT_REFUSALS = [  # provider, gateway options, environment, what the one line names
+    ("webhook", {"account_refusal": "yes"}, {}, "webhook HTTP 401"),
+    ("twilio", {"twilio_sid": "AC" + "1" * 32}, {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": SECRET},
+     "Twilio 20003 (HTTP 401)"),
+    ("aliyun", {}, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-loopback", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET},
+     "Aliyun SignatureDoesNotMatch"),
+    ("aliyun", {"account_refusal": "isv.AMOUNT_NOT_ENOUGH"},
+     {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-loopback", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "loopback-secret"},
+     "Aliyun isv.AMOUNT_NOT_ENOUGH"),
+    ("aliyun", {"account_refusal": "isv.DAY_LIMIT_CONTROL"},
+     {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-loopback", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "loopback-secret"},
+     "Aliyun isv.DAY_LIMIT_CONTROL"),
+]
+
+
+def assert_untouched(cfg, people: int) -> None:
+    """Every message still pending, its claim released, nobody marked failed or opted out."""
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        assert con.sql("SELECT state, count(*), count(claimed_by), count(lease_until) FROM sms_outbox"
+                       " GROUP BY 1").fetchall() == [("pending", people, 0, 0)]
+        assert con.sql("SELECT count(*) FROM sms_optouts").fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize(("provider", "options", "env", "named"), ACCOUNT_REFUSALS,
+                         ids=[f"{p}-{n.split()[1]}" for p, _, _, n in ACCOUNT_REFUSALS])
+def test_an_account_refusal_stops_the_cli_with_exit_2_and_one_line(tmp_path, cfg, prefect_server, provider, options,
+                                                                   env, named):
+    people = 6
+    city(tmp_path, cfg, people)
+    with LoopbackGateway(**options) as gateway:
+        conf = config_file(tmp_path, gateway.url, provider)
+        argv = [sys.executable, "-m", "tubetrail.cli", "--config", conf, "--warehouse", str(cfg.warehouse.path),
+                "sms", "send", "--round", "R1", "--as-of", MORNING.isoformat()]
+        done = subprocess.run(argv, cwd=REPO, env={**os.environ, **env, "PREFECT_API_URL": prefect_server},
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("SMS provider")]  # the CLI's own line
+    assert len(said) == 1 and said[0].startswith(f"SMS provider {provider} refused the account: {named}")
+    assert "pending" in said[0]
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
+    assert "+86138" not in done.stderr + done.stdout  # no number either
+    assert gateway.state.requests == 1 and not gateway.state.deliveries  # stopped at the first refusal
+    assert_untouched(cfg, people)
+
+
+def test_an_account_refusal_fails_the_flow_run_and_marks_nobody(tmp_path, cfg, prefect_server, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    from flows.sms import sms_reminders
+    from reporting.sms import AccountRefused
+
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET)
+    people = 4
+    city(tmp_path, cfg, people)
+    with LoopbackGateway(twilio_sid="AC" + "1" * 32) as gateway:
+        conf = config_file(tmp_path, gateway.url, "twilio")
+        with pytest.raises(AccountRefused, match="Twilio 20003"):
+            sms_reminders("R1", False, MORNING, conf, cfg.warehouse.path)
+        assert_untouched(cfg, people)
+        # the refusal is over (fixed credentials): the next run sends every message, once
+        gateway.state.twilio_sid = None
+        again = sms_reminders("R1", False, MORNING, conf, cfg.warehouse.path)
+    assert again["sent"] == people and gateway.state.per_phone() == {phone(i): 1 for i in range(people)}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    states = sorted(r.state.type.value for r in runs if r.name == "sms reminders R1" and r.state)
+    assert "FAILED" in states
