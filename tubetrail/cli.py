@@ -313,23 +313,26 @@ def sms_send(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count who is due, send nothing, write nothing")] = False,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge at this ISO time (default now)")] = None,
 ) -> None:
-    """Send the due reminders (untested, with a phone, not opted out, outside quiet hours, once per cool-down)."""
+    """Send the due reminders (untested, with a phone, not opted out, outside quiet hours, once per cool-down).
+    Exit 2 when the provider refuses the account (credentials, balance, daily limit): nothing more is sent."""
     from flows.sms import sms_reminders
-    from reporting.sms import MissingCredentials
+    from reporting.sms import AccountRefused, MissingCredentials
 
     state: State = ctx.obj
     cfg = state.config()
     when = parse_cli_time(as_of, cfg.city.timezone) if as_of else None
     try:
         result = sms_reminders(round_id, dry_run, when, state.config_path, cfg.warehouse.path)
-    except (MissingSecret, MissingCredentials) as exc:
-        errors.print(f"[red]{exc}[/red]")
+    except (MissingSecret, MissingCredentials, AccountRefused) as exc:
+        errors.print(str(exc), soft_wrap=True, markup=False, highlight=False)  # one line, however wide
         raise typer.Exit(EXIT_USAGE) from exc
-    table = Table("outcome", "people")
+    table = Table("outcome", "messages")
     for key, value in result["counts"].items():
         table.add_row(key, f"{value:,}")
     console.print(table)
     console.print(f"round {result['round_id']}: {result['sent']:,} sent, {result['failed']:,} failed"
+                  + (f", {result['unknown']:,} unknown (may have reached the provider; looked up by the next run, "
+                     "never re-sent blindly)" if result.get("unknown") else "")
                   + (" (dry run: nothing sent)" if dry_run else ""))
 
 

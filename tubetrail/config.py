@@ -181,6 +181,12 @@ class SmsConfig:
     rate_per_second: float = 50.0
     max_attempts: int = 5
     timeout_seconds: float = 10.0
+    #: a sender owns the messages it claimed for this long (wall clock: a mechanism, not a rule of
+    #: the domain); it starts no request it could not finish inside it, so once the lease has run
+    #: out nothing of that sender is still on its way and its claims can be reconciled
+    lease_seconds: float = 300.0
+    #: an ambiguous answer (read timeout, 5xx) is looked up at the provider this long after it
+    settle_seconds: float = 60.0
 
     def validate(self, prefix: str) -> None:
         if self.provider not in ("twilio", "aliyun", "webhook"):
@@ -190,9 +196,13 @@ class SmsConfig:
                 time.fromisoformat(getattr(self, key))
             except ValueError as exc:
                 raise ConfigError(f"{prefix}.{key}: expected HH:MM, got {getattr(self, key)!r}") from exc
-        for key in ("cooldown_hours", "rate_per_second", "timeout_seconds"):
+        for key in ("cooldown_hours", "rate_per_second", "timeout_seconds", "lease_seconds"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{prefix}.{key}: must be positive")
+        if self.settle_seconds < 0:
+            raise ConfigError(f"{prefix}.settle_seconds: must not be negative")
+        if self.lease_seconds < 4 * self.timeout_seconds:
+            raise ConfigError(f"{prefix}.lease_seconds: must be at least 4 × timeout_seconds")
         if self.max_attempts < 1:
             raise ConfigError(f"{prefix}.max_attempts: must be at least 1")
         if not self.base_url.startswith(("http://", "https://")):

@@ -62,7 +62,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     )
     done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
     applied = []
-    for version, name, sql in MIGRATIONS:
+    for version, name, sql in sorted(MIGRATIONS):  # by version, whatever order branches merged them in
         if version in done:
             continue
         con.begin()

@@ -227,6 +227,36 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (
+        6,
+        "SMS outbox claims: a sender owns its messages under a lease; 'sending' and 'unknown' states",
+        # DuckDB cannot ALTER a CHECK constraint: the table is rebuilt with its rows
+        """
+        CREATE TABLE sms_outbox_v6 (
+            message_id VARCHAR PRIMARY KEY,
+            round_id VARCHAR NOT NULL,
+            person_key UHUGEINT NOT NULL,
+            phone VARCHAR NOT NULL,
+            body VARCHAR NOT NULL,
+            params JSON NOT NULL,
+            planned_at TIMESTAMPTZ NOT NULL,
+            state VARCHAR NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'unknown')),
+            attempts INTEGER NOT NULL,
+            provider VARCHAR NOT NULL,
+            provider_message_id VARCHAR,
+            error VARCHAR,
+            finished_at TIMESTAMPTZ,
+            flow_run_id VARCHAR,
+            claimed_by VARCHAR,
+            claimed_at TIMESTAMPTZ,
+            lease_until TIMESTAMPTZ,
+            CHECK ((state = 'sending') = (claimed_by IS NOT NULL AND lease_until IS NOT NULL))
+        );
+        INSERT INTO sms_outbox_v6 SELECT *, NULL, NULL, NULL FROM sms_outbox;
+        DROP TABLE sms_outbox;
+        ALTER TABLE sms_outbox_v6 RENAME TO sms_outbox;
+        """,
+    ),
+    (
         7,
         "re-sample scans that wait for their order (scanned before the results that order them)",
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -468,8 +468,10 @@ def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, 
         con.begin()
         before = con.execute("SELECT count(*) FROM sms_outbox").fetchall()[0][0]
         con.execute(
-            """INSERT INTO sms_outbox SELECT message_id, round_id, person_key::UHUGEINT, phone, body, params, ?, 'pending', 0, ?,
-                      NULL, NULL, NULL, ? FROM due_reminders
+            """INSERT INTO sms_outbox (message_id, round_id, person_key, phone, body, params, planned_at, state,
+                      attempts, provider, flow_run_id)
+               SELECT message_id, round_id, person_key::UHUGEINT, phone, body, params, ?, 'pending', 0, ?, ?
+               FROM due_reminders
                WHERE message_id NOT IN (SELECT message_id FROM sms_outbox)""",
             [_now(), provider, run_id],
         )
@@ -483,30 +485,113 @@ def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, 
     return added
 
 
-def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFrame) -> None:
-    """What the provider answered, per message, in one transaction (``pending``: not delivered
-    yet, retried by the next run under the same id); an opted-out answer adds the person to
-    ``sms_optouts``."""
+#: the columns a sender needs of a claimed message (``reporting.sms.Message``'s order)
+_CLAIMED = "message_id, phone, body, params::VARCHAR, claimed_at"
+
+
+def claim_reminders(con: duckdb.DuckDBPyConnection, round_id: str, owner: str, lease_seconds: float,
+                    limit: int, skip: Sequence[str] = ()) -> list[tuple]:
+    """Up to ``limit`` pending messages of the round become ``sending``, owned by ``owner`` until
+    the lease ends, in one transaction before any request: two senders never hold one message.
+    ``skip``: messages this sender already gave up on in this run."""
+    now = _now()
+    con.begin()
+    try:
+        ids = [row[0] for row in con.execute(
+            "SELECT message_id FROM sms_outbox WHERE round_id = ? AND state = 'pending'"
+            " AND message_id NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id LIMIT ?",
+            [round_id, list(skip), limit]).fetchall()]
+        if ids:
+            con.execute(
+                "UPDATE sms_outbox SET state = 'sending', claimed_by = ?, claimed_at = ?, lease_until = ?"
+                " WHERE message_id IN (SELECT unnest(?::VARCHAR[])) AND state = 'pending'",
+                [owner, now, now + timedelta(seconds=lease_seconds), ids])
+        rows = con.execute(f"SELECT {_CLAIMED} FROM sms_outbox WHERE claimed_by = ? AND state = 'sending'"
+                           " AND message_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id",
+                           [owner, ids]).fetchall()
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return rows
+
+
+def claim_unsettled(con: duckdb.DuckDBPyConnection, round_id: str, owner: str, lease_seconds: float,
+                    settle_seconds: float) -> list[tuple]:
+    """Messages that may have reached the provider, to look up (never to send): ``unknown`` ones
+    older than ``settle_seconds``, and those of a sender whose lease ran out (it may have sent
+    them before it died). They become ``sending`` under ``owner``'s lease, in one transaction;
+    ``claimed_at`` keeps the start of the first claim (the lookup looks back to it)."""
+    now = _now()
+    con.begin()
+    try:
+        ids = [row[0] for row in con.execute(
+            "SELECT message_id FROM sms_outbox WHERE round_id = ? AND ((state = 'sending' AND lease_until < ?)"
+            " OR (state = 'unknown' AND finished_at <= ?)) ORDER BY planned_at, message_id",
+            [round_id, now, now - timedelta(seconds=settle_seconds)]).fetchall()]
+        if ids:
+            con.execute(
+                "UPDATE sms_outbox SET state = 'sending', claimed_by = ?, claimed_at = coalesce(claimed_at, ?),"
+                " lease_until = ? WHERE message_id IN (SELECT unnest(?::VARCHAR[]))",
+                [owner, now, now + timedelta(seconds=lease_seconds), ids])
+        rows = con.execute(f"SELECT {_CLAIMED} FROM sms_outbox WHERE claimed_by = ? AND state = 'sending'"
+                           " AND message_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id",
+                           [owner, ids]).fetchall()
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return rows
+
+
+def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFrame, owner: str,
+                            run_id: str | None = None, reconciled: bool = False) -> int:
+    """What the provider answered (or, ``reconciled``, what looking it up found), per message
+    claimed by ``owner``, in one transaction: ``sent``, ``failed``, ``unknown`` (may have reached
+    the provider: never re-sent blindly), or ``pending`` (provably not taken: the claim is
+    released, the next sender sends it under the same id). A message whose claim ``owner`` lost
+    is left alone. An opted-out answer adds the person to ``sms_optouts``; a reconciled message is
+    appended to ``audit``. Returns the messages recorded."""
     if results.is_empty():
-        return
+        return 0
     con.register("sent_reminders", results.to_arrow())
+    now = _now()
     try:
         con.begin()
+        con.execute("""CREATE OR REPLACE TEMP TABLE settled AS
+                       SELECT r.*, o.state AS before_state, o.error AS before_error FROM sent_reminders r
+                       JOIN sms_outbox o USING (message_id) WHERE o.state = 'sending' AND o.claimed_by = ?""",
+                    [owner])
+        if reconciled:
+            con.execute(
+                """INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
+                   SELECT ?, ?, 'sms_outbox', message_id, 'reconcile',
+                          'looked up at the provider: the message may have reached it',
+                          to_json(struct_pack(was := coalesce(before_error, 'claimed by a sender whose lease ran out'))),
+                          to_json(struct_pack(state := state, provider_message_id := provider_message_id))
+                   FROM settled""",
+                [now, run_id])
         con.execute(
             """UPDATE sms_outbox o SET state = r.state, attempts = o.attempts + r.attempts,
-                      provider_message_id = r.provider_message_id, error = r.error, finished_at = ?
-               FROM sent_reminders r WHERE o.message_id = r.message_id AND o.state = 'pending'""",
-            [_now()],
+                      provider_message_id = coalesce(r.provider_message_id, o.provider_message_id),
+                      error = r.error, finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE ? END,
+                      claimed_by = NULL, lease_until = NULL,
+                      claimed_at = CASE WHEN r.state = 'unknown' THEN o.claimed_at END
+               FROM settled r WHERE o.message_id = r.message_id""",
+            [now],
         )
         con.execute(
             """INSERT INTO sms_optouts SELECT DISTINCT o.person_key, ?, 'provider: opted out'
-               FROM sent_reminders r JOIN sms_outbox o USING (message_id)
+               FROM settled r JOIN sms_outbox o USING (message_id)
                WHERE r.opted_out AND o.person_key NOT IN (SELECT person_key FROM sms_optouts)""",
-            [_now()],
+            [now],
         )
+        recorded = con.execute("SELECT count(*) FROM settled").fetchall()[0][0]
+        con.execute("DROP TABLE settled")
         con.commit()
     except BaseException:
         con.rollback()
         raise
     finally:
         con.unregister("sent_reminders")
+    return recorded
