@@ -27,11 +27,18 @@ from tubetrail.views import define_views
 from warehouse.connection import open_configured
 
 
+#: a nightly report follows a round until this long after its window closed (its re-samples)
+REPORT_AFTER_ROUND = "2 days"
+
+
 def current_round(con, when: datetime) -> str:
-    """The round a nightly report is about: the latest whose window has started."""
-    rows = con.execute("SELECT round_id FROM rounds WHERE starts_at <= ? ORDER BY starts_at DESC LIMIT 1", [when]).fetchall()
+    """The round a nightly report is about: the latest whose window has started and that ended
+    no more than two days before ``when`` (a schedule never reports a round long over, e.g. a
+    replayed one, as of the wall clock)."""
+    rows = con.execute(f"SELECT round_id FROM rounds WHERE starts_at <= ? AND ends_at + INTERVAL '{REPORT_AFTER_ROUND}' > ?"
+                       " ORDER BY starts_at DESC LIMIT 1", [when, when]).fetchall()
     if not rows:
-        raise ValueError(f"no round has started by {when.isoformat(timespec='minutes')}")
+        raise ValueError(f"no round is current at {when.isoformat(timespec='minutes')}")
     return rows[0][0]
 
 

@@ -23,8 +23,8 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
-from flows.report import current_round
 from reporting.reminders import plan_reminders
+from sampling.rounds import round_open_at
 from reporting.sms import (AccountRefused, Message, MissingCredentials, SendResult, lookup_messages, provider_for,
                            send_messages)
 from tubetrail.config import load_config
@@ -67,10 +67,16 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
         ensure_concurrency_limits(cfg)
     run_id = str(flow_run.get_id())
     with (guard() if not dry_run else nullcontext()), open_configured(cfg.warehouse, id_hash_key()) as con:
+        round_id = round_id or round_open_at(con, when)
+        if round_id is None:  # the served sweep between rounds, or over a replayed round: nobody is due
+            logger.info("no round is open at %s: no reminders", when.isoformat(timespec="minutes"))
+            return {"round_id": None, "counts": {}, "sent": 0, "failed": 0}
         define_views(con, cfg, snapshot=True)
-        round_id = round_id or current_round(con, when)
         plan = plan_reminders(con, cfg.sms, cfg.city.timezone, round_id, when)
         planned = 0 if dry_run else record_planned_reminders(con, plan.due, provider.name, run_id)
+    if plan.counts.get("after_deadline"):
+        logger.info("round %s: its deadline has passed at %s; nobody is reminded (%d untested)", round_id,
+                    when.isoformat(timespec="minutes"), plan.counts["after_deadline"])
     counts = {**plan.counts, "planned_now": planned}
     if dry_run:
         logger.info("dry run for %s: %s", round_id, counts)

@@ -36,7 +36,8 @@ class ReminderPlan:
     as_of: datetime
     quiet_hours: bool
     counts: dict[str, int]
-    #: message_id, round_id, person_key (as text: polars has no 128-bit integer), phone, body, params (JSON)
+    #: message_id, round_id, person_key (as text: polars has no 128-bit integer), phone, planned_at
+    #: (the plan's as_of: the cool-down is judged in the event's time), body, params (JSON)
     due: pl.DataFrame
 
 
@@ -72,8 +73,11 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
             LEFT JOIN open_sites d ON d.district = u.district AND u.site_scope = 'district'
             GROUP BY u.person_key
         ), recent AS (
+            -- planned within a cool-down of as_of, either side: planned_at is the plan's as_of
+            -- (the time judged), so a replayed or backdated sweep cools down only its own window
             SELECT DISTINCT person_key FROM sms_outbox
             WHERE round_id = $rid AND planned_at > $as_of - to_seconds($window)
+              AND planned_at < $as_of + to_seconds($window)
         )
         SELECT u.person_key::VARCHAR AS person_key, u.phone, s.site_name,
                CASE WHEN u.door_to_door_reason IS NOT NULL THEN 'door_to_door'
@@ -111,6 +115,7 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
     for part in parts[1:]:
         pieces += [pl.col("site_name"), pl.lit(part)]
     due = due.select("message_id", pl.lit(round_id).alias("round_id"), "person_key", "phone",
+                     pl.lit(as_of).dt.convert_time_zone("UTC").alias("planned_at"),
                      pl.concat_str(pieces).alias("body"),
                      # the template's variables, for providers that fill a registered template (Aliyun)
                      pl.struct(pl.lit(round_id).alias("round_id"), pl.lit(deadline_text).alias("deadline"),

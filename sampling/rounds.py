@@ -56,6 +56,13 @@ def check_round(rnd: Round, allowed_sizes: tuple[int, ...], con: duckdb.DuckDBPy
         )
 
 
+def round_open_at(con: duckdb.DuckDBPyConnection, when: datetime) -> str | None:
+    """The round whose window holds ``when`` (windows never overlap), or None: a reminder sweep
+    acts on that round only, never on a round that is over (a replayed one, yesterday's)."""
+    rows = con.execute("SELECT round_id FROM rounds WHERE starts_at <= ? AND ? < ends_at", [when, when]).fetchall()
+    return rows[0][0] if rows else None
+
+
 #: The rule "which round does a scan belong to", as SQL over ``incoming`` (the file's checked
 #: scans with ``person_key``): the round whose window holds the scan; else, for a single tube
 #: (capacity 1) of a person with a re-sampling order, that order's (latest) round; else a seal

@@ -460,7 +460,9 @@ def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str
 def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, provider: str,
                              run_id: str | None) -> int:
     """The outbox first, before any message leaves: one pending row per message id (planning
-    twice in a cool-down window plans nothing new). Returns the rows added."""
+    twice in a cool-down window plans nothing new), planned at the plan's ``as_of`` (the
+    ``planned_at`` column: the cool-down is judged in the event's time, never the clock's).
+    Returns the rows added."""
     if due.is_empty():
         return 0
     con.register("due_reminders", due.to_arrow())
@@ -470,10 +472,10 @@ def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, 
         con.execute(
             """INSERT INTO sms_outbox (message_id, round_id, person_key, phone, body, params, planned_at, state,
                       attempts, provider, flow_run_id)
-               SELECT message_id, round_id, person_key::UHUGEINT, phone, body, params, ?, 'pending', 0, ?, ?
+               SELECT message_id, round_id, person_key::UHUGEINT, phone, body, params, planned_at, 'pending', 0, ?, ?
                FROM due_reminders
                WHERE message_id NOT IN (SELECT message_id FROM sms_outbox)""",
-            [_now(), provider, run_id],
+            [provider, run_id],
         )
         added = con.execute("SELECT count(*) FROM sms_outbox").fetchall()[0][0] - before
         con.commit()

@@ -55,6 +55,19 @@ def test_serve_registers_every_deployment_and_the_nightly_report_runs_from_the_a
         open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
                    ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
     ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path)
+    # the schedule reports the current round only: R1 (2022) is long over (issue 13.1: the demo's
+    # schedules acted on its replayed round); a round open now is the one the nightly run reports
+    from datetime import timedelta, timezone
+
+    from flows.report import current_round
+
+    now = datetime.now(timezone.utc)
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        with pytest.raises(ValueError, match="no round is current"):
+            current_round(con, now)
+        open_round(con, round_id="RNOW", starts_at=now - timedelta(hours=1), ends_at=now + timedelta(hours=12),
+                   districts=None, pool_size=10, run_id=None)
+        assert current_round(con, now) == "RNOW"
     conf = tmp_path / "tubetrail.toml"
     conf.write_text(f'[warehouse]\npath = "{cfg.warehouse.path}"\n', encoding="utf-8")
     work = tmp_path / "served"
@@ -78,7 +91,7 @@ def test_serve_registers_every_deployment_and_the_nightly_report_runs_from_the_a
 
         run = run_deployment("round-report/nightly-report", timeout=180)
         assert run.state.is_completed(), run.state
-        reports = list((work / "reports" / "R1").glob("*/report.html"))
+        reports = list((work / "reports" / "RNOW").glob("*/report.html"))
         assert len(reports) == 1 and (reports[0].parent / "coverage.parquet").exists()
     finally:
         proc.terminate()

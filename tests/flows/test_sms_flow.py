@@ -296,3 +296,20 @@ def test_an_account_refusal_fails_the_flow_run_and_marks_nobody(tmp_path, cfg, p
         runs = client.read_flow_runs()
     states = sorted(r.state.type.value for r in runs if r.name == "sms reminders R1" and r.state)
     assert "FAILED" in states
+
+
+def test_a_sweep_acts_on_the_open_round_only_and_never_after_its_deadline(tmp_path, cfg):
+    """Issue 13.1: the next morning a sweep without --round took the latest started round and
+    sent "请于04月04日22:00前…", 11 h past; the served cron sweep judged a replayed round as of now."""
+    from flows.sms import sms_reminders
+
+    city(tmp_path, cfg, 3)
+    with LoopbackGateway() as gateway:
+        conf = config_file(tmp_path, gateway.url)
+        next_morning = datetime(2022, 4, 5, 9, 0, tzinfo=SH)
+        assert sms_reminders(None, False, next_morning, conf, cfg.warehouse.path)["round_id"] is None
+        named = sms_reminders("R1", False, next_morning, conf, cfg.warehouse.path)
+        assert named["counts"]["after_deadline"] == 3 and named["sent"] == 0
+        assert sms_reminders(None, False, None, conf, cfg.warehouse.path)["round_id"] is None  # the wall clock: 2026
+        assert not gateway.state.deliveries and outbox(cfg) == {}
+        assert sms_reminders(None, False, MORNING, conf, cfg.warehouse.path)["sent"] == 3  # the open round

@@ -188,3 +188,24 @@ def test_which_transport_errors_prove_the_request_never_left():
     for ambiguous in (httpx.ReadTimeout("t", request=request), httpx.WriteTimeout("t", request=request),
                       httpx.RemoteProtocolError("closed", request=request), httpx.ReadError("r", request=request)):
         assert not isinstance(ambiguous, NEVER_LEFT)
+
+
+def test_the_cool_down_is_judged_in_the_sweeps_time(tmp_path, cfg):
+    """Issue 13.2: a backdated sweep made every person "cooled_down" for any later --as-of (the
+    outbox kept the wall-clock time of planning)."""
+    from tests.helpers import register_row, ric
+    from tubetrail.secrets import id_hash_key
+    from warehouse.connection import open_warehouse
+    from warehouse.writer import record_planned_reminders
+
+    cfg = replace(cfg, sms=replace(cfg.sms, cooldown_hours=6.0))
+    plan = small_city(tmp_path, cfg, [register_row(ric(f"31010119850101{i:03d}"), phone=f"1380013800{i}")
+                                      for i in range(2)])
+    first = plan(datetime(2022, 4, 4, 8, tzinfo=SH))
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        assert record_planned_reminders(con, first.due, "webhook", None) == 2
+        (planned,) = con.sql("SELECT DISTINCT planned_at FROM sms_outbox").fetchall()[0]
+    assert planned == datetime(2022, 4, 4, 8, tzinfo=SH)  # the sweep's time, not the machine's
+    assert plan(datetime(2022, 4, 4, 12, tzinfo=SH)).counts["cooled_down"] == 2  # within the 6 h cool-down
+    later = plan(datetime(2022, 4, 4, 14, 30, tzinfo=SH))  # 6 h 30 min after: due again
+    assert later.counts["cooled_down"] == 0 and later.counts["due"] == 2
