@@ -72,7 +72,7 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
             logger.info("no round is open at %s: no reminders", when.isoformat(timespec="minutes"))
             return {"round_id": None, "counts": {}, "sent": 0, "failed": 0}
         define_views(con, cfg, snapshot=True)
-        plan = plan_reminders(con, cfg.sms, cfg.city.timezone, round_id, when)
+        plan = plan_reminders(con, cfg.sms, cfg.city.timezone, round_id, when, cfg.key_groups)
         planned = 0 if dry_run else record_planned_reminders(con, plan.due, provider.name, run_id)
     if plan.counts.get("after_deadline"):
         logger.info("round %s: its deadline has passed at %s; nobody is reminded (%d untested)", round_id,

@@ -173,6 +173,10 @@ class SmsConfig:
     template: str = (
         "【核酸筛查】您尚未完成本轮（{round_id}）核酸检测，请于{deadline}前到{site_name}采样。"
     )
+    #: to a key-group member overdue on their test cycle (deadline: the cycle's due date)
+    key_group_template: str = (
+        "【核酸筛查】您属于重点人群，本周期核酸检测已逾期（应检：{deadline}），请尽快到{site_name}采样。"
+    )
     #: Aliyun fills a template registered with it (variables round_id, deadline, site_name)
     aliyun_template_code: str = "SMS_000000000"
     quiet_start: str = "21:00"

@@ -39,7 +39,7 @@ SITES = ("site_id,name,district,subdistrict,community,kind,opens,closes\n"
          "H1,上门队,黄浦区,外滩街道,中山居委,home,,\n")
 
 
-def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n"):
+def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n", districts=None, key_groups=None):
     """A register of ``rows`` (``tests.helpers.register_row``), the sites above, the zones
     given, round R1 (04-04 06:00–22:00); returns a planner at a given time."""
     from flows.feeds import take_file
@@ -61,12 +61,12 @@ def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n")
         assert take_file(f, cfg).status == "accepted"
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=districts, pool_size=10, run_id=None)
 
     def plan(at: datetime):
         with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
             define_views(con, cfg)
-            return plan_reminders(con, cfg.sms, cfg.city.timezone, "R1", at)
+            return plan_reminders(con, cfg.sms, cfg.city.timezone, "R1", at, key_groups)
 
     return plan
 
@@ -209,3 +209,17 @@ def test_the_cool_down_is_judged_in_the_sweeps_time(tmp_path, cfg):
     assert plan(datetime(2022, 4, 4, 12, tzinfo=SH)).counts["cooled_down"] == 2  # within the 6 h cool-down
     later = plan(datetime(2022, 4, 4, 14, 30, tzinfo=SH))  # 6 h 30 min after: due again
     assert later.counts["cooled_down"] == 0 and later.counts["due"] == 2
+
+
+def test_key_group_members_overdue_on_their_cycle_are_reminded(tmp_path, cfg):
+    """Issue 13.10: key-group members overdue on their cycle got no reminder. The round covers
+    浦东新区 only; a medical worker of 黄浦区, never sampled, is overdue on their weekly cycle."""
+    from tests.helpers import register_row, ric
+
+    medic = register_row(ric("31010119850101000"), phone="13800138000", key_group="medical")
+    other = register_row(ric("31010119850101001"), phone="13800138001")
+    plan = small_city(tmp_path, cfg, [medic, other], districts=["浦东新区"], key_groups=cfg.key_groups)
+    result = plan(datetime(2022, 4, 4, 10, tzinfo=SH))
+    assert result.counts["key_group_due"] == 1 and result.due["phone"].to_list() == ["+8613800138000"]
+    (body,) = result.due["body"].to_list()
+    assert body == "【核酸筛查】您属于重点人群，本周期核酸检测已逾期（应检：无检测记录），请尽快到外滩小学采样点采样。"
