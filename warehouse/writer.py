@@ -497,17 +497,24 @@ def claim_reminders(con: duckdb.DuckDBPyConnection, round_id: str, owner: str, l
     the lease ends, in one transaction before any request: two senders never hold one message.
     ``skip``: messages this sender already gave up on in this run."""
     now = _now()
+    return _claim(con, owner,
+                  "SELECT message_id FROM sms_outbox WHERE round_id = ? AND state = 'pending'"
+                  " AND message_id NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id LIMIT ?",
+                  [round_id, list(skip), limit],
+                  "UPDATE sms_outbox SET state = 'sending', claimed_by = ?, claimed_at = ?, lease_until = ?"
+                  " WHERE message_id IN (SELECT unnest(?::VARCHAR[])) AND state = 'pending'",
+                  [owner, now, now + timedelta(seconds=lease_seconds)])
+
+
+def _claim(con: duckdb.DuckDBPyConnection, owner: str, select_sql: str, select_params: list, claim_sql: str,
+           claim_params: list) -> list[tuple]:
+    """One claiming transaction: the ids ``select_sql`` finds are claimed by ``claim_sql`` (its
+    last parameter: the ids), and the rows ``owner`` now holds among them are returned."""
     con.begin()
     try:
-        ids = [row[0] for row in con.execute(
-            "SELECT message_id FROM sms_outbox WHERE round_id = ? AND state = 'pending'"
-            " AND message_id NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id LIMIT ?",
-            [round_id, list(skip), limit]).fetchall()]
+        ids = [row[0] for row in con.execute(select_sql, select_params).fetchall()]
         if ids:
-            con.execute(
-                "UPDATE sms_outbox SET state = 'sending', claimed_by = ?, claimed_at = ?, lease_until = ?"
-                " WHERE message_id IN (SELECT unnest(?::VARCHAR[])) AND state = 'pending'",
-                [owner, now, now + timedelta(seconds=lease_seconds), ids])
+            con.execute(claim_sql, [*claim_params, ids])
         rows = con.execute(f"SELECT {_CLAIMED} FROM sms_outbox WHERE claimed_by = ? AND state = 'sending'"
                            " AND message_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id",
                            [owner, ids]).fetchall()
@@ -525,25 +532,13 @@ def claim_unsettled(con: duckdb.DuckDBPyConnection, round_id: str, owner: str, l
     them before it died). They become ``sending`` under ``owner``'s lease, in one transaction;
     ``claimed_at`` keeps the start of the first claim (the lookup looks back to it)."""
     now = _now()
-    con.begin()
-    try:
-        ids = [row[0] for row in con.execute(
-            "SELECT message_id FROM sms_outbox WHERE round_id = ? AND ((state = 'sending' AND lease_until < ?)"
-            " OR (state = 'unknown' AND finished_at <= ?)) ORDER BY planned_at, message_id",
-            [round_id, now, now - timedelta(seconds=settle_seconds)]).fetchall()]
-        if ids:
-            con.execute(
-                "UPDATE sms_outbox SET state = 'sending', claimed_by = ?, claimed_at = coalesce(claimed_at, ?),"
-                " lease_until = ? WHERE message_id IN (SELECT unnest(?::VARCHAR[]))",
-                [owner, now, now + timedelta(seconds=lease_seconds), ids])
-        rows = con.execute(f"SELECT {_CLAIMED} FROM sms_outbox WHERE claimed_by = ? AND state = 'sending'"
-                           " AND message_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id",
-                           [owner, ids]).fetchall()
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    return rows
+    return _claim(con, owner,
+                  "SELECT message_id FROM sms_outbox WHERE round_id = ? AND ((state = 'sending' AND lease_until < ?)"
+                  " OR (state = 'unknown' AND finished_at <= ?)) ORDER BY planned_at, message_id",
+                  [round_id, now, now - timedelta(seconds=settle_seconds)],
+                  "UPDATE sms_outbox SET state = 'sending', claimed_by = ?, claimed_at = coalesce(claimed_at, ?),"
+                  " lease_until = ? WHERE message_id IN (SELECT unnest(?::VARCHAR[]))",
+                  [owner, now, now + timedelta(seconds=lease_seconds)])
 
 
 def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFrame, owner: str,
