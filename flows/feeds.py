@@ -44,7 +44,7 @@ from warehouse.writer import (
     apply_results,
     apply_scans,
     apply_stage_rule,
-    then_assign_waiting,
+    waiting_scans_settler,
     attach_stage,
     detach_stage,
     ledger_entry,
@@ -63,8 +63,9 @@ class Feed:
     unique_key: tuple[str, ...] | None = None
     #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
     stage_rule: StageRule | None = None
-    #: its facts may raise re-sampling orders that scans waiting for them join (``then_assign_waiting``)
-    settles_waiting: bool = False
+    #: after the file's ledger entry, in its transaction: its facts may raise re-sampling orders
+    #: that scans waiting for them join (``waiting_scans_settler``)
+    settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None
     #: what the file's facts raise (``reporting.alerts``), recorded in the file's transaction
     announce: Callable[[duckdb.DuckDBPyConnection, Config, str], list[OutboxAlert]] | None = None
 
@@ -103,15 +104,15 @@ FEEDS: dict[str, Feed] = {
         "receipts",
         RECEIPT_REQUIRED,
         lambda raw, cfg, label: check_receipts(raw, timezone=cfg.city.timezone),
-        then_assign_waiting(apply_receipts, ROUND_RULE),
-        settles_waiting=True,
+        apply_receipts,
+        settle=waiting_scans_settler(ROUND_RULE, "receipts", "tube_barcode"),
     ),
     "results": Feed(
         "results",
         (),
         lambda records, cfg, label: check_results(records, label),
-        then_assign_waiting(apply_results, ROUND_RULE),
-        settles_waiting=True,
+        apply_results,
+        settle=waiting_scans_settler(ROUND_RULE, "results", "sample"),
         announce=positive_alerts_of_file,
     ),
 }
@@ -179,7 +180,7 @@ def take_file(
             with session() as con:
                 attach_stage(con, stage_path)
                 try:
-                    if feed.stage_rule is not None or feed.announce is not None or feed.settles_waiting:
+                    if feed.stage_rule is not None or feed.announce is not None or feed.settle is not None:
                         define_views(con, cfg)
                     if feed.stage_rule is not None:
                         apply_stage_rule(con, feed.stage_rule)
@@ -194,6 +195,7 @@ def take_file(
                         warnings=warnings,
                         apply=feed.apply,
                         run_id=run_id,
+                        settle=feed.settle,
                         announce=(None if feed.announce is None
                                   else lambda c, h: feed.announce(c, cfg, h)),
                     )

@@ -191,11 +191,14 @@ def record_file(
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None],
     run_id: str | None,
     announce: Callable[[duckdb.DuckDBPyConnection, str], Sequence[OutboxAlert]] | None = None,
+    settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None,
 ) -> FileOutcome:
     """Take one staged file (attached as ``stage``) in one transaction. ``apply(con,
     content_hash, run_id)`` writes the accepted rows, which it finds in the temporary view
     ``staged`` (file columns, ``source_line``). ``announce(con, content_hash)`` then says what
-    the file's facts raise (a domain rule); its alerts go to the outbox in the same transaction."""
+    the file's facts raise (a domain rule); its alerts go to the outbox in the same transaction.
+    ``settle(con, content_hash, run_id)`` runs after the ledger entry, in the transaction too
+    (:func:`waiting_scans_settler`)."""
     accepted = int(con.sql(f"SELECT count(*) FROM {STAGE}.accepted").fetchall()[0][0])
     quarantined = int(con.sql(f"SELECT count(*) FROM {STAGE}.quarantined").fetchall()[0][0])
     if accepted + quarantined != rows_read:
@@ -226,6 +229,8 @@ def record_file(
             [content_hash, kind, file_name, file_format, size_bytes, rows_read, accepted, quarantined,
              json.dumps(warnings, ensure_ascii=False) if warnings else None, now, run_id],
         )
+        if settle is not None:  # after the ledger entry: the derived calls read the file's facts through it
+            settle(con, content_hash, run_id)
         if announce is not None:
             record_alerts(con, announce(con, content_hash))
         con.commit()
@@ -339,15 +344,29 @@ def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str |
 
 
 def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None,
-                         rule: StageRule) -> int:
+                         rule: StageRule, table: str = "receipts", tube_column: str = "tube_barcode") -> int:
     """Re-sample scans that waited for their order (DESIGN §8: a scan may reach the inbox before
     the results that order it) join the order's round once the facts of this file raise it: the
     scans feed's round rule (``rule``: ``sampling.rounds.ROUND_RULE``) run again over the waiting rows, in the file's
     transaction; the rows it places move to ``scans`` (with their own file and line) and the move
-    is audited. Needs the derived views. Returns the rows placed."""
+    is audited. Only the waiting people this file's tubes (``<table>.<tube_column>`` of its rows) concern are
+    looked at: an order is raised by the facts of a person's own tubes, so a file about other
+    tubes costs one look-up, not the rule. Needs the derived views. Returns the rows placed."""
     if not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]:
         return 0
-    con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM waiting_scans")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE incoming AS
+        WITH touched AS (
+            SELECT DISTINCT person_key FROM scans
+            WHERE tube_barcode IN (SELECT DISTINCT trim("{tube_column}") FROM {table} WHERE source_hash = $file)
+              AND person_key IN (SELECT person_key FROM waiting_scans WHERE person_key IS NOT NULL)
+        ), their_tubes AS (
+            SELECT DISTINCT tube_barcode FROM waiting_scans WHERE person_key IN (SELECT person_key FROM touched)
+        )
+        SELECT * FROM waiting_scans WHERE tube_barcode IN (SELECT tube_barcode FROM their_tubes)""", {"file": content_hash})
+    if not con.execute("SELECT count(*) FROM incoming").fetchall()[0][0]:
+        con.execute("DROP TABLE incoming")
+        return 0
     con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {rule.sql(con) if callable(rule.sql) else rule.sql}")
     placed = con.execute("SELECT count(*) FROM ruled WHERE round_id IS NOT NULL").fetchall()[0][0]
     if placed:
@@ -370,15 +389,14 @@ def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_
     return placed
 
 
-def then_assign_waiting(apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None], rule: StageRule):
-    """``apply``, then :func:`assign_waiting_scans` in the same transaction (for the feeds whose
-    facts raise re-sampling orders: receipts, results)."""
+def waiting_scans_settler(rule: StageRule, table: str, tube_column: str):
+    """The ``settle`` step of the feeds whose facts raise re-sampling orders (receipts, results):
+    :func:`assign_waiting_scans` for the file's tubes, after its ledger entry."""
 
-    def applied(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-        apply(con, content_hash, run_id)
-        assign_waiting_scans(con, content_hash, run_id, rule)
+    def settle(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> int:
+        return assign_waiting_scans(con, content_hash, run_id, rule, table, tube_column)
 
-    return applied
+    return settle
 
 
 def apply_manifests(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
