@@ -11,7 +11,7 @@ transaction loses nothing: :func:`publish_alerts` publishes every ``pending`` ro
 * ``positive_single``: a single tube called positive, a person positive (a single sample, a
   re-sample): the artifact ``positive-single-<tube>`` and the event ``tubetrail.single.positive``;
 * ``urgent_overdue``: a positive pool's urgent re-samples past their due time with people not
-  re-sampled, judged at an ``as_of`` (:func:`raise_overdue_alerts`): ``overdue-<tube>`` and
+  re-sampled, judged at an ``as_of`` (:func:`raise_timed_alerts_at`): ``overdue-<tube>`` and
   ``tubetrail.order.overdue``;
 * ``file_refused``: the markdown artifact ``file-refused-<hash>`` and the event
   ``tubetrail.file.refused`` (resource ``tubetrail.file.<content hash>``, name and size);
@@ -72,8 +72,11 @@ from reporting.alerts import (
     OutboxAlert,
     PoolAlert,
     file_refused_markdown,
+    GENERIC_KINDS,
+    TIMED_ALERT_RULES,
+    city_value,
+    generic_alert_markdown,
     overdue_markdown,
-    overdue_urgent_alerts,
     pool_alert_from_payload,
     pool_alert_markdown,
 )
@@ -153,11 +156,21 @@ def _publication(alert: PendingAlert, cfg: Config) -> tuple[str, str, str, dict,
                 {"prefect.resource.id": f"tubetrail.file.{alert.subject}", "prefect.resource.name": p["file_name"],
                  "tubetrail.kind": p["kind"]},
                 {"file_name": p["file_name"], "kind": p["kind"], "size_bytes": p["size_bytes"]})
+    if kind := GENERIC_KINDS.get(alert.kind):
+        p = alert.payload
+        outbox = OutboxAlert(alert.kind, alert.subject, alert.raised_at, p)
+        facts = {name: city_value(value, cfg.city.timezone) for name, value in p["facts"].items()}
+        return (artifact_key(alert.subject, kind.artifact_prefix), generic_alert_markdown(outbox, cfg.city.timezone),
+                p["title"],
+                {"prefect.resource.id": f"tubetrail.{kind.resource_type}.{p['resource']}",
+                 "prefect.resource.name": p["resource"]},
+                {"title": p["title"], "summary": p["summary"], **facts})
     raise ValueError(f"alert kind {alert.kind!r} has no publisher")
 
 
 EVENT_NAMES = {POOL_POSITIVE: POOL_POSITIVE_EVENT, POSITIVE_SINGLE: POSITIVE_SINGLE_EVENT,
-               URGENT_OVERDUE: URGENT_OVERDUE_EVENT, FILE_REFUSED: FILE_REFUSED_EVENT}
+               URGENT_OVERDUE: URGENT_OVERDUE_EVENT, FILE_REFUSED: FILE_REFUSED_EVENT,
+               **{k.kind: k.event for k in GENERIC_KINDS.values()}}
 
 
 def _artifact_published(key: str, marker: str) -> bool:
@@ -218,8 +231,10 @@ def publish_pending_alerts(cfg: Config, *, write_guard: Callable[[], AbstractCon
             elif alert.kind == POSITIVE_SINGLE:
                 logger.warning("positive single tube %s (lab %s, plate %s): a person positive",
                                alert.subject, alert.payload["lab_id"], alert.payload["plate_id"])
-            else:
+            elif alert.kind == FILE_REFUSED:
                 logger.warning("file refused: %s", alert.payload.get("file_name"))
+            elif alert.kind in GENERIC_KINDS:
+                logger.warning("%s", alert.payload["title"])
     if failed:
         logger.warning("%d alert(s) left pending", failed)
     return published
@@ -262,6 +277,9 @@ AUTOMATIONS: dict[str, tuple[str, str, str, str]] = {
         "File refused: {{ event.resource.name }}",
         "The {{ event.payload.kind }} file {{ event.resource.name }} ({{ event.payload.size_bytes }} bytes) was "
         "refused whole; the reason is in the ingest summary. Fix it at the source and send it again."),
+    # the generic kinds: their title and summary are written by the rule that raises them
+    **{k.event: (k.automation, k.description, "{{ event.payload.title }}", "{{ event.payload.summary }}")
+       for k in GENERIC_KINDS.values()},
 }
 
 
@@ -293,13 +311,15 @@ def ensure_alert_automations(webhook_url: str) -> dict[str, str]:
     return created
 
 
-def raise_overdue_alerts(cfg: Config, as_of: datetime, *, write_guard: Callable[[], AbstractContextManager[object]]) -> int:
-    """Record the urgent re-samples overdue at ``as_of`` in the outbox (one transaction under the
-    write slot); :func:`publish_pending_alerts` sends them. Returns how many were raised."""
+def raise_timed_alerts_at(cfg: Config, as_of: datetime, *, write_guard: Callable[[], AbstractContextManager[object]]) -> int:
+    """Record the alerts judged at ``as_of`` (``reporting.alerts.TIMED_ALERT_RULES``: urgent
+    re-samples overdue, ...) in the outbox, one transaction under the write slot;
+    :func:`publish_pending_alerts` sends them. Returns how many rules' alerts were found (an
+    alert recorded before is not recorded again)."""
     key = id_hash_key()
     with write_guard(), open_configured(cfg.warehouse, key) as con:
         define_views(con, cfg)
-        alerts = overdue_urgent_alerts(con, as_of)
+        alerts = [alert for rule in TIMED_ALERT_RULES for alert in rule(con, cfg, as_of)]
         con.begin()
         try:
             record_alerts(con, alerts)
@@ -310,8 +330,8 @@ def raise_overdue_alerts(cfg: Config, as_of: datetime, *, write_guard: Callable[
     return len(alerts)
 
 
-@task(task_run_name="raise overdue alerts as of {as_of}")
-def raise_overdue(as_of: datetime, config_path: str | None, warehouse: str | None) -> int:
-    """Urgent re-samples overdue at ``as_of`` (the latest fact ingested, or a report's time)."""
+@task(task_run_name="raise timed alerts as of {as_of}")
+def raise_timed_alerts(as_of: datetime, config_path: str | None, warehouse: str | None) -> int:
+    """The alerts judged at ``as_of`` (the latest fact ingested, or a report's time)."""
     cfg = load_config(config_path).with_warehouse(warehouse)
-    return raise_overdue_alerts(cfg, as_of, write_guard=warehouse_write_guard(cfg))
+    return raise_timed_alerts_at(cfg, as_of, write_guard=warehouse_write_guard(cfg))

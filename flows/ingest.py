@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.alerts import publish_alerts, raise_overdue
+from flows.alerts import publish_alerts, raise_timed_alerts
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
@@ -105,7 +105,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     publish_ingest_summary(outcomes)
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         as_of = publish_chain_summary(config_path, warehouse)
-        raise_overdue(as_of, config_path, warehouse)  # urgent re-samples past due at the latest fact
+        raise_timed_alerts(as_of, config_path, warehouse)  # overdue, lost, silent, over capacity: at the latest fact
     publish_alerts("at the end", config_path, warehouse)
     return outcomes
 

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from flows.alerts import publish_alerts, raise_overdue
+from flows.alerts import publish_alerts, raise_timed_alerts
 from flows.districts import dask_task_runner, district_packs
 from flows.limits import ensure_concurrency_limits
 from reporting.districts import report_districts
@@ -62,7 +62,7 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
                             "FROM coverage($rid, $as_of) WHERE level = 'district' ORDER BY district",
                             params={"rid": round_id, "as_of": when}).fetchall()
     ensure_concurrency_limits(cfg)  # the overdue alerts below are a write
-    raise_overdue(when, config_path, warehouse)  # urgent re-samples past due at the report's time
+    raise_timed_alerts(when, config_path, warehouse)  # overdue, lost, silent, over capacity at the report's time
     publish_alerts("after the report", config_path, warehouse)
     packs = district_packs.with_options(task_runner=dask_task_runner(cfg.scale))(
         str(folder), report_districts(folder))

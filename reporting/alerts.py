@@ -39,11 +39,96 @@ URGENT_OVERDUE_EVENT = "tubetrail.order.overdue"
 #: the Prefect event a refused file emits
 FILE_REFUSED_EVENT = "tubetrail.file.refused"
 
-#: outbox kinds (later kinds: single positive, overdue order, lab over capacity, ...)
+#: outbox kinds
 POOL_POSITIVE = "pool_positive"
 POSITIVE_SINGLE = "positive_single"
 URGENT_OVERDUE = "urgent_overdue"
 FILE_REFUSED = "file_refused"
+
+
+@dataclass(frozen=True)
+class AlertKind:
+    """An alert of DESIGN §8 told the generic way: its payload (counts, places, city times;
+    never a person) carries ``title`` (one line, the artifact's description and the
+    notification's subject), ``summary`` (what to do, the notification's body), ``resource``
+    (what it is about: a lab id, a district, a box, a tube, a holder and item) and ``facts``
+    (name → value, the event's payload and the artifact's table)."""
+
+    kind: str
+    #: the Prefect event it emits (one automation per event)
+    event: str
+    #: the resource type in the event's resource id: ``tubetrail.<resource_type>.<resource>``
+    resource_type: str
+    #: the artifact key's prefix; the subject, slugged, follows it
+    artifact_prefix: str
+    #: the automation's name and description
+    automation: str
+    description: str
+
+
+#: the alerts told the generic way (the positive calls, overdue orders and refused files above
+#: have their own markdown); each module that raises one adds its kind here
+GENERIC_KINDS: dict[str, AlertKind] = {}
+
+
+def alert_kind(kind: AlertKind) -> AlertKind:
+    GENERIC_KINDS[kind.kind] = kind
+    return kind
+
+
+LAB_OVER_CAPACITY = alert_kind(AlertKind(
+    "lab_over_capacity", "tubetrail.lab.over_capacity", "lab", "lab-over-capacity-",
+    "tubetrail: lab over its daily capacity -> notify the coordinator",
+    "A lab received more tubes in a day than its daily capacity (counts only)."))
+TUBE_LOST = alert_kind(AlertKind(
+    "tube_lost", "tubetrail.tube.lost", "tube", "tube-lost-",
+    "tubetrail: tube lost -> notify the coordinator",
+    "A sealed tube was not received by the round's end + 12 h (counts only)."))
+BOX_LOST = alert_kind(AlertKind(
+    "box_lost", "tubetrail.box.lost", "box", "box-lost-",
+    "tubetrail: box lost -> notify the coordinator",
+    "A box that left its site never reached a lab by the round's end + 12 h (counts only)."))
+DISTRICT_SILENT = alert_kind(AlertKind(
+    "district_silent", "tubetrail.district.silent", "district", "district-silent-",
+    "tubetrail: district silent -> notify the command",
+    "A district of an open round sent nothing for [alerts] silent_hours (漏报)."))
+LAB_SILENT = alert_kind(AlertKind(
+    "lab_silent", "tubetrail.lab.silent", "lab", "lab-silent-",
+    "tubetrail: lab silent -> notify the command",
+    "A lab of an open round sent nothing for [alerts] silent_hours (漏报)."))
+STOCK_LOW = alert_kind(AlertKind(
+    "stock_low", "tubetrail.stock.low", "stock", "stock-low-",
+    "tubetrail: stock under the minimum days -> notify the command",
+    "Reagents or consumables in hand last fewer days of whole-population testing than [stock] min_days."))
+
+
+def generic_alert(kind: AlertKind, subject: str, raised_at: datetime, *, title: str, summary: str, resource: str,
+                  facts: dict, round_id: str | None = None, source_hash: str | None = None) -> OutboxAlert:
+    """An outbox alert of a generic kind (``facts``: counts, places, ISO times; no person)."""
+    return OutboxAlert(kind.kind, subject, raised_at,
+                       {"title": title, "summary": summary, "resource": resource, "facts": facts},
+                       round_id=round_id, source_hash=source_hash)
+
+
+def generic_alert_markdown(alert: OutboxAlert, timezone: str) -> str:
+    """The artifact of a generic alert: its title, what to do, and its facts as a table (an ISO
+    time shown in city time)."""
+    p = alert.payload
+    lines = [f"# {p['title']}", "", p["summary"], "", "| fact | value |", "|---|---|"]
+    for name, value in p["facts"].items():
+        lines.append(f"| {name} | {city_value(value, timezone)} |")
+    return "\n".join(lines) + "\n"
+
+
+def city_value(value, timezone: str):
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if at.tzinfo is not None:
+            return at.astimezone(ZoneInfo(timezone)).isoformat(timespec="minutes")
+    return value
 
 
 @dataclass(frozen=True)
@@ -231,7 +316,7 @@ def file_refused_markdown(alert: OutboxAlert) -> str:
             "file in the inbox.\n")
 
 
-def overdue_urgent_alerts(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[OutboxAlert]:
+def overdue_urgent_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: datetime) -> list[OutboxAlert]:
     """Positive pools whose urgent home re-samples are past their due time at ``as_of`` with
     people not re-sampled yet (DESIGN §8: an urgent order overdue), one alert per pool, raised at
     the due time; a pool alerted once is not alerted again. The pools are those the outbox
@@ -270,3 +355,12 @@ def overdue_markdown(alert: OutboxAlert, timezone: str) -> str:
             f"**{p['people_overdue']} people** of the positive pool {p['tube_barcode']} (round {p['round_id']}) were due "
             f"for home re-sampling by **{due:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}** and are not re-sampled yet. "
             f"District(s): {', '.join(p['districts'])}. Their names are in the districts' worklists.\n")
+
+
+#: the alerts judged at a time, not raised by one file: each ``(con, cfg, as_of) -> alerts``,
+#: run by ``flows.alerts.raise_timed_alerts`` at the latest fact of every ingest run and at the
+#: report's time (the views of :func:`tubetrail.views.define_views` are defined). An alert is
+#: recorded once per kind and subject, so a rule may return what it returned before.
+TIMED_ALERT_RULES: list = [
+    overdue_urgent_alerts,
+]
