@@ -19,6 +19,7 @@ from flows.alerts import publish_alerts, raise_timed_alerts
 from flows.districts import dask_task_runner, district_packs
 from flows.limits import ensure_concurrency_limits
 from reporting.districts import report_districts
+from reporting.daily import ROUND_TAIL_DAYS
 from reporting.report import write_report
 from tubetrail.config import load_config
 from tubetrail.report_server import report_link
@@ -27,8 +28,9 @@ from tubetrail.views import define_views
 from warehouse.connection import open_configured
 
 
-#: a nightly report follows a round until this long after its window closed (its re-samples)
-REPORT_AFTER_ROUND = "2 days"
+#: a nightly report follows a round until this long after its window closed (its re-samples):
+#: the days the daily report gives a round
+REPORT_AFTER_ROUND = f"{ROUND_TAIL_DAYS} days"
 
 
 def current_round(con, when: datetime) -> str:

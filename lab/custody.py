@@ -72,9 +72,21 @@ def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
 
 
 def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
-    """``custody`` (one row per tube of a round), the table macros ``tube_lost(as_of)`` and
-    ``custody_anomalies(as_of)``.
+    """``tube_receipts`` (one row per tube a lab received: the first receipt, whether the tube
+    was scanned or not), ``custody`` (one row per tube of a round), the table macros
+    ``tube_lost(as_of)`` and ``custody_anomalies(as_of)``.
     Needs the views of :func:`sampling.tubes.define_tube_views`."""
+    # a tube is received at its first receipt, by that receipt's lab; it is refused when no
+    # receipt found it ``ok`` (a lab's load counts every tube it received, scanned or not)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW tube_receipts AS
+        SELECT tube_barcode, arg_min(lab_id, received_at) AS lab_id, arg_min(box_id, received_at) AS received_box_id,
+               min(received_at) AS received_at,
+               arg_min(condition, (condition = 'ok', received_at)) AS condition
+        FROM receipts GROUP BY tube_barcode
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP VIEW custody AS
@@ -83,10 +95,7 @@ def define_custody_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None
                    min(departed_at) AS departed_at, arg_min(lab_id, packed_at) AS planned_lab_id
             FROM manifests GROUP BY tube_barcode
         ), received AS (
-            SELECT tube_barcode, arg_min(lab_id, received_at) AS lab_id, arg_min(box_id, received_at) AS received_box_id,
-                   min(received_at) AS received_at,
-                   arg_min(condition, (condition = 'ok', received_at)) AS condition
-            FROM receipts GROUP BY tube_barcode
+            SELECT * FROM tube_receipts
         )
         SELECT t.round_id, t.tube_barcode, t.site_id, t.capacity, t.members, t.resample,
                t.collected_at, t.sealed_at, p.box_id, p.packed_at, p.departed_at, p.planned_lab_id,

@@ -364,3 +364,9 @@ def overdue_markdown(alert: OutboxAlert, timezone: str) -> str:
 TIMED_ALERT_RULES: list = [
     overdue_urgent_alerts,
 ]
+
+# issue 14: silent districts and labs (漏报) and labs over their daily capacity, judged at a time
+# (``reporting.daily``, which imports this module's kinds when it raises them)
+from reporting.daily import lab_over_capacity_alerts, silent_unit_alerts  # noqa: E402
+
+TIMED_ALERT_RULES += [silent_unit_alerts, lab_over_capacity_alerts]

@@ -30,6 +30,8 @@ SECTIONS = ("Headline", "Coverage by district", "Worst grids", "Grid heat table"
             "Turnaround time per link", "Key-group cycles", "Lab load against capacity", "Anomalies by kind", "Positive pools",
             "Overdue urgent re-samples")
 HEAT_CELLS_PER_DISTRICT = 80
+#: issue 14: the daily and zero report (日报告、零报告); "Lab load against capacity" is per day
+SECTIONS = SECTIONS + ("Daily report",)
 
 
 def _svg(fig) -> str:
@@ -94,11 +96,6 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
     hourly = con.sql(
         """SELECT date_trunc('hour', added_at) AS hour, count(*) AS people FROM tube_members
            WHERE round_id = $rid AND added_at <= $as_of GROUP BY 1 ORDER BY 1""", params=p).fetchall()
-    lab_load = con.sql(
-        """SELECT c.lab_id, any_value(l.name), any_value(l.daily_capacity_tubes), count(*) AS received,
-                  count(*) FILTER (WHERE c.refused) AS refused
-           FROM custody c LEFT JOIN labs l USING (lab_id)
-           WHERE c.round_id = $rid AND c.received_at <= $as_of GROUP BY c.lab_id ORDER BY c.lab_id""", params=p).fetchall()
     pools = con.sql(
         """SELECT o.source_tube, any_value(o.reason), count(DISTINCT o.person_key) AS people,
                   min(o.raised_at) AS called_at, min(o.due_by) AS due_by,
@@ -122,17 +119,67 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
                                 "Coverage by district", "sampled / registered (%)", percent=True) if districts.height else "",
         "hourly": _line_chart([h.astimezone(zone).strftime("%m-%d %H:00") for h, _ in hourly], [n for _, n in hourly],
                               "People sampled per hour", "people") if hourly else "",
-        "labs": _bar_chart([f"{lab} received" for lab, *_ in lab_load] + [f"{lab} capacity" for lab, *_ in lab_load],
-                           [r[3] for r in lab_load] + [r[2] or 0 for r in lab_load],
-                           "Lab load against daily capacity", "tubes") if lab_load else "",
     }
     env = Environment(loader=PackageLoader("reporting", "templates"), autoescape=select_autoescape(["html", "j2"]))
     return env.get_template("report.html.j2").render(
         figures=figures, city=figures.city, as_of=figures.as_of.astimezone(zone), timezone=cfg.city.timezone,
         districts=districts.to_dicts(), worst=worst.to_dicts(), heat=heat, charts=charts, percentiles=percentiles,
-        breaches=breaches, tat_target=cfg.tat, key_group_cycles=cfg.key_groups, lab_load=lab_load, pools=pools, zone=zone, sections=SECTIONS,
+        breaches=breaches, tat_target=cfg.tat, key_group_cycles=cfg.key_groups, pools=pools, zone=zone, sections=SECTIONS,
         offset=city_offset(figures.as_of, zone), overdue=overdue.to_dicts(),
+        **daily_context(frames, cfg),
     )
+
+
+# --- issue 14: the daily and zero report and the labs' load per day ---------------------------------
+
+def daily_context(frames: dict[str, pl.DataFrame], cfg: Config) -> dict:
+    """The template's ``daily`` (per day × district and per day × lab, silent units first and
+    named in words) and ``lab_days`` (per lab and day, over capacity named in words) with the
+    lab load chart, from the report's ``daily`` and ``lab_load`` frames."""
+    daily = frames["daily"].with_columns(pl.col("last_heard_at").dt.strftime("%m-%d %H:%M").alias("heard"),
+                                         (pl.col("last_heard_at").dt.date() == pl.col("day")).fill_null(False)
+                                         .alias("heard_that_day"))
+    order = [pl.col("day"), ~pl.col("silent"), pl.col("unit")]
+    levels = {level: daily.filter(pl.col("level") == level).sort(order).to_dicts() for level in ("district", "lab")}
+    silent = daily.filter(pl.col("silent")).sort("level", "last_heard_at", "unit", nulls_last=False).to_dicts()
+    load = frames["lab_load"].with_columns(
+        (pl.col("daily_capacity").is_not_null() & (pl.col("received") > pl.col("daily_capacity"))).alias("over"))
+    return {"daily": levels, "silent_units": silent, "silent_hours": cfg.alerts.silent_hours,
+            "lab_days": load.to_dicts(), "lab_load_chart": _lab_load_chart(load)}
+
+
+def _lab_load_chart(load: pl.DataFrame) -> str:
+    """Tubes received per lab and day (one bar per day, grouped per lab) against each lab's
+    daily capacity (a dashed line over its group): an over-capacity day stands above the line
+    and is hatched, not told by colour alone."""
+    if not load.height or not load["received"].sum():
+        return ""
+    labs = load["lab_id"].unique(maintain_order=True).to_list()
+    days = load["day"].unique().sort().to_list()
+    width = 0.8 / max(len(days), 1)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    colours = ["#2b6cb0", "#63b3ed", "#2c7a7b", "#81e6d9", "#6b46c1"]
+    for j, day in enumerate(days):
+        part = {r["lab_id"]: r for r in load.filter(pl.col("day") == day).iter_rows(named=True)}
+        xs = [i + (j - (len(days) - 1) / 2) * width for i in range(len(labs))]
+        values = [part[lab]["received"] if lab in part else 0 for lab in labs]
+        bars = ax.bar(xs, values, width, label=f"{day:%m-%d}", color=colours[j % len(colours)])
+        for bar, lab in zip(bars, labs):
+            if lab in part and part[lab]["over"]:
+                bar.set_hatch("//")
+                bar.set_edgecolor("#9b2c2c")
+    for i, lab in enumerate(labs):
+        capacity = load.filter(pl.col("lab_id") == lab)["daily_capacity"].max()
+        if capacity:
+            ax.hlines(capacity, i - 0.45, i + 0.45, colors="#1a202c", linestyles="dashed",
+                      label="daily capacity" if i == 0 else None)
+    ax.set_xticks(range(len(labs)), labs)
+    ax.set_title("Tubes received per lab and day against daily capacity (hatched: over capacity)")
+    ax.set_ylabel("tubes")
+    ax.legend(fontsize=8, frameon=False)
+    for spine in ("top", "right"):
+        ax.spines[spine].set_visible(False)
+    return _svg(fig)
 
 
 def overdue_urgent_by_district(orders: pl.DataFrame, as_of: datetime) -> pl.DataFrame:

@@ -6,6 +6,9 @@
   ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
   ``tat.parquet``: exactly the columns of DESIGN §7;
 * ``key_groups_overdue.parquet``/``.csv``: key-group members overdue on their test cycle;
+* ``daily.parquet`` (the daily and zero report, 日报告、零报告: per day, district and lab, silent
+  units marked) and ``lab_load.parquet`` (per lab and day: received, tested, backlog, capacity,
+  utilisation, TAT breaches): ``reporting.daily``;
 * ``door_to_door.parquet``: the untested whom ``sampling_route`` sends no site, with the reason:
   the input of the door-to-door worklists;
 * ``district_orders.parquet``: the orders with their person's district (for a visitor outside
@@ -30,6 +33,7 @@ import duckdb
 import polars as pl
 
 from reporting.coverage import define_coverage_views
+from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame
 from reporting.keygroups import define_key_group_views
 from reporting.people_csv import write_people_csv
 from reporting.tat import LINKS, define_tat_views
@@ -160,6 +164,12 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.files += ["key_groups_overdue.parquet", "key_groups_overdue.csv"]
     for group, state, n in frames["key_groups"].group_by("key_group", "compliance").len().iter_rows():
         figures.key_groups.setdefault(group, {})[state] = n
+    # issue 14: the daily and zero report (日报告、零报告) and the labs' load per day, from the
+    # snapshot and the orders materialised above (``reporting.daily``; city times)
+    frames["daily"] = daily_frame(con, cfg, round_id, as_of, orders="report_orders")
+    frames["lab_load"] = lab_load_frame(con, cfg, round_id, as_of)
+    put("daily", frames["daily"].select(DAILY_COLUMNS))
+    put("lab_load", frames["lab_load"].select(LAB_LOAD_COLUMNS))
 
     city = coverage.filter(pl.col("level") == "city").to_dicts()
     figures.city = city[0] if city else {}
