@@ -12,9 +12,10 @@ long, ``flows.report``). A day's figures are judged at its *cut*: the end of the
 of the register and the sites) and every lab (every lab of ``labs``, and any other lab that
 received a tube of the round) has a row for every day, 0 written as 0, never omitted.
 
-``daily(rid, as_of, orders)`` (``orders``: the name of a table or view holding the round's
-``resample_orders(as_of)``, the report's ``report_orders``) per day and unit (``level``
-``district`` or ``lab``):
+``daily(rid, as_of, orders, calls)`` per day and unit (``level`` ``district`` or ``lab``); a report
+reads the orders and calls it derived once anyway, so they are given by name: ``orders`` a table
+of the round's ``resample_orders(as_of)`` (the report's ``report_orders``), ``calls`` one of the
+final ``tube_calls(as_of)`` (:func:`materialise_calls`):
 
 * ``sampled``: people swabbed that day (人次): the members of the round's tubes added that day,
   at the district's sites; for a lab, the members of the tubes it received that day. A person
@@ -36,7 +37,7 @@ received a tube of the round) has a row for every day, 0 written as 0, never omi
 A call is judged with what is known at ``as_of`` (``tube_calls(as_of)``): a tube final by then
 was final from its ``called_at`` on. Refusal, loss and fulfilment likewise at their times.
 
-``lab_load(rid, as_of)`` per lab and day of the round, the lab's whole load (every tube it
+``lab_load(rid, as_of, calls)`` per lab and day of the round, the lab's whole load (every tube it
 received, whatever its round or whether it was scanned: ``tube_receipts``): ``received``,
 ``tested`` (calls it made final that day), ``backlog`` (received, not refused, not called at the
 cut), ``daily_capacity``, ``utilisation`` (received ÷ daily capacity; null without a capacity)
@@ -84,8 +85,10 @@ DAILY_COLUMNS = ("round_id", "day", "level", "unit", "sampled", "tubes_received"
                  "positive_people", "pending", "overdue_orders", "silent", "last_heard_at")
 LAB_LOAD_COLUMNS = ("lab_id", "name", "day", "received", "tested", "backlog", "daily_capacity", "utilisation",
                     "tat_breaches")
-#: the table ``daily_frame`` derives the round's orders into when it is not given one
+#: the tables ``daily_frame`` and ``lab_load_frame`` derive the round's orders and the final
+#: calls into when they are not given them
 DAILY_ORDERS = "daily_orders"
+DAILY_CALLS = "daily_calls"
 
 
 def define_daily_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
@@ -170,10 +173,10 @@ def define_daily_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP MACRO daily(rid, as_of, orders) AS TABLE
+        CREATE OR REPLACE TEMP MACRO daily(rid, as_of, orders, calls) AS TABLE
         WITH days AS MATERIALIZED (SELECT * FROM round_days(rid, as_of)),
         bounds AS (SELECT min(day) AS first_day, max(day) AS last_day FROM days),
-        calls AS MATERIALIZED (SELECT tube_barcode, lab_id, called_at, call FROM tube_calls(as_of) WHERE final),
+        k AS (SELECT tube_barcode, lab_id, called_at, call FROM query_table(calls)),
         t0 AS (
             SELECT c.tube_barcode, st.district, c.lab_id AS received_lab, k.lab_id AS called_lab, c.members, c.capacity,
                    k.call, k.called_at,
@@ -183,7 +186,7 @@ def define_daily_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
                    -- the tube leaves the pending: called, refused or lost
                    least(k.called_at, CASE WHEN c.received_at <= as_of AND c.refused THEN c.received_at END,
                          lost.detected_at) AS closed_at
-            FROM custody c LEFT JOIN sites st USING (site_id) LEFT JOIN calls k USING (tube_barcode)
+            FROM custody c LEFT JOIN sites st USING (site_id) LEFT JOIN k USING (tube_barcode)
             LEFT JOIN tube_lost(as_of) lost USING (round_id, tube_barcode)
             WHERE c.round_id = rid
         ), t AS MATERIALIZED (
@@ -287,20 +290,21 @@ def define_daily_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
     )
     con.execute(
         """
-        CREATE OR REPLACE TEMP MACRO lab_load(rid, as_of) AS TABLE
+        CREATE OR REPLACE TEMP MACRO lab_load(rid, as_of, calls) AS TABLE
         WITH days AS MATERIALIZED (SELECT * FROM round_days(rid, as_of)),
         bounds AS (SELECT min(day) AS first_day, max(day) AS last_day FROM days),
-        calls AS MATERIALIZED (SELECT tube_barcode, lab_id, called_at FROM tube_calls(as_of) WHERE final),
+        k AS (SELECT tube_barcode, lab_id, called_at FROM query_table(calls)),
+        received AS MATERIALIZED (SELECT * FROM lab_received(as_of)),
         flows AS (
-            SELECT lab_id, day, 'received' AS m, received AS n FROM lab_received(as_of)
-            UNION ALL SELECT lab_id, city_day(called_at), 'tested', count(*) FROM calls GROUP BY ALL
+            SELECT lab_id, day, 'received' AS m, received AS n FROM received
+            UNION ALL SELECT lab_id, city_day(called_at), 'tested', count(*) FROM k GROUP BY ALL
             -- backlog: in when received (not refused), out when called
-            UNION ALL SELECT lab_id, day, 'backlog', accepted FROM lab_received(as_of)
+            UNION ALL SELECT lab_id, day, 'backlog', accepted FROM received
             UNION ALL SELECT r.lab_id, city_day(greatest(r.received_at, k.called_at)), 'backlog', -count(*)
-                      FROM tube_receipts r JOIN calls k USING (tube_barcode)
+                      FROM tube_receipts r JOIN k USING (tube_barcode)
                       WHERE r.received_at <= as_of AND r.condition = 'ok' GROUP BY ALL
             UNION ALL SELECT k.lab_id, city_day(k.called_at), 'tat_breaches', count(*)
-                      FROM calls k JOIN custody c USING (tube_barcode)
+                      FROM k JOIN custody c USING (tube_barcode)
                       LEFT JOIN key_group_tubes kt USING (round_id, tube_barcode)
                       WHERE tat_breach(c.collected_at, k.called_at, kt.tube_barcode IS NOT NULL) GROUP BY ALL
         ), per_day AS (
@@ -339,29 +343,41 @@ def _city(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
     return city_times(frame, timezone)
 
 
+def materialise_calls(con: duckdb.DuckDBPyConnection, as_of: datetime, name: str = DAILY_CALLS) -> str:
+    """The final calls as of ``as_of`` (``tube_calls``) into the temporary table ``name``, once
+    for ``daily`` and ``lab_load``; returns ``name``."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT tube_barcode, lab_id, called_at, call "
+                "FROM tube_calls($as_of) WHERE final", {"as_of": as_of})
+    return name
+
+
 def daily_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime,
-                orders: str | None = None) -> pl.DataFrame:
+                orders: str | None = None, calls: str | None = None) -> pl.DataFrame:
     """``daily.parquet``: the daily and zero report of a round as of ``as_of`` (exactly
     :data:`DAILY_COLUMNS`, times in city time), ordered by day, level (districts first), unit.
     ``orders``: a table holding the round's ``resample_orders(as_of)`` (the report's
-    ``report_orders``); without it they are derived here. Needs :func:`tubetrail.views.define_views`
-    (with ``snapshot=True`` for a city)."""
+    ``report_orders``), ``calls`` one from :func:`materialise_calls` at ``as_of``; without them
+    they are derived here. Needs :func:`tubetrail.views.define_views` (``snapshot=True`` for a city)."""
     define_daily_views(con, cfg)
     if orders is None:
         orders = DAILY_ORDERS
         con.execute(f"CREATE OR REPLACE TEMP TABLE {DAILY_ORDERS} AS SELECT * FROM resample_orders($as_of) "
                     "WHERE round_id = $rid", {"as_of": as_of, "rid": round_id})
-    frame = _frame(con, f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily($rid, $as_of, {sql_text(orders)}) "
-                        "ORDER BY day, level = 'lab', unit", {"rid": round_id, "as_of": as_of})
+    calls = calls or materialise_calls(con, as_of)
+    frame = _frame(con, f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily($rid, $as_of, {sql_text(orders)}, "
+                        f"{sql_text(calls)}) ORDER BY day, level = 'lab', unit", {"rid": round_id, "as_of": as_of})
     return _city(frame, cfg.city.timezone)
 
 
-def lab_load_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime) -> pl.DataFrame:
+def lab_load_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime,
+                   calls: str | None = None) -> pl.DataFrame:
     """``lab_load.parquet``: every lab's load per day of the round (:data:`LAB_LOAD_COLUMNS`),
-    ordered by lab and day. Needs :func:`tubetrail.views.define_views`."""
+    ordered by lab and day; ``calls`` as for :func:`daily_frame`. Needs
+    :func:`tubetrail.views.define_views`."""
     define_daily_views(con, cfg)
-    return _frame(con, f"SELECT {', '.join(LAB_LOAD_COLUMNS)} FROM lab_load($rid, $as_of) ORDER BY lab_id, day",
-                  {"rid": round_id, "as_of": as_of})
+    calls = calls or materialise_calls(con, as_of)
+    return _frame(con, f"SELECT {', '.join(LAB_LOAD_COLUMNS)} FROM lab_load($rid, $as_of, {sql_text(calls)}) "
+                       "ORDER BY lab_id, day", {"rid": round_id, "as_of": as_of})
 
 
 def silent_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime) -> pl.DataFrame:

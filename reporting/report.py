@@ -33,7 +33,7 @@ import duckdb
 import polars as pl
 
 from reporting.coverage import define_coverage_views
-from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame
+from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, materialise_calls
 from reporting.keygroups import define_key_group_views
 from reporting.people_csv import write_people_csv
 from reporting.tat import LINKS, define_tat_views
@@ -166,8 +166,9 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
         figures.key_groups.setdefault(group, {})[state] = n
     # issue 14: the daily and zero report (日报告、零报告) and the labs' load per day, from the
     # snapshot and the orders materialised above (``reporting.daily``; city times)
-    frames["daily"] = daily_frame(con, cfg, round_id, as_of, orders="report_orders")
-    frames["lab_load"] = lab_load_frame(con, cfg, round_id, as_of)
+    calls = materialise_calls(con, as_of)
+    frames["daily"] = daily_frame(con, cfg, round_id, as_of, orders="report_orders", calls=calls)
+    frames["lab_load"] = lab_load_frame(con, cfg, round_id, as_of, calls=calls)
     put("daily", frames["daily"].select(DAILY_COLUMNS))
     put("lab_load", frames["lab_load"].select(LAB_LOAD_COLUMNS))
 
