@@ -32,12 +32,19 @@ FORMULA_START = r"^[=+\-@\t\r\n＝＋－＠]"
 E164 = r"^\+[0-9]{7,15}$"
 
 
+def formula_like(text: pl.Expr) -> pl.Expr:
+    """True for a text a spreadsheet would run as a formula (it starts with ``FORMULA_START``):
+    the one rule, for CSV cells (:func:`neutralise_cells`) and workbook cells
+    (``reporting.workbook``, which writes them with Excel's quote prefix)."""
+    return text.str.contains(FORMULA_START)
+
+
 def neutralise_cells(frame: pl.DataFrame) -> pl.DataFrame:
     """Every text cell that a spreadsheet would run as a formula, prefixed with ``'``
     (set-based, every text column); other cells unchanged."""
     text = [c for c, t in frame.schema.items() if t in (pl.Utf8, pl.Categorical, pl.Enum)]
     return frame.with_columns(
-        pl.when(pl.col(c).cast(pl.Utf8).str.contains(FORMULA_START) & ~pl.col(c).cast(pl.Utf8).str.contains(E164))
+        pl.when(formula_like(pl.col(c).cast(pl.Utf8)) & ~pl.col(c).cast(pl.Utf8).str.contains(E164))
         .then(pl.lit("'") + pl.col(c).cast(pl.Utf8))
         .otherwise(pl.col(c).cast(pl.Utf8))
         .alias(c)
