@@ -48,10 +48,12 @@ if TYPE_CHECKING:
     from reporting.report import ReportFigures
 
 #: the sections every report has (the browser check looks for each heading)
-SECTIONS = ("Headline", "Workbook", "Coverage by district", "Worst grids", "Grid heat table", "Sampling throughput by hour",
-            "Turnaround time per link", "Key-group cycles", "Lab load against capacity", "Anomalies by kind", "Positive pools",
-            "Overdue urgent re-samples")
+SECTIONS = ("Headline", "Workbook", "Coverage by district", "Worst grids", "Grid heat table",
+            "Sampling throughput by hour", "Turnaround time per link", "Key-group cycles", "Lab load against capacity",
+            "Anomalies by kind", "Positive pools", "Overdue urgent re-samples")
 HEAT_CELLS_PER_DISTRICT = 80
+#: the heat table's bands: red (and bold) below 80 % coverage, amber below 95 %, green above
+HEAT_RED_BELOW, HEAT_AMBER_BELOW = 0.8, 0.95
 WORST_GRIDS_SHOWN = 15
 #: a Chinese character: text holding one is marked ``lang="zh"``
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -145,9 +147,9 @@ def _heat(value: float | None) -> str:
     """Red below 80 %, amber to 95 %, green above (light shades: the cell's number stays legible)."""
     if value is None:
         return "#e2e8f0"
-    if value < 0.8:
+    if value < HEAT_RED_BELOW:
         return "#feb2b2"
-    if value < 0.95:
+    if value < HEAT_AMBER_BELOW:
         return "#fbd38d"
     return "#9ae6b4"
 
@@ -168,7 +170,8 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
     worst = worst_grids(grids, WORST_GRIDS_SHOWN)
     heat = []
     for (district,), part in grids.sort("grid").partition_by("district", as_dict=True, maintain_order=True).items():
-        cells = [{"grid": g, "coverage": c, "colour": _heat(c), "label": _heat_label(c), "low": c is not None and c < 0.8}
+        cells = [{"grid": g, "coverage": c, "colour": _heat(c), "label": _heat_label(c),
+                  "low": c is not None and c < HEAT_RED_BELOW}
                  for g, c in part.select("grid", "coverage").head(HEAT_CELLS_PER_DISTRICT).iter_rows()]
         heat.append({"district": district, "cells": cells, "more": max(part.height - HEAT_CELLS_PER_DISTRICT, 0)})
     p = {"rid": figures.round_id, "as_of": figures.as_of}
@@ -214,6 +217,7 @@ def render_report(con: duckdb.DuckDBPyConnection, cfg: Config, figures: ReportFi
         districts=districts.to_dicts(), worst=worst.to_dicts(), heat=heat, charts=charts, percentiles=percentiles,
         breaches=breaches, tat_target=cfg.tat, key_group_cycles=cfg.key_groups, lab_load=lab_load, pools=pools, zone=zone, sections=SECTIONS,
         offset=city_offset(figures.as_of, zone), overdue=overdue.to_dicts(), workbook=WORKBOOK, sheets=figures.sheets,
+        bands={"red": round(100 * HEAT_RED_BELOW), "amber": round(100 * HEAT_AMBER_BELOW)},
     )
 
 

@@ -1,5 +1,6 @@
-"""The report server serves report.html pages under its folder and nothing else: the report
-folder also holds person status, untested lists and worklists with personal data."""
+"""The report server serves report.html pages under its folder and the report.xlsx beside each,
+and nothing else: the report folder also holds person status, untested lists and worklists with
+personal data."""
 
 import httpx
 
