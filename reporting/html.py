@@ -23,8 +23,8 @@ import io
 import math
 import re
 import warnings
-from html import escape
 from datetime import datetime
+from html import escape
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -86,7 +86,7 @@ def _svg(fig, title: str | None = None) -> str:
     label = escape(title, quote=True)
     text = (text[:head_end - 1] + f' role="img" aria-label="{label}">' + f"\n <title>{escape(title)}</title>"
             + text[head_end:])
-    return re.sub(r"<text\b(?=[^>]*>[^<]*[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])", '<text lang="zh"', text)
+    return re.sub(r"<text\b(?=[^>]*>[^<]*" + CJK.pattern + ")", '<text lang="zh"', text)
 
 
 def _bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, percent: bool = False) -> str:
