@@ -411,12 +411,13 @@ def lost_custody_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: date
     zone = cfg.city.timezone
     hours = f"{cfg.tat.lost_after_round_end_hours:g} h"
     alerts = []
+    # the rule once (it reads custody, the whole round's tubes): both lists below use it
+    con.execute("CREATE OR REPLACE TEMP TABLE lost_boxes_now AS SELECT * FROM box_lost(?)", [as_of])
     for (rid, box, site, district, tubes, people, first_sealed, last_sealed, packed, departed, lab,
          lost_at) in con.execute(
             """SELECT b.round_id, b.box_id, b.site_id, s.district, b.tubes, b.people, b.first_sealed_at,
                       b.last_sealed_at, b.packed_at, b.departed_at, b.planned_lab_id, b.detected_at
-               FROM box_lost(?) b LEFT JOIN sites s USING (site_id) ORDER BY b.round_id, b.box_id""",
-            [as_of]).fetchall():
+               FROM lost_boxes_now b LEFT JOIN sites s USING (site_id) ORDER BY b.round_id, b.box_id""").fetchall():
         where = f"site {site}" + (f" ({district})" if district else "")
         left = (f"left {where} at {city_time_text(departed, zone)}" if departed
                 else f"was packed at {where} at {city_time_text(packed, zone)} (no departure recorded)")
@@ -446,7 +447,7 @@ def lost_custody_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: date
                     FROM receipts r JOIN rounds rd ON r.received_at BETWEEN rd.starts_at AND rd.ends_at + to_microseconds($lost)
                     GROUP BY ALL
                 ) r ON r.round_id = l.round_id AND r.box_id = l.box_id
-                WHERE NOT EXISTS (SELECT 1 FROM box_lost($as_of) b WHERE b.round_id = l.round_id AND b.box_id = l.box_id)
+                WHERE NOT EXISTS (SELECT 1 FROM lost_boxes_now b WHERE b.round_id = l.round_id AND b.box_id = l.box_id)
                 GROUP BY l.round_id, c.site_id, l.box_id
                 ORDER BY l.round_id, c.site_id, l.box_id NULLS FIRST""",
             {"as_of": as_of, "lost": lost_us}).fetchall():
@@ -471,6 +472,7 @@ def lost_custody_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: date
                           "tubes_never_sealed": never_sealed, "tube_barcodes": ", ".join(barcodes),
                           "first_sealed_at": _iso(first_sealed), "last_sealed_at": _iso(last_sealed),
                           "departed_at": _iso(departed), "lost_at": _iso(lost_at)})))
+    con.execute("DROP TABLE lost_boxes_now")
     return alerts
 
 
