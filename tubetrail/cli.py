@@ -504,6 +504,11 @@ def demo(
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
                   f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
                   f"open [bold]{reported['link']}[/bold] (file {workdir / 'report' / 'report.html'})")
+    from reporting.dashboard import dashboard_key, positive_pools_key
+
+    console.print(f"Live dashboard of {truth['id']} (updated by every wave and the report): "
+                  f"[bold]{PREFECT_UI}/artifacts/key/{dashboard_key(truth['id'])}[/bold] (artifact key "
+                  f"'{dashboard_key(truth['id'])}'; every positive pool in one table: '{positive_pools_key(truth['id'])}')")
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")
@@ -515,11 +520,13 @@ def demo(
 
 @contextmanager
 def _demo_alert_inbox(url: str, store: Path) -> Iterator[AlertInbox | None]:
-    """The positive-pool automation, and (for a loopback webhook) the inbox that receives it."""
+    """One automation per alert event (``flows.alerts.AUTOMATIONS``), and (for a loopback webhook)
+    the inbox that receives their notifications."""
     from flows.alerts import ensure_alert_automations
 
-    ensure_alert_automations(url)
-    console.print(f"automation: positive pool -> notification to {url}")
+    created = ensure_alert_automations(url)  # one per alert event of DESIGN §8
+    console.print(f"automations: {len(created)}, one per alert event ({', '.join(sorted(created))}) "
+                  f"-> notifications to {url}")
     if urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
         yield None
         return
