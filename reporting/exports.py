@@ -48,7 +48,7 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -239,7 +239,8 @@ def write_export_files(files: ExportFiles, out: Path) -> tuple[Path, Path]:
 def counts_by_result(rows: pl.DataFrame, since: datetime) -> dict[str, dict[str, int]]:
     """Per result: rows, rows amending an earlier export, rows decided before ``since`` (late
     or amended). Counts only: safe for artifacts and logs."""
+    before = pl.col("called_at").dt.convert_time_zone("UTC") <= since.astimezone(UTC)
     return {r: {"rows": rows.filter(pl.col("result") == r).height,
                 "amending": rows.filter((pl.col("result") == r) & pl.col("amends").is_not_null()).height,
-                "decided_before_since": rows.filter((pl.col("result") == r) & (pl.col("called_at") <= since)).height}
+                "decided_before_since": rows.filter((pl.col("result") == r) & before).height}
             for r in RESULTS}

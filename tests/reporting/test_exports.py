@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from flows.exports import NoEarlierExport, find_or_record_export
-from reporting.exports import EXPORT_COLUMNS, define_export_views, write_export_files
+from reporting.exports import EXPORT_COLUMNS, counts_by_result, define_export_views, write_export_files
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row
 from tests.lab.test_calling import PLATES, P, SH, build, ingest, resamples, results_csv
@@ -170,6 +170,10 @@ def test_a_results_file_that_arrives_late_goes_to_the_next_export(opened, tmp_pa
                                 (13, "TH"): ("negative", None), (12, "TS2"): ("positive", None)}
     # nothing was decided after its since: its window ends a moment later, and the next one moves on
     assert (third.since, third.until) == (P5_END, P5_END + timedelta(seconds=1))
+    assert counts_by_result(third.rows, third.since) == {
+        "negative": {"rows": 3, "amending": 0, "decided_before_since": 3},
+        "positive": {"rows": 1, "amending": 0, "decided_before_since": 1},
+        "withdrawn": {"rows": 0, "amending": 0, "decided_before_since": 0}}
     assert third.files.stem == "results_20220405T120000+0800_20220405T120001+0800"
     assert export(opened, third.next_since).export is None
     assert [e[3] for e in ledger(opened)] == [3, 2, 4]
@@ -195,6 +199,10 @@ def test_an_amended_call_is_exported_again_and_a_result_taken_back_is_withdrawn(
                                  (5, "TB"): ("withdrawn", "negative")}
     withdrawn = second.rows.filter(pl.col("result") == "withdrawn").row(0, named=True)
     assert (withdrawn["called_at"], withdrawn["lab_id"], withdrawn["pooled"]) == (P1_END, "L1", True)
+    assert counts_by_result(second.rows, second.since) == {
+        "negative": {"rows": 0, "amending": 0, "decided_before_since": 0},
+        "positive": {"rows": 1, "amending": 1, "decided_before_since": 1},
+        "withdrawn": {"rows": 2, "amending": 2, "decided_before_since": 2}}
     assert export(opened, second.next_since).export is None  # each once
     assert export(opened, first.next_since).export == second.export
 
