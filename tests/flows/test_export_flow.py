@@ -57,3 +57,14 @@ def test_the_export_flow_writes_the_files_and_shows_counts_only(opened, tmp_path
     again = export_results(str(tmp_path / "out"), DAY, None, opened.warehouse.path)
     assert (again["export_id"], again["created"]) == (1, False)
     assert (tmp_path / "out" / f"{STEM}.csv").read_bytes() == before
+
+
+def test_the_deployment_runs_the_flow_and_continues_from_the_last_export():
+    """Declared in prefect.yaml (served by `tubetrail serve`): without a since, the flow goes on
+    where the recorded exports end (tests/reporting/test_exports.py: ``export(cfg, None)``)."""
+    from flows.serve import build_deployments
+
+    (deployment,) = [d for d in build_deployments() if d.name == "export-results"]
+    assert deployment.parameters == {"out": "exports"}
+    assert deployment.flow_name == "export-results" and "export" in deployment.tags
+    assert not deployment.schedules  # run from the UI (the first export needs its since)
