@@ -82,9 +82,12 @@ class Export:
 
 
 def find_or_record_export(con, cfg: Config, since: datetime | None, run_id: str | None) -> Export:
-    """The export recorded for ``since`` (None: where the recorded exports end), else a new one
-    recorded now, with its files rendered from its recorded rows. The caller holds the write slot."""
+    """The export recorded for ``since`` (None: where the recorded exports end; without offset:
+    city time), else a new one recorded now, with its files rendered from its recorded rows. The
+    caller holds the write slot."""
     timezone = cfg.city.timezone
+    if since is not None and since.tzinfo is None:  # a time without offset is city time (DESIGN §4)
+        since = since.replace(tzinfo=ZoneInfo(timezone))
     if since is None:
         since = previous_until(con)
         if since is None:

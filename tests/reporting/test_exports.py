@@ -133,6 +133,7 @@ def test_the_same_since_gives_the_same_export_and_bytes_even_after_new_results(o
     take(opened, resamples(tmp_path / "morning"))  # new results arrive
     again = export(opened, DAY, tmp_path / "b")
     assert not again.created and again.export == first.export
+    assert export(opened, DAY.replace(tzinfo=None)).export == first.export  # without offset: city time
     assert again.rows.equals(first.rows)
     for name in (first.files.stem + ".csv", first.files.stem + ".parquet"):
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
