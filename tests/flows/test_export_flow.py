@@ -4,6 +4,7 @@ person (the files do, for the platform)."""
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ STEM = "results_20220404T000000+0800_20220404T200000+0800"
 def test_the_export_flow_writes_the_files_and_shows_counts_only(opened, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
     from flows.exports import export_results
     from tests.flows.test_ingest_flow import read_artifacts
@@ -42,9 +44,14 @@ def test_the_export_flow_writes_the_files_and_shows_counts_only(opened, tmp_path
     assert [(r["export"], r["file"], r["result"], r["rows"]) for r in table] == [
         (1, f"{STEM}.csv", "negative", 5), (1, f"{STEM}.csv", "positive", 2), (1, f"{STEM}.csv", "withdrawn", 0)]
     assert "export 1, recorded now" in artifact.description
+    APILogHandler().flush()  # the run's logs reach the server in batches: send what is left now
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        for _ in range(60):  # and wait until the server has stored them (an outcome, not a time)
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if any("recorded now" in log.message for log in logs):
+                break
+            time.sleep(0.5)
     assert run.name == "export results since 2022-04-04T00:00:00+08:00"
     messages = "\n".join(log.message for log in logs)
     assert f"export 1 (recorded now): 5 negative, 2 positive, 0 withdrawn in {STEM}.csv" in messages
