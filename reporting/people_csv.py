@@ -23,6 +23,7 @@ Files carry a UTF-8 BOM, so Excel on Chinese Windows reads them as UTF-8.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import polars as pl
 
@@ -58,7 +59,7 @@ def iso_times(frame: pl.DataFrame) -> pl.DataFrame:
                               for c, t in frame.schema.items() if isinstance(t, pl.Datetime))
 
 
-def write_people_csv(frame: pl.DataFrame, path: Path) -> None:
+def write_people_csv(frame: pl.DataFrame, path: Path | IO[bytes]) -> None:
     """The one writer of CSV files for people: times as ISO text, formula cells neutralised,
-    a UTF-8 BOM."""
+    a UTF-8 BOM. ``path`` may be a binary buffer (the results export hashes its bytes first)."""
     neutralise_cells(iso_times(frame)).write_csv(path, include_bom=True)
