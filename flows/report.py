@@ -16,6 +16,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.runtime import flow_run
 
 from flows.alerts import publish_alerts, raise_timed_alerts
+from flows.dashboard import publish_dashboard
 from flows.districts import dask_task_runner, district_packs
 from flows.limits import ensure_concurrency_limits
 from reporting.districts import report_districts
@@ -66,6 +67,7 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
     ensure_concurrency_limits(cfg)  # the overdue alerts below are a write
     raise_timed_alerts(when, config_path, warehouse)  # overdue, lost, silent, over capacity at the report's time
     publish_alerts("after the report", config_path, warehouse)
+    publish_dashboard(when, [round_id], config_path, warehouse)  # the live dashboard at the report's time
     packs = district_packs.with_options(task_runner=dask_task_runner(cfg.scale))(
         str(folder), report_districts(folder))
     worklists = sum(p["worklists"] for p in packs)

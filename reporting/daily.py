@@ -403,7 +403,7 @@ def daily_dashboard_lines(con: duckdb.DuckDBPyConnection, cfg: Config, round_id:
     zone = ZoneInfo(cfg.city.timezone)
     load = lab_load_frame(con, cfg, round_id, as_of)
     today = load.filter(pl.col("day") == as_of.astimezone(zone).date())
-    lines = [f"### Labs today ({as_of.astimezone(zone):%Y-%m-%d}, as of {_local(as_of, zone)})", ""]
+    lines = [f"## Lab load today ({as_of.astimezone(zone):%Y-%m-%d}, as of {_local(as_of, zone)})", ""]
     if today.height:
         lines += ["| lab | received | daily capacity | utilisation | backlog | tested | TAT breaches |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
@@ -417,14 +417,14 @@ def daily_dashboard_lines(con: duckdb.DuckDBPyConnection, cfg: Config, round_id:
     else:
         lines.append("No day of the round holds this time.")
     silent = silent_frame(con, cfg, round_id, as_of)
-    lines += ["", f"### Silent districts and labs (nothing sent for {cfg.alerts.silent_hours:g} h, 漏报)", ""]
+    lines += ["", f"## Silent districts and labs (nothing sent for {cfg.alerts.silent_hours:g} h, 漏报)", ""]
     if silent.height:
         for r in silent.iter_rows(named=True):
             heard = f"last heard {_local(r['last_heard_at'], zone)}" if r["last_heard_at"] else "not heard in the round"
             lines.append(f"- SILENT {r['level']} **{r['unit']}**: {heard}, silent since {_local(r['silent_from'], zone)}")
     else:
         lines.append("None silent.")
-    return lines
+    return [*lines, ""]
 
 
 # --- alerts judged at a time (``reporting.alerts.TIMED_ALERT_RULES``) ------------------------------

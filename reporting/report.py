@@ -14,7 +14,9 @@
 * ``district_orders.parquet``: the orders with their person's district (for a visitor outside
   the register, the district of the site that sampled them) and ``fulfilled``, by district: the
   input of the district packs;
-* ``report.html`` (``reporting.html``): aggregate and masked only.
+* ``report.xlsx`` (``reporting.workbook``): the aggregate tables for the command's Excel
+  users, one sheet per table of :func:`workbook_sheets`;
+* ``report.html`` (``reporting.html``): aggregate and masked only; it links ``report.xlsx``.
 
 The district packs (``districts/<district>/``: untested, orders, the door-to-door worklists per
 grid) are cut from these files by ``reporting.districts``, one district at a time (the flow fans
@@ -32,11 +34,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from reporting.coverage import define_coverage_views
+from reporting.coverage import define_coverage_views, worst_grids
 from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, materialise_calls
 from reporting.keygroups import define_key_group_views
 from reporting.people_csv import write_people_csv
 from reporting.tat import LINKS, define_tat_views
+from reporting.workbook import WORKBOOK, write_workbook
 from tubetrail.config import Config
 
 COVERAGE_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
@@ -55,6 +58,12 @@ KEY_GROUP_COLUMNS = ("id_type", "id_number", "name", "phone", "district", "subdi
 DOOR_TO_DOOR = "door_to_door.parquet"
 WORKLIST_COLUMNS = ("task", "grid", "name", "id_type", "id_number", "phone", "address", "reason", "priority",
                     "due_by", "source_tube")
+#: report.xlsx: the coverage sheets' columns, and how many of the worst grids its sheet lists
+DISTRICT_SHEET_COLUMNS = ("round_id", "level", "district", "registered", "sampled", "resulted", "untested", "coverage",
+                          "outside_register")
+GRID_SHEET_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
+                      "untested", "coverage")
+WORST_GRIDS_SHEET = 50
 
 
 @dataclass
@@ -69,6 +78,8 @@ class ReportFigures:
     orders: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: report.xlsx: data rows per sheet, in the workbook's order
+    sheets: dict[str, int] = field(default_factory=dict)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
@@ -177,9 +188,30 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.statuses = dict(frames["person_status"].group_by("status").len().sort("status").iter_rows())
     figures.orders = dict(frames["resample_orders"].group_by("reason").len().sort("reason").iter_rows())
     figures.anomalies = dict(frames["anomalies"].group_by("kind").len().sort("kind").iter_rows())
+    figures.sheets = write_workbook(out / WORKBOOK, workbook_sheets(frames), as_of=as_of, timezone=cfg.city.timezone,
+                                    title=f"tubetrail · round {round_id} · report")
+    figures.files.append(WORKBOOK)
     (out / "report.html").write_text(render_report(con, cfg, figures, frames), encoding="utf-8")
     figures.files.append("report.html")
     return figures
+
+
+def workbook_sheets(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The sheets of ``report.xlsx``, in order (name → aggregate frame; a sheet is one line
+    here). Never a person: ``reporting.workbook`` refuses a personal column."""
+    coverage = frames["coverage"]
+    grids = coverage.filter(pl.col("level") == "grid")
+    return {
+        # issue 14: the daily and zero report first (per day, district and lab; silent marked)
+        "daily report": frames["daily"].select(DAILY_COLUMNS),
+        # the district rows, then the city's
+        "coverage by district": coverage.filter(pl.col("level").is_in(["district", "city"])).select(
+            DISTRICT_SHEET_COLUMNS),
+        "worst grids": worst_grids(grids, WORST_GRIDS_SHEET).select(GRID_SHEET_COLUMNS),
+        "coverage by grid": grids.select(GRID_SHEET_COLUMNS),
+        # issue 14: every lab's load per day of the round
+        "lab load": frames["lab_load"].select(LAB_LOAD_COLUMNS),
+    }
 
 
 def city_times(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
