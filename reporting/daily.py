@@ -83,7 +83,7 @@ BUCKET_US = 900_000_000
 
 DAILY_COLUMNS = ("round_id", "day", "level", "unit", "sampled", "tubes_received", "tested", "positive_pools",
                  "positive_people", "pending", "overdue_orders", "silent", "last_heard_at")
-LAB_LOAD_COLUMNS = ("lab_id", "name", "day", "received", "tested", "backlog", "daily_capacity", "utilisation",
+LAB_LOAD_COLUMNS = ("lab_id", "lab_name", "day", "received", "tested", "backlog", "daily_capacity", "utilisation",
                     "tat_breaches")
 #: the tables ``daily_frame`` and ``lab_load_frame`` derive the round's orders and the final
 #: calls into when they are not given them
@@ -322,7 +322,7 @@ def define_daily_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
             FROM days d CROSS JOIN units u LEFT JOIN per_day p USING (lab_id, day)
             GROUP BY ALL
         )
-        SELECT c.lab_id, l.name, c.day, c.received::BIGINT AS received, c.tested::BIGINT AS tested,
+        SELECT c.lab_id, l.name AS lab_name, c.day, c.received::BIGINT AS received, c.tested::BIGINT AS tested,
                (sum(c.backlog_change) OVER (PARTITION BY c.lab_id ORDER BY c.day
                                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))::BIGINT AS backlog,
                l.daily_capacity_tubes AS daily_capacity,

@@ -297,12 +297,13 @@ def test_the_report_writes_daily_and_lab_load_and_their_html_sections(both, tmp_
     assert "Daily report" in SECTIONS and "<h2>Daily report</h2>" in html
     section = html[html.index("<h2>Daily report</h2>"):html.index("<h2>Coverage by district</h2>")]
     # silent units first and said in words; a zero report shows its zeros
-    assert "⚠ SILENT district 静安区</b>: nothing in the round" in section
-    assert "⚠ SILENT district 徐汇区</b>: nothing since 04-04 08:40 +08:00" in section
+    assert '⚠ SILENT district <span lang="zh">静安区</span></b>: nothing in the round' in section
+    assert '⚠ SILENT district <span lang="zh">徐汇区</span></b>: nothing since 04-04 08:40 +08:00' in section
     lab_rows = section.split("<table>")[2]
     assert lab_rows.index(">L1<") < lab_rows.index(">L2<") < lab_rows.index(">L3<")  # L3 is not silent: last
     assert '<td class="l">L3</td><td class="l">nothing sent</td>' in lab_rows
-    assert '<td class="l">静安区</td><td class="l">⚠ SILENT</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td>' in section
+    assert ('<td class="l"><span lang="zh">静安区</span></td><td class="l">⚠ SILENT</td>'
+            '<td>0</td><td>0</td><td>0</td><td>0</td><td>0</td>') in section
     labs = html[html.index("<h2>Lab load against capacity</h2>"):html.index("<h2>Anomalies by kind</h2>")]
     assert "167 % ⚠ OVER CAPACITY" in labs and "<svg" in labs
     for secret in [*D.values(), "李1", "1 Road"]:
