@@ -238,6 +238,9 @@ def _lab_load_chart(load: pl.DataFrame) -> str:
     """Tubes received per lab and day (one bar per day, grouped per lab) against each lab's
     daily capacity (a dashed line over its group): an over-capacity day stands above the line
     and is hatched, not told by colour alone."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     if not load.height or not load["received"].sum():
         return ""
     labs = load["lab_id"].unique(maintain_order=True).to_list()
@@ -249,7 +252,7 @@ def _lab_load_chart(load: pl.DataFrame) -> str:
         part = {r["lab_id"]: r for r in load.filter(pl.col("day") == day).iter_rows(named=True)}
         xs = [i + (j - (len(days) - 1) / 2) * width for i in range(len(labs))]
         values = [part[lab]["received"] if lab in part else 0 for lab in labs]
-        bars = ax.bar(xs, values, width, label=f"{day:%m-%d}", color=colours[j % len(colours)])
+        bars = ax.bar(xs, values, width, color=colours[j % len(colours)])
         for bar, lab in zip(bars, labs):
             if lab in part and part[lab]["over"]:
                 bar.set_hatch("//")
@@ -257,12 +260,15 @@ def _lab_load_chart(load: pl.DataFrame) -> str:
     for i, lab in enumerate(labs):
         capacity = load.filter(pl.col("lab_id") == lab)["daily_capacity"].max()
         if capacity:
-            ax.hlines(capacity, i - 0.45, i + 0.45, colors="#1a202c", linestyles="dashed",
-                      label="daily capacity" if i == 0 else None)
+            ax.hlines(capacity, i - 0.45, i + 0.45, colors="#1a202c", linestyles="dashed")
     ax.set_xticks(range(len(labs)), labs)
     ax.set_title("Lab load against daily capacity")
     ax.set_ylabel("tubes received per day\n(hatched: over capacity)")
-    ax.legend(fontsize=8, frameon=False)
+    # below the axes, clear of the bars and capacity lines; one key per day, the line, the hatch
+    keys = [Patch(facecolor=colours[j % len(colours)], label=f"{day:%m-%d}") for j, day in enumerate(days)]
+    keys += [Line2D([], [], color="#1a202c", linestyle="dashed", label="daily capacity"),
+             Patch(facecolor="white", edgecolor="#9b2c2c", hatch="//", label="over capacity")]
+    ax.legend(handles=keys, fontsize=8, frameon=False, ncol=len(keys), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     for spine in ("top", "right"):
         ax.spines[spine].set_visible(False)
     return _svg(fig)
