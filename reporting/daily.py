@@ -484,7 +484,8 @@ def lab_over_capacity_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of:
         """, {"as_of": as_of}).fetchall()
     return [generic_alert(
         LAB_OVER_CAPACITY, f"{lab}:{day.isoformat()}", passed,
-        title=f"Lab {lab} over its daily capacity on {day.isoformat()}: {received:,} tubes received, capacity {capacity:,}",
+        title=(f"Lab {lab} over its daily capacity on {day.isoformat()}: {received:,} tubes received by "
+               f"{_local(as_of, zone)}, capacity {capacity:,}"),
         summary=(f"Lab {lab} received more tubes on {day.isoformat()} than it can test in a day "
                  f"({received:,} by {_local(as_of, zone)}, {100 * received / capacity:.0f} % of {capacity:,}; over "
                  f"capacity since {_local(passed, zone)}). Send boxes to another lab or add shifts; "
