@@ -18,6 +18,8 @@ cut-off) and at the plates they ran on, so it answers in a moment at city scale.
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -376,8 +378,14 @@ def _iso(at: datetime | None) -> str | None:
 
 
 def artifact_slug(text: str) -> str:
-    """Artifact keys are lower-case letters, digits and dashes: ``R 2022/04`` → ``r-2022-04``."""
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    """Artifact keys are lower-case letters, digits and dashes: ``R 2022/04`` → ``r-2022-04``.
+    A text with other letters (a district's Chinese name) keeps what it can and gets a short
+    digest of the whole text, so two districts never share a key (``黄浦区`` and ``崇明区`` would
+    both slug to nothing)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if re.search(r"[^\x00-\x7f]", text):
+        slug = "-".join(filter(None, [slug, hashlib.sha256(text.encode()).hexdigest()[:8]]))
+    return slug
 
 
 def _known(facts: dict) -> dict:

@@ -91,18 +91,6 @@ def _svg(fig, title: str | None = None) -> str:
     return re.sub(r"<text\b(?=[^>]*>[^<]*" + CJK.pattern + ")", '<text lang="zh"', text)
 
 
-def _bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, percent: bool = False) -> str:
-    fig, ax = plt.subplots(figsize=(8, max(2.0, 0.32 * len(labels) + 0.8)))
-    ax.barh(labels[::-1], values[::-1], color="#2b6cb0")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    if percent:
-        ax.set_xlim(0, 100)
-    for spine in ("top", "right"):
-        ax.spines[spine].set_visible(False)
-    return _svg(fig)
-
-
 def coverage_chart(districts: list[str], coverage: list[float | None]) -> str:
     """Coverage by district (ratios), sorted by coverage, worst at the top, each bar labelled
     with its value; the axis starts a little below the lowest district (said in the axis
