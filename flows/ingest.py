@@ -59,6 +59,17 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
 
 
 CHAIN_KINDS = ("scans", "manifests", "receipts", "results")
+#: feeds whose files are judged by the timed alerts too (reagents and consumables in hand)
+STOCK_KINDS = ("stock",)
+
+
+@task(task_run_name="latest fact")
+def latest_fact_at(config_path: str | None, warehouse: str | None) -> datetime:
+    """When the latest fact ingested happened (the timed alerts are judged there, never at the
+    wall clock; an empty warehouse: now). A read."""
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        return latest_fact_time(con) or datetime.now(timezone.utc)
 
 
 @task(task_run_name="summarise collect, deliver and test")
@@ -106,6 +117,9 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         as_of = publish_chain_summary(config_path, warehouse)
         raise_timed_alerts(as_of, config_path, warehouse)  # overdue, lost, silent, over capacity: at the latest fact
+    elif any(o.kind in STOCK_KINDS and o.status == "accepted" for o in outcomes):
+        # a count alone (no chain fact in this run) may put an item under the minimum days
+        raise_timed_alerts(latest_fact_at(config_path, warehouse), config_path, warehouse)
     publish_alerts("at the end", config_path, warehouse)
     return outcomes
 

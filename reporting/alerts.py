@@ -364,3 +364,8 @@ def overdue_markdown(alert: OutboxAlert, timezone: str) -> str:
 TIMED_ALERT_RULES: list = [
     overdue_urgent_alerts,
 ]
+
+# --- stock (reporting/stock.py): reagents or consumables under [stock] min_days in hand --------------
+from reporting.stock import stock_low_alerts  # noqa: E402 - after the kinds it raises
+
+TIMED_ALERT_RULES.append(stock_low_alerts)

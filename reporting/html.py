@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 SECTIONS = ("Headline", "Coverage by district", "Worst grids", "Grid heat table", "Sampling throughput by hour",
             "Turnaround time per link", "Key-group cycles", "Lab load against capacity", "Anomalies by kind", "Positive pools",
             "Overdue urgent re-samples")
+# stock and capacity, pool-size advice (reporting/plan.py: ``figures.plan``)
+SECTIONS = (*SECTIONS, "Stock and capacity", "Pool-size advice")
 HEAT_CELLS_PER_DISTRICT = 80
 
 

@@ -11,6 +11,9 @@
 * ``district_orders.parquet``: the orders with their person's district (for a visitor outside
   the register, the district of the site that sampled them) and ``fulfilled``, by district: the
   input of the district packs;
+* ``stock.parquet`` (``reporting.stock``: per holder and item, and the city's total, last count,
+  used since, in hand, need per round, days of whole-population testing in hand, under the
+  minimum) and ``pool_advice.parquet`` (``sampling.pool_advice``: Dorfman, per district);
 * ``report.html`` (``reporting.html``): aggregate and masked only.
 
 The district packs (``districts/<district>/``: untested, orders, the door-to-door worklists per
@@ -65,6 +68,8 @@ class ReportFigures:
     orders: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the capacity plan of the round at the report's time (``reporting.plan``: figures only)
+    plan: dict = field(default_factory=dict)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
@@ -166,6 +171,17 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.statuses = dict(frames["person_status"].group_by("status").len().sort("status").iter_rows())
     figures.orders = dict(frames["resample_orders"].group_by("reason").len().sort("reason").iter_rows())
     figures.anomalies = dict(frames["anomalies"].group_by("kind").len().sort("kind").iter_rows())
+    # --- stock and capacity, pool-size advice (reporting/plan.py, reporting/stock.py, sampling/pool_advice.py):
+    # ``stock.parquet`` and ``pool_advice.parquet``, kept in ``frames`` (``stock``, ``pool_advice``) and
+    # the plan's figures in ``figures.plan`` for report.html and the workbook
+    from reporting.plan import capacity_plan
+
+    plan = capacity_plan(con, cfg, round_id, as_of)
+    frames["stock"] = city_times(plan.stock, cfg.city.timezone)
+    frames["pool_advice"] = plan.advice
+    figures.plan = plan.figures
+    put("stock", frames["stock"])
+    put("pool_advice", frames["pool_advice"])
     (out / "report.html").write_text(render_report(con, cfg, figures, frames), encoding="utf-8")
     figures.files.append("report.html")
     return figures

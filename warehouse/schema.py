@@ -277,6 +277,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        8,
+        "stock counts: reagents and consumables per holder (lab, district, depot) and item, as counted",
+        """
+        CREATE TABLE stock_counts (
+            counted_at TIMESTAMPTZ NOT NULL,
+            holder VARCHAR NOT NULL,
+            item VARCHAR NOT NULL,
+            quantity BIGINT NOT NULL CHECK (quantity >= 0),
+            tests_per_unit BIGINT NOT NULL CHECK (tests_per_unit > 0),
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).
@@ -285,4 +301,6 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "labs": ("lab_id",),
     "zones": ("grid", "since"),
     "register": ("person_key",),
+    # a count re-sent (same holder, item and time) is taken once: the later file wins, audited
+    "stock_counts": ("holder", "item", "counted_at"),
 }
