@@ -37,11 +37,11 @@ ADVICE_COLUMNS = tuple(ADVICE_SCHEMA)
 NOTHING_RESULTED = "no advice: nothing resulted yet in this round"
 
 
-def tests_per_person(p: float, k: int) -> float:
+def dorfman_tests(p: float, k: int) -> float:
     """Dorfman's expected tests per person for pools of ``k`` at positivity ``p`` (k = 1: one)."""
     if k <= 1:
         return 1.0
-    return 1.0 / k + 1.0 - (1.0 - p) ** k
+    return 1.0 / k + (1.0 - (1.0 - p) ** k)
 
 
 def positivity_from_pools(q: float, k: float) -> float:
@@ -53,7 +53,7 @@ def positivity_from_pools(q: float, k: float) -> float:
 
 def best_pool_size(p: float, sizes: Sequence[int]) -> tuple[int, float]:
     """The size among ``sizes`` with the fewest tests per person (a tie: the smaller), and that figure."""
-    return min(((k, tests_per_person(p, k)) for k in sorted(set(sizes))), key=lambda pair: (pair[1], pair[0]))
+    return min(((k, dorfman_tests(p, k)) for k in sorted(set(sizes))), key=lambda pair: (pair[1], pair[0]))
 
 
 def validated_sizes(allowed_sizes: Sequence[int]) -> tuple[int, ...]:
@@ -94,7 +94,7 @@ def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str
         if called and sizes:
             p = positivity_from_pools(positive / called, mean_people)
             best, best_tests = best_pool_size(p, sizes)
-            now = tests_per_person(p, current)
+            now = dorfman_tests(p, current)
             saved = max(0, round(registered * (now - best_tests)))
             if best_tests >= 1.0:
                 advice = (f"positivity about {100 * p:.0f} %: no validated pool saves tests, single tubes need "
