@@ -530,6 +530,13 @@ def demo(
     served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n\n'
                              f'[report]\nlink_base = "{report_base}"\n\n'
                              f'[sms]\nrate_per_second = 1000.0\n', encoding="utf-8")
+    # the simulated city's depot holds stock ([stock] depots); the waves are taken with this
+    # configuration too unless one was given, so its counts are a depot's, not an unknown holder's
+    depot = json.loads((city / "_truth.json").read_text(encoding="utf-8")).get("stock", {}).get("depot")
+    if depot:
+        with served_config.open("a", encoding="utf-8") as conf:
+            conf.write(f'\n[stock]\ndepots = ["{depot}"]\n')
+    ingest_config = state.config_path or os.environ.get("TUBETRAIL_CONFIG") or str(served_config)
     serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
     pid, served_now = ensure_served(workdir, serve_env)
     console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
@@ -548,7 +555,7 @@ def demo(
 
             def take(label: str, folder: Path) -> None:
                 nonlocal refused
-                outcomes = ingest_inbox(str(folder), state.config_path, cfg.warehouse.path, label=f"wave {label}")
+                outcomes = ingest_inbox(str(folder), ingest_config, cfg.warehouse.path, label=f"wave {label}")
                 refused += sum(o.status == "refused" for o in outcomes)
 
             def shown(n: int, total: int, label: str, files: int) -> None:
@@ -570,6 +577,10 @@ def demo(
     # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
     next_noon = report_time(datetime.fromisoformat(truth["end"]), cfg.city.timezone)
     reported = round_report(truth["id"], str(workdir / "report"), next_noon, str(served_config), cfg.warehouse.path)
+    # the capacity plan at the same time: the artifact capacity-plan, and the stock alerts it finds
+    from flows.plan import plan_capacity
+
+    planned = plan_capacity(truth["id"], next_noon, str(served_config), cfg.warehouse.path)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
                   f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
@@ -577,6 +588,12 @@ def demo(
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")
+    console.print(f"Capacity plan (artifact 'capacity-plan'): {planned['tubes']:,} tubes for everyone, "
+                  f"{planned['hours_to_test']} h at the labs' {planned['daily_capacity_tubes']:,} a day; "
+                  + (f"under {planned['min_days']:g} days in hand: " + ", ".join(
+                      f"{u['item']} at {u['holder']}" for u in planned["under_minimum"])
+                     + " (stock_low alerts; `tubetrail plan` exits 1)" if planned["under_minimum"]
+                     else "every item above the minimum days in hand"))
     console.print(f"Deployments: {PREFECT_UI}/deployments (nightly-report, reminder-sweep, ingest-inbox; "
                   f"served by pid {pid}, log {workdir / 'serve.log'})")
     console.print(f"Warehouse: {state.warehouse}")
