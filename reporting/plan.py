@@ -71,17 +71,19 @@ def capacity_plan(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | N
     rnd = con.execute("SELECT starts_at, ends_at, districts, pool_size FROM rounds WHERE round_id = ?",
                       [round_id]).fetchall()
     starts, ends, scope, pool_size = rnd[0] if rnd else (None, None, None, cfg.pool_policy.default_size)
+    # one whole-population round of the scope, once (the stock and the advice read it too)
+    con.execute("CREATE OR REPLACE TEMP TABLE plan_scope_need AS SELECT * FROM scope_need(?, ?)", [round_id, as_of])
     need = con.execute(
         """SELECT coalesce(sum(registered), 0)::BIGINT, coalesce(sum(tubes_pooled), 0)::BIGINT,
-                  coalesce(sum(tubes_single), 0)::BIGINT, count(*) FROM scope_need(?, ?)""",
-        [round_id, as_of]).fetchall()[0]
+                  coalesce(sum(tubes_single), 0)::BIGINT, count(*) FROM plan_scope_need""").fetchall()[0]
     registered, pooled, single, districts = need
     labs = [{"lab_id": lab, "name": name, "daily_capacity_tubes": cap} for lab, name, cap in con.execute(
         "SELECT lab_id, name, daily_capacity_tubes FROM labs ORDER BY lab_id").fetchall()]
     capacity = sum(lab["daily_capacity_tubes"] or 0 for lab in labs)
     tubes = pooled + single
-    stock = stock_frame(con, cfg, round_id, as_of)
-    advice = pool_advice_frame(con, cfg, round_id, as_of)
+    stock = stock_frame(con, cfg, round_id, as_of, need="plan_scope_need")
+    advice = pool_advice_frame(con, cfg, round_id, as_of, need="plan_scope_need")
+    con.execute("DROP TABLE plan_scope_need")
     items = []
     for entry in stock_summary(stock):
         city, worst = entry["city"], entry["worst"]

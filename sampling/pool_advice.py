@@ -61,17 +61,18 @@ def validated_sizes(allowed_sizes: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({k for k in allowed_sizes if k > 1}))
 
 
-def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | None,
-                      as_of: datetime) -> pl.DataFrame:
+def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | None, as_of: datetime, *,
+                      need: str | None = None) -> pl.DataFrame:
     """``pool_advice.parquet``: the advice per district of the round's scope (``ADVICE_COLUMNS``),
-    among ``[pool_policy] allowed_sizes`` above 1 (no round: no rows). Needs the views of
-    ``tubetrail.views.define_views`` (``scope_need``, ``tube_calls``, ``tubes``)."""
+    among ``[pool_policy] allowed_sizes`` above 1 (no round: no rows). ``need``: a table already
+    holding ``scope_need(round_id, as_of)``. Needs the views of ``tubetrail.views.define_views``
+    (``scope_need``, ``tube_calls``, ``tubes``)."""
     if round_id is None:
         return pl.DataFrame(schema=ADVICE_SCHEMA)
     rows = con.execute(
-        """
+        f"""
         WITH r AS (SELECT pool_size FROM rounds WHERE round_id = $rid),
-        scope AS (SELECT district, registered FROM scope_need($rid, $as_of)),
+        scope AS (SELECT district, registered FROM {need or "scope_need($rid, $as_of)"}),
         called AS (
             SELECT s.district, t.members, viral_call(k.call) AS viral
             FROM tube_calls($as_of) k JOIN tubes t USING (tube_barcode) JOIN sites s USING (site_id)

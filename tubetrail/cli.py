@@ -323,6 +323,15 @@ def plan(
     cfg = state.config()
     # the command's clock is the one place the wall clock enters: everything is judged there
     when = parse_cli_time(as_of, cfg.city.timezone) if as_of else datetime.now(timezone.utc)
+    if round_id is not None:  # a usage error, told before any flow runs (one line, no failed run)
+        from warehouse.connection import open_configured
+
+        with open_configured(cfg.warehouse, id_hash_key()) as con:
+            known = con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall()
+        if not known:
+            errors.print(f"round {round_id} is not open in this warehouse", soft_wrap=True, markup=False,
+                         highlight=False)
+            raise typer.Exit(EXIT_USAGE)
     try:
         figures = plan_capacity(round_id, when, state.config_path, cfg.warehouse.path)
     except PlanRefused as exc:
