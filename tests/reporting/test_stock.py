@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
-import pytest
 
 from flows.feeds import take_file
 from reporting.stock import (ITEMS, STOCK_FRAME_COLUMNS, UNKNOWN_HOLDER, check_stock, stock_dashboard_lines,
