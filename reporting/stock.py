@@ -337,6 +337,17 @@ def stock_low_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: datetim
     return stock_alerts(stock_frame(con, cfg, round_id, as_of), cfg, round_id, as_of)
 
 
+def stock_judged_at(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """When stock taken without chain facts is judged: the latest fact of the chain
+    (``reporting.summary.latest_fact_time``) or the latest count, whichever is later. Only the
+    stock rule moves to it: a mistyped count in the future must not call every tube lost."""
+    from reporting.summary import latest_fact_time
+
+    (latest_count,) = con.execute("SELECT max(counted_at) FROM stock_counts").fetchone()
+    times = [t for t in (latest_fact_time(con), latest_count) if t is not None]
+    return max(times) if times else None
+
+
 def stock_summary(frame: pl.DataFrame) -> list[dict]:
     """Per item (every item of :data:`ITEMS`): the city's total row (None: nobody counted it) and
     the worst holder (fewest days in hand, ties by name; None: no holder with a need)."""

@@ -12,15 +12,14 @@ import duckdb
 
 def latest_fact_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """When the latest thing the warehouse knows of happened: the last scan, departure,
-    receipt, run end or stock count. A summary after an ingest is judged there, not at the wall clock: in a
+    receipt or run end. A summary after an ingest is judged there, not at the wall clock: in a
     replay (or a late inbox) the machine's clock would call every tube lost and every order
     overdue hours before they are."""
     (latest,) = con.execute(
         """SELECT greatest((SELECT max(scanned_at) FROM scans),
                            (SELECT max(coalesce(departed_at, packed_at)) FROM manifests),
                            (SELECT max(received_at) FROM receipts),
-                           (SELECT max(finished_at) FROM results),
-                           (SELECT max(counted_at) FROM stock_counts))"""
+                           (SELECT max(finished_at) FROM results))"""
     ).fetchone()
     return latest
 
