@@ -48,7 +48,6 @@ marked. A failure leaves the row pending for the next run (logged, counts only).
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -74,6 +73,7 @@ from reporting.alerts import (
     file_refused_markdown,
     GENERIC_KINDS,
     TIMED_ALERT_RULES,
+    artifact_slug,
     city_value,
     generic_alert_markdown,
     overdue_markdown,
@@ -102,7 +102,7 @@ ALERT_EVENT_NAMESPACE = uuid.UUID("5f0c1e8a-7d3b-4c52-9a61-2b9e4f7d1c30")
 
 def artifact_key(tube_barcode: str, prefix: str = "positive-pool-") -> str:
     """Artifact keys are lower-case letters, digits and dashes."""
-    return prefix + re.sub(r"[^a-z0-9-]+", "-", tube_barcode.lower()).strip("-")
+    return prefix + artifact_slug(tube_barcode)
 
 
 def single_artifact_key(tube_barcode: str) -> str:

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.alerts import publish_alerts, raise_timed_alerts
+from flows.dashboard import publish_dashboard
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.stock import stock_judged_at, stock_low_alerts
@@ -116,7 +117,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     cfg = load_config(config_path).with_warehouse(warehouse)
     id_hash_key()  # fail fast, before any file, when the secret is missing
     ensure_concurrency_limits(cfg)
-    publish_alerts("left pending", config_path, warehouse)  # by a run that died before publishing
+    left_pending = publish_alerts("left pending", config_path, warehouse)  # by a run that died before publishing
     with staging_in(staging_root_of(cfg.warehouse.path)):  # an export read for its run time stages there too
         found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     outcomes: list[FileOutcome] = []
@@ -128,12 +129,16 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
                 sum(o.status == "accepted" for o in outcomes), sum(o.status == "skipped" for o in outcomes) - hidden,
                 sum(o.status == "refused" for o in outcomes), hidden)
     publish_ingest_summary(outcomes)
+    as_of = None
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         as_of = publish_chain_summary(config_path, warehouse)
         raise_timed_alerts(as_of, config_path, warehouse)  # overdue, lost, silent, over capacity: at the latest fact
     elif any(o.kind in STOCK_KINDS and o.status == "accepted" for o in outcomes):
         raise_stock_alerts(config_path, warehouse)  # a count alone may put an item under the minimum days
-    publish_alerts("at the end", config_path, warehouse)
+    published = publish_alerts("at the end", config_path, warehouse)
+    if left_pending or published or any(o.status == "accepted" for o in outcomes):
+        # the live dashboard of every round with facts, as of the latest fact (nothing new: unchanged)
+        publish_dashboard(as_of, None, config_path, warehouse)
     return outcomes
 
 

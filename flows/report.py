@@ -16,9 +16,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.runtime import flow_run
 
 from flows.alerts import publish_alerts, raise_timed_alerts
+from flows.dashboard import publish_dashboard
 from flows.districts import dask_task_runner, district_packs
 from flows.limits import ensure_concurrency_limits
 from reporting.districts import report_districts
+from reporting.daily import ROUND_TAIL_DAYS
 from reporting.report import write_report
 from tubetrail.config import load_config
 from tubetrail.report_server import report_link
@@ -27,8 +29,9 @@ from tubetrail.views import define_views
 from warehouse.connection import open_configured
 
 
-#: a nightly report follows a round until this long after its window closed (its re-samples)
-REPORT_AFTER_ROUND = "2 days"
+#: a nightly report follows a round until this long after its window closed (its re-samples):
+#: the days the daily report gives a round
+REPORT_AFTER_ROUND = f"{ROUND_TAIL_DAYS} days"
 
 
 def current_round(con, when: datetime) -> str:
@@ -64,6 +67,7 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
     ensure_concurrency_limits(cfg)  # the overdue alerts below are a write
     raise_timed_alerts(when, config_path, warehouse)  # overdue, lost, silent, over capacity at the report's time
     publish_alerts("after the report", config_path, warehouse)
+    publish_dashboard(when, [round_id], config_path, warehouse)  # the live dashboard at the report's time
     packs = district_packs.with_options(task_runner=dask_task_runner(cfg.scale))(
         str(folder), report_districts(folder))
     worklists = sum(p["worklists"] for p in packs)

@@ -61,6 +61,17 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
     override = "TRUE" if assay.positive_overrides_internal_control else "FALSE"
     # a call that finds virus in the tube: its pool's people are re-sampled urgently
     con.execute("CREATE OR REPLACE TEMP MACRO viral_call(call) AS call IN ('positive', 'single_target')")
+    # a person's own result from a tube's call (个人结果), or NULL when the call decides nobody:
+    # a final negative decides every member of the tube, pooled or single; a final positive or
+    # persisting single target decides the person of a single tube (treated as positive); a pool
+    # that finds virus decides nobody (its people are re-sampled one by one: their re-sample's call
+    # does), nor does an invalid or not yet final call
+    con.execute(
+        "CREATE OR REPLACE TEMP MACRO individual_result(call, final, capacity) AS"
+        " CASE WHEN NOT coalesce(final, FALSE) THEN NULL"
+        " WHEN call = 'negative' THEN 'negative'"
+        " WHEN viral_call(call) AND capacity <= 1 THEN 'positive' END"
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO result_readings_of(tubes) AS TABLE

@@ -15,7 +15,7 @@ and is never lost or doubled:
 Ordinary orders (the last three) are ``normal``, due ``ordinary_due_hours`` after they are
 raised, at home for people with limited mobility (上门采样); a member who has another good
 tube in the round needs none. An order is *fulfilled* once the person has a re-sample tube
-collected after it was raised that was not refused.
+collected after it was raised that was not refused; ``fulfilled_at`` is when that re-sample was taken (the first such).
 
 At city scale the few source tubes are found first and only their members and those members'
 good tubes are looked at (materialised once), so the macro stays within memory for 24 M people.
@@ -95,6 +95,7 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
         ), per_order AS (
             SELECT o.round_id, o.person_key, o.source_tube, o.reason,
                    coalesce(bool_or(t.resample AND t.added_at >= o.raised_at), FALSE) AS fulfilled,
+                   min(t.added_at) FILTER (WHERE t.resample AND t.added_at >= o.raised_at) AS fulfilled_at,
                    coalesce(bool_or(NOT t.resample AND t.tube_barcode <> o.source_tube), FALSE) AS other_good_tube
             FROM raised o LEFT JOIN theirs t USING (round_id, person_key)
             GROUP BY o.round_id, o.person_key, o.source_tube, o.reason
@@ -104,7 +105,7 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
                o.raised_at,
                o.raised_at + CASE WHEN {urgent} THEN {urgent_due} ELSE {due} END AS due_by,
                {urgent} OR coalesce(reg.mobility_limited, FALSE) AS home_visit,
-               p.fulfilled
+               p.fulfilled, p.fulfilled_at
         FROM (SELECT * FROM raised JOIN ids USING (person_key)) o
         JOIN per_order p USING (round_id, person_key, source_tube, reason)
         LEFT JOIN register reg USING (person_key)

@@ -18,8 +18,11 @@ cut-off) and at the plates they ran on, so it answers in a moment at city scale.
 
 from __future__ import annotations
 
+import hashlib
+
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -81,9 +84,11 @@ LAB_OVER_CAPACITY = alert_kind(AlertKind(
     "tubetrail: lab over its daily capacity -> notify the coordinator",
     "A lab received more tubes in a day than its daily capacity (counts only)."))
 TUBE_LOST = alert_kind(AlertKind(
-    "tube_lost", "tubetrail.tube.lost", "tube", "tube-lost-",
+    # one alert per round, site and box (or never boxed): what the on-call chases is a site or a
+    # box that arrived short, so the event's resource is the site (lost_custody_alerts)
+    "tube_lost", "tubetrail.tube.lost", "site", "tube-lost-",
     "tubetrail: tube lost -> notify the coordinator",
-    "A sealed tube was not received by the round's end + 12 h (counts only)."))
+    "Tubes of a site were not received by the round's end + 12 h, outside any lost box (counts only)."))
 BOX_LOST = alert_kind(AlertKind(
     "box_lost", "tubetrail.box.lost", "box", "box-lost-",
     "tubetrail: box lost -> notify the coordinator",
@@ -357,13 +362,142 @@ def overdue_markdown(alert: OutboxAlert, timezone: str) -> str:
             f"District(s): {', '.join(p['districts'])}. Their names are in the districts' worklists.\n")
 
 
+# --- lost boxes and tubes (DESIGN §8: a box or tube lost) -----------------------------------------
+
+def city_time_text(at: datetime | None, timezone: str) -> str:
+    """A time people read: city time with its offset (``2022-04-05 10:00 +08:00``)."""
+    if at is None:
+        return "–"
+    local = at.astimezone(ZoneInfo(timezone))
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def artifact_slug(text: str) -> str:
+    """Artifact keys are lower-case letters, digits and dashes: ``R 2022/04`` → ``r-2022-04``.
+    A text with other letters (a district's Chinese name) keeps what it can and gets a short
+    digest of the whole text, so two districts never share a key (``黄浦区`` and ``崇明区`` would
+    both slug to nothing)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if re.search(r"[^\x00-\x7f]", text):
+        slug = "-".join(filter(None, [slug, hashlib.sha256(text.encode()).hexdigest()[:8]]))
+    return slug
+
+
+def _known(facts: dict) -> dict:
+    return {name: value for name, value in facts.items() if value is not None}
+
+
+#: how many barcodes a lost-tubes alert names (the rest are counted)
+LOST_TUBES_LISTED = 10
+
+
+def lost_custody_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: datetime) -> list[OutboxAlert]:
+    """Boxes and tubes lost at ``as_of`` (``lab.custody``: ``box_lost``, ``tube_lost``, judged at
+    the round's end + ``[tat] lost_after_round_end_hours``), told so the on-call can act without
+    a flood (one round's losses are all found at one moment):
+
+    * ``box_lost``, one alert per lost box (subject ``<round>:<box>``; box ids are reused from
+      round to round): its tubes and people counted inside it, never alerted again one by one;
+      what to chase: the courier and the planned lab;
+    * ``tube_lost``, one alert per round, site and box for the lost tubes outside a lost box
+      (subject ``<round>:<site>:<box>``, ``<round>:<site>:unboxed`` for tubes never packed):
+      what to chase: the site (tubes never sealed or never boxed) or the lab that received the
+      box short; the first barcodes are named (a barcode is no personal data).
+
+    Raised at the moment of loss (round end + threshold); facts are counts, places and ISO
+    times; never a person. A tube of that round, site and box found lost later (a late file)
+    adds no second alert. Needs the views of :func:`tubetrail.views.define_views`."""
+    lost_us = int(timedelta(hours=cfg.tat.lost_after_round_end_hours).total_seconds() * 1_000_000)
+    rounds = con.execute("SELECT round_id FROM rounds WHERE ends_at + to_microseconds(?) <= ?", [lost_us, as_of]).fetchall()
+    if not rounds:  # before any round's end + threshold nothing is lost: custody is not looked at
+        return []
+    zone = cfg.city.timezone
+    hours = f"{cfg.tat.lost_after_round_end_hours:g} h"
+    alerts = []
+    # the rule once (it reads custody, the whole round's tubes): both lists below use it
+    con.execute("CREATE OR REPLACE TEMP TABLE lost_boxes_now AS SELECT * FROM box_lost(?)", [as_of])
+    for (rid, box, site, district, tubes, people, first_sealed, last_sealed, packed, departed, lab,
+         lost_at) in con.execute(
+            """SELECT b.round_id, b.box_id, b.site_id, s.district, b.tubes, b.people, b.first_sealed_at,
+                      b.last_sealed_at, b.packed_at, b.departed_at, b.planned_lab_id, b.detected_at
+               FROM lost_boxes_now b LEFT JOIN sites s USING (site_id) ORDER BY b.round_id, b.box_id""").fetchall():
+        where = f"site {site}" + (f" ({district})" if district else "")
+        left = (f"left {where} at {city_time_text(departed, zone)}" if departed
+                else f"was packed at {where} at {city_time_text(packed, zone)} (no departure recorded)")
+        alerts.append(generic_alert(
+            BOX_LOST, f"{rid}:{box}", lost_at,
+            title=f"Box {box} lost: {tubes} tube(s), {people} people (round {rid}, {where})",
+            summary=(f"Box {box} {left}" + (f" for lab {lab}" if lab else "")
+                     + f"; none of its {tubes} tube(s) reached a lab by {city_time_text(lost_at, zone)} "
+                     f"(round end + {hours}). Chase the courier" + (f" and lab {lab}" if lab else "")
+                     + f". Its {people} people get re-sampling orders (tube_lost) in the districts' worklists."),
+            resource=box, round_id=rid,
+            facts=_known({"round": rid, "box": box, "site": site, "district": district, "planned_lab": lab,
+                          "tubes": tubes, "people": int(people or 0), "first_sealed_at": _iso(first_sealed),
+                          "last_sealed_at": _iso(last_sealed), "packed_at": _iso(packed),
+                          "departed_at": _iso(departed), "lost_at": _iso(lost_at)})))
+    for (rid, site, district, box, received_lab, tubes, people, never_sealed, first_sealed, last_sealed, departed,
+         barcodes, lost_at) in con.execute(
+            f"""SELECT l.round_id, c.site_id, any_value(s.district), l.box_id,
+                       any_value(r.lab_id) AS received_lab, count(*), sum(c.members),
+                       count(*) FILTER (WHERE c.sealed_at IS NULL), min(c.sealed_at), max(c.sealed_at),
+                       min(c.departed_at), list(l.tube_barcode ORDER BY l.tube_barcode)[:{LOST_TUBES_LISTED}],
+                       min(l.detected_at)
+                FROM tube_lost($as_of) l JOIN custody c USING (round_id, tube_barcode)
+                LEFT JOIN sites s ON s.site_id = c.site_id
+                LEFT JOIN (  -- the lab that received the box in the round (box ids are reused)
+                    SELECT rd.round_id, r.box_id, min(r.lab_id) AS lab_id
+                    FROM receipts r JOIN rounds rd ON r.received_at BETWEEN rd.starts_at AND rd.ends_at + to_microseconds($lost)
+                    GROUP BY ALL
+                ) r ON r.round_id = l.round_id AND r.box_id = l.box_id
+                WHERE NOT EXISTS (SELECT 1 FROM lost_boxes_now b WHERE b.round_id = l.round_id AND b.box_id = l.box_id)
+                GROUP BY l.round_id, c.site_id, l.box_id
+                ORDER BY l.round_id, c.site_id, l.box_id NULLS FIRST""",
+            {"as_of": as_of, "lost": lost_us}).fetchall():
+        where = f"site {site}" + (f" ({district})" if district else "")
+        named = ", ".join(barcodes) + (f" and {tubes - len(barcodes)} more" if tubes > len(barcodes) else "")
+        if box:
+            title = f"{tubes} tube(s) lost from box {box}, {people} people (round {rid}, {where})"
+            chase = (f"Box {box} reached lab {received_lab} without them: ask the lab, then the courier and {where}"
+                     if received_lab else f"Box {box} has no receipt of these tubes: ask the courier and {where}")
+        else:
+            title = f"{tubes} tube(s) lost at {where}, never in a box: {people} people (round {rid})"
+            chase = (f"They were never packed ({never_sealed} never sealed): ask {where} and its collectors"
+                     if never_sealed else f"They were sealed but never packed: ask {where} and its collectors")
+        alerts.append(generic_alert(
+            TUBE_LOST, f"{rid}:{site}:{box or 'unboxed'}", lost_at,
+            title=title,
+            summary=(f"Tube(s) {named} not received by {city_time_text(lost_at, zone)} (round end + {hours}). "
+                     f"{chase}. Their {people} people get re-sampling orders (tube_lost) in the districts' worklists."),
+            resource=site or "unknown-site", round_id=rid,
+            facts=_known({"round": rid, "site": site, "district": district, "box": box or "none (never packed)",
+                          "received_by_lab": received_lab, "tubes": tubes, "people": int(people or 0),
+                          "tubes_never_sealed": never_sealed, "tube_barcodes": ", ".join(barcodes),
+                          "first_sealed_at": _iso(first_sealed), "last_sealed_at": _iso(last_sealed),
+                          "departed_at": _iso(departed), "lost_at": _iso(lost_at)})))
+    con.execute("DROP TABLE lost_boxes_now")
+    return alerts
+
+
 #: the alerts judged at a time, not raised by one file: each ``(con, cfg, as_of) -> alerts``,
 #: run by ``flows.alerts.raise_timed_alerts`` at the latest fact of every ingest run and at the
 #: report's time (the views of :func:`tubetrail.views.define_views` are defined). An alert is
 #: recorded once per kind and subject, so a rule may return what it returned before.
 TIMED_ALERT_RULES: list = [
     overdue_urgent_alerts,
+    lost_custody_alerts,  # box_lost and tube_lost
 ]
+
+# issue 14: silent districts and labs (漏报) and labs over their daily capacity, judged at a time
+# (``reporting.daily``, which imports this module's kinds when it raises them)
+from reporting.daily import lab_over_capacity_alerts, silent_unit_alerts  # noqa: E402
+
+TIMED_ALERT_RULES += [silent_unit_alerts, lab_over_capacity_alerts]
 
 # --- stock (reporting/stock.py): reagents or consumables under [stock] min_days in hand --------------
 from reporting.stock import stock_low_alerts  # noqa: E402 - after the kinds it raises

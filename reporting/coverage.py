@@ -16,6 +16,7 @@ below it NULL and ``level`` naming it (``grid``, ``community``, ``subdistrict``,
 from __future__ import annotations
 
 import duckdb
+import polars as pl
 
 
 def define_coverage_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -71,3 +72,15 @@ def define_coverage_views(con: duckdb.DuckDBPyConnection) -> None:
          AND o.subdistrict IS NOT DISTINCT FROM c.subdistrict AND o.community IS NOT DISTINCT FROM c.community
         """
     )
+
+
+def worst_grids(coverage: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The ``n`` grids with the lowest coverage among those with registered people (a grid
+    with nobody registered has no coverage to chase), the most registered first on a tie:
+    the grids a command sends its workers to. ``coverage``: the grid rows (or every row of
+    ``coverage(rid, as_of)``: only ``level = 'grid'`` is kept)."""
+    grids = coverage.filter(pl.col("level") == "grid") if "level" in coverage.columns else coverage
+    return (grids.filter(pl.col("registered") > 0)
+            .sort(["coverage", "registered", "district", "subdistrict", "community", "grid"],
+                  descending=[False, True, False, False, False, False], nulls_last=True)
+            .head(n))

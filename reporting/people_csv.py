@@ -23,6 +23,7 @@ Files carry a UTF-8 BOM, so Excel on Chinese Windows reads them as UTF-8.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import polars as pl
 
@@ -32,12 +33,19 @@ FORMULA_START = r"^[=+\-@\t\r\n＝＋－＠]"
 E164 = r"^\+[0-9]{7,15}$"
 
 
+def formula_like(text: pl.Expr) -> pl.Expr:
+    """True for a text a spreadsheet would run as a formula (it starts with ``FORMULA_START``):
+    the one rule, for CSV cells (:func:`neutralise_cells`) and workbook cells
+    (``reporting.workbook``, which writes them with Excel's quote prefix)."""
+    return text.str.contains(FORMULA_START)
+
+
 def neutralise_cells(frame: pl.DataFrame) -> pl.DataFrame:
     """Every text cell that a spreadsheet would run as a formula, prefixed with ``'``
     (set-based, every text column); other cells unchanged."""
     text = [c for c, t in frame.schema.items() if t in (pl.Utf8, pl.Categorical, pl.Enum)]
     return frame.with_columns(
-        pl.when(pl.col(c).cast(pl.Utf8).str.contains(FORMULA_START) & ~pl.col(c).cast(pl.Utf8).str.contains(E164))
+        pl.when(formula_like(pl.col(c).cast(pl.Utf8)) & ~pl.col(c).cast(pl.Utf8).str.contains(E164))
         .then(pl.lit("'") + pl.col(c).cast(pl.Utf8))
         .otherwise(pl.col(c).cast(pl.Utf8))
         .alias(c)
@@ -51,7 +59,7 @@ def iso_times(frame: pl.DataFrame) -> pl.DataFrame:
                               for c, t in frame.schema.items() if isinstance(t, pl.Datetime))
 
 
-def write_people_csv(frame: pl.DataFrame, path: Path) -> None:
+def write_people_csv(frame: pl.DataFrame, path: Path | IO[bytes]) -> None:
     """The one writer of CSV files for people: times as ISO text, formula cells neutralised,
-    a UTF-8 BOM."""
+    a UTF-8 BOM. ``path`` may be a binary buffer (the results export hashes its bytes first)."""
     neutralise_cells(iso_times(frame)).write_csv(path, include_bom=True)

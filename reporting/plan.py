@@ -56,10 +56,11 @@ def _num(value: float | None, digits: int = 2) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-def capacity_plan(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | None, as_of: datetime) -> CapacityPlan:
+def capacity_plan(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | None, as_of: datetime, *,
+                  calls: str | None = None) -> CapacityPlan:
     """The plan of ``round_id`` (None: the round open at ``as_of``, else the latest; no round at
-    all: the whole register at the default pool size) judged at ``as_of``. Needs the views of
-    ``tubetrail.views.define_views``."""
+    all: the whole register at the default pool size) judged at ``as_of``. ``calls``: a table of
+    the final calls at ``as_of`` (the report's). Needs the views of ``tubetrail.views.define_views``."""
     zone = ZoneInfo(cfg.city.timezone)
     if round_id is not None:
         if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():
@@ -82,7 +83,7 @@ def capacity_plan(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | N
     capacity = sum(lab["daily_capacity_tubes"] or 0 for lab in labs)
     tubes = pooled + single
     stock = stock_frame(con, cfg, round_id, as_of, need="plan_scope_need")
-    advice = pool_advice_frame(con, cfg, round_id, as_of, need="plan_scope_need")
+    advice = pool_advice_frame(con, cfg, round_id, as_of, need="plan_scope_need", calls=calls)
     con.execute("DROP TABLE plan_scope_need")
     items = []
     for entry in stock_summary(stock):

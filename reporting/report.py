@@ -6,6 +6,9 @@
   ``resample_orders.parquet``/``.csv``, ``untested.parquet``/``.csv``, ``anomalies.parquet``,
   ``tat.parquet``: exactly the columns of DESIGN §7;
 * ``key_groups_overdue.parquet``/``.csv``: key-group members overdue on their test cycle;
+* ``daily.parquet`` (the daily and zero report, 日报告、零报告: per day, district and lab, silent
+  units marked) and ``lab_load.parquet`` (per lab and day: received, tested, backlog, capacity,
+  utilisation, TAT breaches): ``reporting.daily``;
 * ``door_to_door.parquet``: the untested whom ``sampling_route`` sends no site, with the reason:
   the input of the door-to-door worklists;
 * ``district_orders.parquet``: the orders with their person's district (for a visitor outside
@@ -14,7 +17,9 @@
 * ``stock.parquet`` (``reporting.stock``: per holder and item, and the city's total, last count,
   used since, in hand, need per round, days of whole-population testing in hand, under the
   minimum) and ``pool_advice.parquet`` (``sampling.pool_advice``: Dorfman, per district);
-* ``report.html`` (``reporting.html``): aggregate and masked only.
+* ``report.xlsx`` (``reporting.workbook``): the aggregate tables for the command's Excel
+  users, one sheet per table of :func:`workbook_sheets`;
+* ``report.html`` (``reporting.html``): aggregate and masked only; it links ``report.xlsx``.
 
 The district packs (``districts/<district>/``: untested, orders, the door-to-door worklists per
 grid) are cut from these files by ``reporting.districts``, one district at a time (the flow fans
@@ -32,10 +37,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from reporting.coverage import define_coverage_views
+from reporting.coverage import define_coverage_views, worst_grids
+from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, materialise_calls
 from reporting.keygroups import define_key_group_views
 from reporting.people_csv import write_people_csv
 from reporting.tat import LINKS, define_tat_views
+from reporting.workbook import WORKBOOK, write_workbook
 from tubetrail.config import Config
 
 COVERAGE_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
@@ -54,6 +61,12 @@ KEY_GROUP_COLUMNS = ("id_type", "id_number", "name", "phone", "district", "subdi
 DOOR_TO_DOOR = "door_to_door.parquet"
 WORKLIST_COLUMNS = ("task", "grid", "name", "id_type", "id_number", "phone", "address", "reason", "priority",
                     "due_by", "source_tube")
+#: report.xlsx: the coverage sheets' columns, and how many of the worst grids its sheet lists
+DISTRICT_SHEET_COLUMNS = ("round_id", "level", "district", "registered", "sampled", "resulted", "untested", "coverage",
+                          "outside_register")
+GRID_SHEET_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
+                      "untested", "coverage")
+WORST_GRIDS_SHEET = 50
 
 
 @dataclass
@@ -68,6 +81,8 @@ class ReportFigures:
     orders: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: report.xlsx: data rows per sheet, in the workbook's order
+    sheets: dict[str, int] = field(default_factory=dict)
     #: the capacity plan of the round at the report's time (``reporting.plan``: figures only)
     plan: dict = field(default_factory=dict)
 
@@ -165,6 +180,13 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.files += ["key_groups_overdue.parquet", "key_groups_overdue.csv"]
     for group, state, n in frames["key_groups"].group_by("key_group", "compliance").len().iter_rows():
         figures.key_groups.setdefault(group, {})[state] = n
+    # issue 14: the daily and zero report (日报告、零报告) and the labs' load per day, from the
+    # snapshot and the orders materialised above (``reporting.daily``; city times)
+    calls = materialise_calls(con, as_of)
+    frames["daily"] = daily_frame(con, cfg, round_id, as_of, orders="report_orders", calls=calls)
+    frames["lab_load"] = lab_load_frame(con, cfg, round_id, as_of, calls=calls)
+    put("daily", frames["daily"].select(DAILY_COLUMNS))
+    put("lab_load", frames["lab_load"].select(LAB_LOAD_COLUMNS))
 
     city = coverage.filter(pl.col("level") == "city").to_dicts()
     figures.city = city[0] if city else {}
@@ -176,15 +198,39 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     # the plan's figures in ``figures.plan`` for report.html and the workbook
     from reporting.plan import capacity_plan
 
-    plan = capacity_plan(con, cfg, round_id, as_of)
+    plan = capacity_plan(con, cfg, round_id, as_of, calls=calls)
     frames["stock"] = city_times(plan.stock, cfg.city.timezone)
     frames["pool_advice"] = plan.advice
     figures.plan = plan.figures
     put("stock", frames["stock"])
     put("pool_advice", frames["pool_advice"])
+    figures.sheets = write_workbook(out / WORKBOOK, workbook_sheets(frames), as_of=as_of, timezone=cfg.city.timezone,
+                                    title=f"tubetrail · round {round_id} · report")
+    figures.files.append(WORKBOOK)
     (out / "report.html").write_text(render_report(con, cfg, figures, frames), encoding="utf-8")
     figures.files.append("report.html")
     return figures
+
+
+def workbook_sheets(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The sheets of ``report.xlsx``, in order (name → aggregate frame; a sheet is one line
+    here). Never a person: ``reporting.workbook`` refuses a personal column."""
+    coverage = frames["coverage"]
+    grids = coverage.filter(pl.col("level") == "grid")
+    return {
+        # issue 14: the daily and zero report first (per day, district and lab; silent marked)
+        "daily report": frames["daily"].select(DAILY_COLUMNS),
+        # the district rows, then the city's
+        "coverage by district": coverage.filter(pl.col("level").is_in(["district", "city"])).select(
+            DISTRICT_SHEET_COLUMNS),
+        "worst grids": worst_grids(grids, WORST_GRIDS_SHEET).select(GRID_SHEET_COLUMNS),
+        "coverage by grid": grids.select(GRID_SHEET_COLUMNS),
+        # issue 14: every lab's load per day of the round
+        "lab load": frames["lab_load"].select(LAB_LOAD_COLUMNS),
+        # issue 14: reagents and consumables per holder and item (days in hand), pool-size advice per district
+        "stock": frames["stock"],
+        "pool-size advice": frames["pool_advice"],
+    }
 
 
 def city_times(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:

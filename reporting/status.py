@@ -37,17 +37,15 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
                    min(raised_at) FILTER (WHERE urgent_reason(reason)) AS flagged_at
             FROM resample_orders(as_of) WHERE round_id = rid GROUP BY person_key
         ), ranked AS (
-            -- a call that can decide a person: final, not invalid, and not a positive pool
-            -- (a pool decides nobody: its people are re-sampled one by one); ranked by that, then
+            -- a call that can decide a person (``individual_result``: final, not invalid, and not a
+            -- positive pool: a pool decides nobody, its people are re-sampled one by one); ranked by that, then
             -- by time, then by a hash of the tube, in one integer: the per-person pick is a
             -- fixed-size max (it spills) joined back, cheap at 24 M people
             SELECT g.person_key, g.tube_barcode, g.added_at, k.call, d.decides,
                    (d.decides::HUGEINT << 100) + (epoch_us(g.added_at)::HUGEINT << 40)
                        + (hash(g.tube_barcode) % 1099511627776)::HUGEINT AS rank
             FROM good_tubes(as_of) g LEFT JOIN calls k USING (tube_barcode),
-                 LATERAL (SELECT coalesce(k.final AND k.call <> 'invalid'
-                                          AND NOT (g.capacity > 1 AND viral_call(k.call)), FALSE)
-                                 AS decides) d
+                 LATERAL (SELECT individual_result(k.call, k.final, g.capacity) IS NOT NULL AS decides) d
             WHERE g.round_id = rid
         ), top AS (
             -- fixed-size aggregate states only (they spill); the tube is joined back after

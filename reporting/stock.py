@@ -41,8 +41,6 @@ is judged against the city's need.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -287,15 +285,6 @@ def stock_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | Non
         pl.col("item").replace_strict(UNITS, return_dtype=pl.Utf8).alias("unit")).select(STOCK_FRAME_COLUMNS)
 
 
-def _subject_holder(holder: str) -> str:
-    """A holder as it goes into an alert's subject: itself, plus a short digest when it is not
-    plain ASCII (artifact keys keep only ASCII letters and digits: two districts' names would
-    otherwise give one key)."""
-    if re.fullmatch(r"[A-Za-z0-9._-]+", holder):
-        return holder
-    return f"{holder}~{hashlib.sha256(holder.encode()).hexdigest()[:8]}"
-
-
 def stock_alerts(frame: pl.DataFrame, cfg: Config, round_id: str | None, as_of: datetime) -> list[OutboxAlert]:
     """A ``stock_low`` alert per row of :func:`stock_frame` under the minimum (a holder's item, or
     the city's total of it), raised at ``as_of``. Its subject names holder, item and the count's
@@ -314,7 +303,7 @@ def stock_alerts(frame: pl.DataFrame, cfg: Config, round_id: str | None, as_of: 
                    f"{counted.astimezone(zone):%Y-%m-%d %H:%M}, {row['used_since']:,} used since); one whole-population "
                    f"round needs {row['need_per_round']:,.0f}: {days:.1f} days, under the minimum of "
                    f"{cfg.stock.min_days:g}. Deliver, or move stock from a depot.")
-        subject = f"{_subject_holder(row['holder'])}:{row['item']}:{counted.astimezone(ZoneInfo('UTC')):%Y%m%dT%H%MZ}"
+        subject = f"{row['holder']}:{row['item']}:{counted.astimezone(ZoneInfo('UTC')):%Y%m%dT%H%MZ}"
         facts = {"holder": row["holder"], "holder_kind": row["holder_kind"], "item": row["item"], "unit": row["unit"],
                  "counted_at": counted.isoformat(), "in_hand": row["in_hand"], "used_since": row["used_since"],
                  "need_per_round": round(row["need_per_round"], 1), "days_in_hand": round(days, 2),
@@ -378,11 +367,11 @@ def stock_dashboard_lines(con: duckdb.DuckDBPyConnection, cfg: Config, round_id:
     frame = stock_frame(con, cfg, round_id, as_of)
     lines = [f"## Stock: days of whole-population testing in hand (minimum {cfg.stock.min_days:g}; ⚠ under it)", ""]
     if frame.is_empty():
-        return [*lines, "No stock counted yet (the `stock/` feed)."]
+        return [*lines, "No stock counted yet (the `stock/` feed).", ""]
     lines += ["| item | city: days | city: in hand | worst holder | its days |", "|---|---:|---:|---|---:|"]
     for entry in stock_summary(frame):
         city, worst = entry["city"], entry["worst"]
         in_hand = f"{city['in_hand']:,} {entry['unit']}" if city else "–"
         lines.append(f"| {entry['item']} | {_days(city)} | {in_hand} | {worst['holder'] if worst else '–'} "
                      f"| {_days(worst) if worst else '–'} |")
-    return lines
+    return [*lines, ""]

@@ -21,14 +21,31 @@ LINKS = ("collected_to_sealed", "sealed_to_departed", "departed_to_received", "r
 
 
 def define_tat_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
-    """Needs :func:`tubetrail.views.define_views`."""
+    """``key_group_tubes`` (the tubes holding a key-group member), ``tat_target_hours(key_group)``
+    and ``tat_breach(collected_at, called_at, key_group)`` (the TAT target, collected → called,
+    and whether a tube missed it), and ``tube_tat(rid, as_of)``.
+    Needs :func:`tubetrail.views.define_views`."""
     hours = lambda a, b: f"round(epoch({b} - {a}) / 3600, 2)"  # noqa: E731
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP VIEW key_group_tubes AS
+        SELECT DISTINCT tm.round_id, tm.tube_barcode FROM tube_members tm JOIN register reg USING (person_key)
+        WHERE reg.key_group IS NOT NULL
+        """
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP MACRO tat_target_hours(key_group) AS
+            CASE WHEN key_group THEN {tat.key_group_collected_to_called_hours} ELSE {tat.collected_to_called_hours} END"""
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP MACRO tat_breach(collected_at, called_at, key_group) AS
+           called_at - collected_at > to_seconds(tat_target_hours(key_group) * 3600)"""
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO tube_tat(rid, as_of) AS TABLE
         WITH key_tubes AS (
-            SELECT DISTINCT tm.tube_barcode FROM tube_members tm JOIN register reg USING (person_key)
-            WHERE tm.round_id = rid AND reg.key_group IS NOT NULL
+            SELECT tube_barcode FROM key_group_tubes WHERE round_id = rid
         ), k AS (
             SELECT k.tube_barcode, k.called_at, greatest(k.called_at, f.complete_at) AS published_at
             FROM tube_calls(as_of) k
@@ -45,11 +62,8 @@ def define_tat_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
                {hours('k.called_at', 'k.published_at')} AS called_to_published,
                {hours('c.collected_at', 'k.called_at')} AS total_hours,
                kt.tube_barcode IS NOT NULL AS key_group,
-               CASE WHEN kt.tube_barcode IS NOT NULL THEN {tat.key_group_collected_to_called_hours}
-                    ELSE {tat.collected_to_called_hours} END AS target_hours,
-               coalesce(k.called_at, as_of) - c.collected_at
-                   > to_seconds((CASE WHEN kt.tube_barcode IS NOT NULL THEN {tat.key_group_collected_to_called_hours}
-                                      ELSE {tat.collected_to_called_hours} END) * 3600) AS breach
+               tat_target_hours(kt.tube_barcode IS NOT NULL) AS target_hours,
+               tat_breach(c.collected_at, coalesce(k.called_at, as_of), kt.tube_barcode IS NOT NULL) AS breach
         FROM custody c LEFT JOIN k USING (tube_barcode) LEFT JOIN key_tubes kt USING (tube_barcode)
         WHERE c.round_id = rid AND c.collected_at <= as_of
         """

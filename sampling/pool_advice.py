@@ -62,11 +62,12 @@ def validated_sizes(allowed_sizes: Sequence[int]) -> tuple[int, ...]:
 
 
 def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | None, as_of: datetime, *,
-                      need: str | None = None) -> pl.DataFrame:
+                      need: str | None = None, calls: str | None = None) -> pl.DataFrame:
     """``pool_advice.parquet``: the advice per district of the round's scope (``ADVICE_COLUMNS``),
     among ``[pool_policy] allowed_sizes`` above 1 (no round: no rows). ``need``: a table already
-    holding ``scope_need(round_id, as_of)``. Needs the views of ``tubetrail.views.define_views``
-    (``scope_need``, ``tube_calls``, ``tubes``)."""
+    holding ``scope_need(round_id, as_of)``; ``calls``: one holding the final calls at ``as_of``
+    (``tube_barcode``, ``call``: the report's). Needs the views of
+    ``tubetrail.views.define_views`` (``scope_need``, ``tube_calls``, ``tubes``)."""
     if round_id is None:
         return pl.DataFrame(schema=ADVICE_SCHEMA)
     rows = con.execute(
@@ -75,8 +76,9 @@ def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str
         scope AS (SELECT district, registered FROM {need or "scope_need($rid, $as_of)"}),
         called AS (
             SELECT s.district, t.members, viral_call(k.call) AS viral
-            FROM tube_calls($as_of) k JOIN tubes t USING (tube_barcode) JOIN sites s USING (site_id)
-            WHERE t.round_id = $rid AND k.final AND k.call <> 'invalid' AND NOT coalesce(t.resample, FALSE)
+            FROM {calls or "(SELECT tube_barcode, call FROM tube_calls($as_of) WHERE final)"} k
+                 JOIN tubes t USING (tube_barcode) JOIN sites s USING (site_id)
+            WHERE t.round_id = $rid AND k.call <> 'invalid' AND NOT coalesce(t.resample, FALSE)
               AND t.members > 0
         ), observed AS (
             SELECT district, count(*) AS tubes_called, count(*) FILTER (WHERE viral) AS tubes_positive,

@@ -140,6 +140,7 @@ def test_every_anomaly_order_and_status(tmp_path, cfg):
         ("sealed_at_site", "T5"), ("sealed_at_site", "T9"),
         ("received_not_collected", "T10"), ("not_on_manifest", "T11"), ("wrong_lab", "B1"),
         ("tube_late", "T1"), ("tube_late", "T3"), ("tube_lost", "T3"), ("tube_lost", "T9"),
+        ("box_lost", "B2"),  # B2 (T3) departed and neither it nor its tube reached a lab
     ])
     assert orders == sorted(
         [("tube_refused", "T2", n, False, False) for n in (V1, P[4])]
@@ -156,7 +157,7 @@ def test_every_anomaly_order_and_status(tmp_path, cfg):
 
     # Before the round ends nothing is lost or unsealed yet.
     early, _, early_status, _, _ = snapshot(cfg, datetime(2022, 4, 4, 15, tzinfo=SH))
-    assert not {k for k, _ in early} & {"tube_lost", "unsealed_at_round_end"}
+    assert not {k for k, _ in early} & {"tube_lost", "box_lost", "unsealed_at_round_end"}
     assert early_status[P[5]] == "sampled"
 
 

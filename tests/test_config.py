@@ -12,6 +12,7 @@ def test_defaults_match_the_design():
     assert cfg.tat.late_after_sealed_hours == 4 and cfg.tat.lost_after_round_end_hours == 12
     assert cfg.resample.pool_positive_due_hours == 6
     assert (cfg.sms.quiet_start, cfg.sms.quiet_end, cfg.sms.cooldown_hours) == ("21:00", "08:00", 12)
+    assert cfg.alerts.silent_hours == 2
 
 
 def test_file_overrides_and_env_path(tmp_path, monkeypatch):
@@ -38,6 +39,7 @@ def test_file_overrides_and_env_path(tmp_path, monkeypatch):
         ({"warehouse": "x"}, "warehouse: expected a table"),
         ({"scale": {"dask_address": "10.0.0.5:8786"}}, "scale.dask_address"),
         ({"scale": {"n_workers": 0}}, "scale.n_workers"),
+        ({"alerts": {"silent_hours": 0}}, "alerts.silent_hours"),
     ],
 )
 def test_wrong_key_or_value_names_the_key(doc, key):

@@ -118,7 +118,7 @@ def test_the_pipeline_finds_every_injected_fault(city, ingested):
             "SELECT kind, count(*) FROM (SELECT kind FROM tube_anomalies UNION ALL"
             " SELECT kind FROM custody_anomalies(?)) GROUP BY 1", [as_of]).fetchall())
         boxes = dict(con.execute("SELECT kind, list(box_id ORDER BY box_id) FROM custody_anomalies(?)"
-                                 " WHERE kind = 'wrong_lab' GROUP BY 1", [as_of]).fetchall())
+                                 " WHERE kind IN ('wrong_lab', 'box_lost') GROUP BY 1", [as_of]).fetchall())
         tubes = dict(con.execute("SELECT kind, list(tube_barcode ORDER BY tube_barcode) FROM custody_anomalies(?)"
                                  " WHERE kind = 'not_on_manifest' GROUP BY 1", [as_of]).fetchall())
         refused = dict(con.sql("SELECT condition, count(*) FROM custody WHERE refused GROUP BY 1").fetchall())
@@ -135,6 +135,7 @@ def test_the_pipeline_finds_every_injected_fault(city, ingested):
     assert anomalies["tube_lost"] == custody["lost_tubes"] + scans["unsealed_tubes"]
     assert anomalies["received_not_collected"] == len(custody["received_not_collected_tubes"])
     assert boxes["wrong_lab"] == custody["wrong_lab_box_ids"]
+    assert boxes["box_lost"] == sorted(custody["lost_box_ids"])  # every box the city lost, and no other
     assert tubes["not_on_manifest"] == custody["not_on_manifest_tubes"]
     assert refused == custody["refused_tubes_by_condition"]
     assert visitors == [(scans["visitors_outside_register"],)]

@@ -415,6 +415,43 @@ def sms_send(
                   + (" (dry run: nothing sent)" if dry_run else ""))
 
 
+export_app = typer.Typer(help="Exports for other systems (the health-code platform).", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("results")
+def export_results_command(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option("--since", help="ISO 8601 time: results decided after it (without offset: city time)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the export's files")],
+) -> None:
+    """Every final individual result decided since T, for the health-code platform: one CSV (and its
+    Parquet twin) per export, exactly once per person, tube and result; the same T gives the same file.
+    Prints the file, its rows and the --since of the next export."""
+    from flows.exports import export_results
+
+    state: State = ctx.obj
+    when = parse_cli_time(since, load_config(state.config_path).city.timezone)  # a bad time: exit 2 at once
+    if out.exists() and not out.is_dir():
+        errors.print(f"{out}: not a folder")
+        raise typer.Exit(EXIT_USAGE)
+    cfg = state.config()
+    result = export_results(str(out.resolve()), when, state.config_path, cfg.warehouse.path)
+    counts = ", ".join(f"{c['rows']:,} {r}" for r, c in result["counts"].items())
+    late = sum(c["decided_before_since"] for c in result["counts"].values())
+    if result["export_id"] is None:
+        head = f"nothing new decided after {result['since']}: nothing recorded, an empty file"
+    else:
+        how = "recorded now" if result["created"] else "recorded before, written again"
+        head = (f"export {result['export_id']} ({how}): {result['rows']:,} results ({counts}; {late:,} decided "
+                f"before --since: late or amended) decided after {result['since']} until {result['until']}")
+    for line in (head, f"csv: {result['csv']}", f"parquet: {result['parquet']}",
+                 f"next export: --since {result['next_since']}"):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    if not result["matches_ledger"]:
+        errors.print("warning: the files differ from the content recorded for this export (see the flow run's log)")
+
+
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Serve every deployment of prefect.yaml from this process (a local setup without workers)."""
@@ -594,6 +631,11 @@ def demo(
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
                   f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
                   f"open [bold]{reported['link']}[/bold] (file {workdir / 'report' / 'report.html'})")
+    from reporting.dashboard import dashboard_key, positive_pools_key
+
+    console.print(f"Live dashboard of {truth['id']} (updated by every wave and the report): "
+                  f"[bold]{PREFECT_UI}/artifacts/key/{dashboard_key(truth['id'])}[/bold] (artifact key "
+                  f"'{dashboard_key(truth['id'])}'; every positive pool in one table: '{positive_pools_key(truth['id'])}')")
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")
@@ -611,11 +653,13 @@ def demo(
 
 @contextmanager
 def _demo_alert_inbox(url: str, store: Path) -> Iterator[AlertInbox | None]:
-    """The positive-pool automation, and (for a loopback webhook) the inbox that receives it."""
+    """One automation per alert event (``flows.alerts.AUTOMATIONS``), and (for a loopback webhook)
+    the inbox that receives their notifications."""
     from flows.alerts import ensure_alert_automations
 
-    ensure_alert_automations(url)
-    console.print(f"automation: positive pool -> notification to {url}")
+    created = ensure_alert_automations(url)  # one per alert event of DESIGN §8
+    console.print(f"automations: {len(created)}, one per alert event ({', '.join(sorted(created))}) "
+                  f"-> notifications to {url}")
     if urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
         yield None
         return

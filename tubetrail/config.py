@@ -147,10 +147,15 @@ class AlertsConfig:
     """Where the positive-pool automation sends its notifications (a custom webhook)."""
 
     webhook_url: str = "http://127.0.0.1:8026/pool-alerts"
+    #: a district (no scan, no box) or lab (no receipt, no result) that sent nothing for this
+    #: long while its round is open is silent (漏报): marked in daily.parquet and alerted
+    silent_hours: float = 2.0
 
     def validate(self, prefix: str) -> None:
         if not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError(f"{prefix}.webhook_url: expected an http(s) URL")
+        if self.silent_hours <= 0:
+            raise ConfigError(f"{prefix}.silent_hours: must be positive")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ ROUND_ID = "R20220404"
 ROUND_START = datetime(2022, 4, 4, 6, 0, tzinfo=SH)
 ROUND_END = datetime(2022, 4, 4, 22, 0, tzinfo=SH)
 RESAMPLE_DAY = datetime(2022, 4, 5, 8, 0, tzinfo=SH)
+#: hours from the round's start over which a district's sites sample (06:00–21:30)
+SAMPLING_HOURS = 15.5
+#: the district whose sites stop sending for the round's last hours (漏报: silent from about
+#: 19:30, `[alerts] silent_hours` after its last box); its people are sampled by 17:00 instead
+SILENT_DISTRICT = "310151"  # 崇明区
+SILENT_DISTRICT_SAMPLING_HOURS = 11.0
 
 #: (name, code, population share) — the 16 districts of Shanghai, 2020 census shares
 DISTRICTS = [
@@ -94,6 +100,11 @@ def simulate_city(
         "daily_capacity_tubes": [int(n_tubes_expected / n_labs * 1.3) + 1000] * n_labs,
     })
     write("labs", "labs", labs)
+    truth["labs"] = dict(zip(labs["lab_id"].to_list(), labs["daily_capacity_tubes"].to_list()))
+    silent_name = next(name for name, code, _ in DISTRICTS if code == SILENT_DISTRICT)
+    truth["silent_district"] = {
+        "district": silent_name, "code": SILENT_DISTRICT,
+        "sampling_ends": (ROUND_START + timedelta(hours=SILENT_DISTRICT_SAMPLING_HOURS)).isoformat()}
     zones = areas.select("grid", "zone").filter(pl.col("zone").is_not_null()).with_columns(
         pl.lit("2022-04-01T00:00:00+08:00").alias("since"))
     write("zones", "zones", zones)
@@ -121,7 +132,9 @@ def simulate_city(
         for name, frame in register:
             write("register", f"{name}_{code}", frame, file_format)
         say(f"district {code}: scans", base + 0.3 * n_d / residents)
-        tubes, members, part["scans"] = _sampling(people, d_areas, d_sites, pool_size, prevalence, d_rng, d_idx)
+        hours = SILENT_DISTRICT_SAMPLING_HOURS if code == SILENT_DISTRICT else SAMPLING_HOURS
+        tubes, members, part["scans"] = _sampling(people, d_areas, d_sites, pool_size, prevalence, d_rng, d_idx,
+                                                  sampling_hours=hours)
         del people
         events = _scan_events(tubes, members, d_rng, hours_per_file)
         for (hour,), chunk in events.partition_by("hour", as_dict=True, maintain_order=True).items():
@@ -418,7 +431,7 @@ def _sites(areas: pl.DataFrame) -> pl.DataFrame:
 # --- collect: who is swabbed into which tube ---------------------------------------------------
 
 def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, pool_size: int,
-              prevalence: float, rng: np.random.Generator, d_idx: int = 0):
+              prevalence: float, rng: np.random.Generator, d_idx: int = 0, sampling_hours: float = SAMPLING_HOURS):
     n = people.height
     fixed = sites.filter(pl.col("kind") == "fixed").select("community", pl.col("site_id").alias("fixed_site"))
     home = sites.filter(pl.col("kind") == "home").select("subdistrict", pl.col("site_id").alias("home_site"))
@@ -489,7 +502,7 @@ def _sampling(people: pl.DataFrame, areas: pl.DataFrame, sites: pl.DataFrame, po
     members = members.with_columns(pl.Series("voided", _pick(members.height, 0.002, rng, 2 * least, ~members["extra"].to_numpy())))
     tubes = tubes.with_columns(pl.col("tube").is_in(over["tube"].implode()).alias("over_full"))
     # tube times: a morning peak between 06:00 and 21:30; an add each 40 s; seal a minute later
-    start_s = (rng.beta(2, 4, n_tubes) * 15.5 * 3600).astype(np.int64)
+    start_s = (rng.beta(2, 4, n_tubes) * sampling_hours * 3600).astype(np.int64)
     after_seal = _pick(n_tubes, 0.0005, rng, least)
     unsealed = _pick(n_tubes, 0.0002, rng, least, eligible=~after_seal)
     tubes = tubes.with_columns(pl.Series("start_s", start_s), pl.Series("add_after_seal", after_seal),

@@ -293,6 +293,43 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        9,
+        "result exports for the health-code platform: one row per export, the rows each delivered",
+        # an export is recorded (header and rows) in one transaction before its file is written;
+        # its file is always written again from these rows, so a re-run gives the same bytes.
+        # Only exports with rows are recorded (an empty one delivers nothing and pins no ``since``).
+        """
+        CREATE TABLE result_exports (
+            export_id INTEGER PRIMARY KEY,
+            since TIMESTAMPTZ NOT NULL UNIQUE,
+            until TIMESTAMPTZ NOT NULL,
+            rows BIGINT NOT NULL,
+            file_name VARCHAR NOT NULL,
+            content_sha256 VARCHAR NOT NULL,
+            parquet_sha256 VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            flow_run_id VARCHAR,
+            CHECK (until >= since),
+            CHECK (rows > 0)
+        );
+        CREATE TABLE result_export_rows (
+            export_id INTEGER NOT NULL,
+            round_id VARCHAR NOT NULL,
+            person_key UHUGEINT NOT NULL,
+            id_type VARCHAR NOT NULL,
+            id_number VARCHAR NOT NULL,
+            name VARCHAR,
+            result VARCHAR NOT NULL CHECK (result IN ('negative', 'positive', 'withdrawn')),
+            sampled_at TIMESTAMPTZ,
+            called_at TIMESTAMPTZ NOT NULL,
+            lab_id VARCHAR,
+            tube_barcode VARCHAR NOT NULL,
+            pooled BOOLEAN NOT NULL,
+            amends VARCHAR
+        );
+        """,
+    ),
 )
 
 #: Natural keys of the tables that reference feeds upsert into (later file wins, audited).

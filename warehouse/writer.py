@@ -635,3 +635,69 @@ def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFram
     finally:
         con.unregister("sent_reminders")
     return recorded
+
+
+# --- result exports for the health-code platform (migration 9) ---------------------------------
+
+@dataclass(frozen=True)
+class ResultExport:
+    """One recorded export: its window, rows, file and the hashes of its files' content."""
+
+    export_id: int
+    since: datetime
+    until: datetime
+    rows: int
+    file_name: str
+    content_sha256: str
+    parquet_sha256: str
+    created_at: datetime
+    flow_run_id: str | None
+
+
+_EXPORT = ("export_id, since, until, rows, file_name, content_sha256, parquet_sha256, created_at, flow_run_id")
+
+
+def find_result_export(con: duckdb.DuckDBPyConnection, since: datetime) -> ResultExport | None:
+    """The export recorded for ``since``, if any (a read)."""
+    rows = con.execute(f"SELECT {_EXPORT} FROM result_exports WHERE since = ?", [since]).fetchall()
+    return ResultExport(*rows[0]) if rows else None
+
+
+def record_result_export(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since: datetime,
+    until: datetime,
+    select_sql: str,
+    render: Callable[[duckdb.DuckDBPyConnection, int], tuple[str, str, str]],
+    run_id: str | None,
+) -> ResultExport | None:
+    """Record a new export in one transaction: the rows ``select_sql`` finds (parameters
+    ``since`` and ``until``: the domain rule, ``reporting.exports.NEW_RESULTS_SQL``), then its
+    header with the file name and the sha256 of the CSV and the Parquet file that
+    ``render(con, export_id)`` makes from the rows just recorded. The caller holds the write
+    slot; an export already recorded for ``since`` (by a concurrent run that got the slot first)
+    is returned as it is. Nothing to export: nothing recorded, ``None``."""
+    con.begin()
+    try:
+        found = find_result_export(con, since)
+        if found is not None:
+            con.rollback()
+            return found
+        (export_id,) = con.execute("SELECT coalesce(max(export_id), 0) + 1 FROM result_exports").fetchall()[0]
+        con.execute(f"INSERT INTO result_export_rows BY NAME SELECT $export_id AS export_id, * FROM ({select_sql})",
+                    {"export_id": export_id, "since": since, "until": until})
+        (rows,) = con.execute("SELECT count(*) FROM result_export_rows WHERE export_id = ?", [export_id]).fetchall()[0]
+        if rows == 0:
+            con.rollback()
+            return None
+        file_name, csv_sha256, parquet_sha256 = render(con, export_id)
+        con.execute(
+            f"INSERT INTO result_exports ({_EXPORT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [export_id, since, until, rows, file_name, csv_sha256, parquet_sha256, _now(), run_id])
+        export = find_result_export(con, since)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return export

@@ -83,10 +83,12 @@ def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, rec
     assert not {n for n in P.values() if n in json.dumps(events)}
 
     deadline = time.monotonic() + 60
-    while len(received) < 5 and time.monotonic() < deadline:
+    while len(received) < 6 and time.monotonic() < deadline:
         time.sleep(0.5)
     subjects = sorted(r["subject"] for r in received)
-    assert subjects == ["Positive pool TA", "Positive pool TC", "Positive pool TD",
+    # and at the latest fact (20:00, the round open) 黄浦区 has sent nothing since its box at 12:00
+    assert subjects == ["District 黄浦区 silent in round R1: no scan and no box for 2 h (last heard 04-04 12:00 +08:00)",
+                        "Positive pool TA", "Positive pool TC", "Positive pool TD",
                         "Positive single tube TS1", "Positive single tube TS2"]
     assert any("3 people" in r["body"] for r in received)
     from prefect.automations import Automation

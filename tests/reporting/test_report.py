@@ -139,7 +139,7 @@ def test_overdue_urgent_orders_are_marked_and_counted_per_district(called, tmp_p
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     section = html[html.index("<h2>Overdue urgent re-samples</h2>"):]
     # TA's three people were due 6 h after its call; by AS_OF (the next day 14:00) they are overdue
-    assert "⚠ OVERDUE" in html and '<tr class="overdue"><td class="l">黄浦区</td>' in section
+    assert "⚠ OVERDUE" in html and '<tr class="overdue"><td class="l"><span lang="zh">黄浦区</span></td>' in section
     for secret in [*P.values(), "张三", "13800138000"]:
         assert secret not in section
 
