@@ -88,7 +88,7 @@ def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str
         SELECT s.district, s.registered, coalesce(o.tubes_called, 0), coalesce(o.tubes_positive, 0), o.mean_people,
                (SELECT pool_size FROM r)
         FROM scope s LEFT JOIN observed o USING (district) ORDER BY s.district
-        """, {"rid": round_id, "as_of": as_of}).fetchall()
+        """, {"rid": round_id, **({"as_of": as_of} if need is None or calls is None else {})}).fetchall()
     sizes = validated_sizes(cfg.pool_policy.allowed_sizes)
     out = []
     for district, registered, called, positive, mean_people, current in rows:
