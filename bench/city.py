@@ -455,7 +455,7 @@ def plan_links(sim: Path) -> tuple[dict[str, list], list | None]:
     next_morning = False
     for f in files:
         row = [f.kind, str(f.path), f.label]
-        if f.kind not in EVENT_TIME:
+        if f.kind not in EVENT_TIME or f.kind == "stock":  # stock counts: reference-sized, taken with it
             links["reference and register"].append(row)
             continue
         next_morning = next_morning or "resample" in f.label

@@ -20,6 +20,7 @@ from lab.instruments import UnrecognisedExport, parse_export
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from lab.results import check_results
 from reporting.alerts import OutboxAlert, file_refused_alert, positive_alerts_of_file
+from reporting.stock import STOCK_REQUIRED, STOCK_UNIQUE_KEY, UNKNOWN_HOLDER, check_stock
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.register import COLUMNS as REGISTER_COLUMNS
 from sampling.register import UNIQUE_KEY as REGISTER_KEY
@@ -29,7 +30,7 @@ from sampling.scans import REQUIRED as SCAN_REQUIRED
 from sampling.scans import check_scans
 from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUIRED, check_sites, check_zones
 from tubetrail.config import Config
-from tubetrail.rules import LINE, Checked, StageRule
+from tubetrail.rules import LINE, Checked, StageRule, StageWarning
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
@@ -44,6 +45,8 @@ from warehouse.writer import (
     apply_results,
     apply_scans,
     apply_stage_rule,
+    apply_stock,
+    flag_staged,
     waiting_scans_settler,
     attach_stage,
     detach_stage,
@@ -68,6 +71,9 @@ class Feed:
     settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None
     #: what the file's facts raise (``reporting.alerts``), recorded in the file's transaction
     announce: Callable[[duckdb.DuckDBPyConnection, Config, str], list[OutboxAlert]] | None = None
+    #: a warning that needs the warehouse (run under the lock, with the derived views defined):
+    #: the rows are kept, the ledger counts them (``warehouse.writer.flag_staged``)
+    stage_warning: StageWarning | None = None
 
 
 FEEDS: dict[str, Feed] = {
@@ -86,6 +92,14 @@ FEEDS: dict[str, Feed] = {
         lambda raw, cfg, label: check_register(raw, phone_region=cfg.city.phone_region),
         apply_register(REGISTER_COLUMNS),
         REGISTER_KEY,
+    ),
+    "stock": Feed(
+        "stock",
+        STOCK_REQUIRED,
+        lambda raw, cfg, label: check_stock(raw, timezone=cfg.city.timezone),
+        apply_stock,
+        STOCK_UNIQUE_KEY,
+        stage_warning=UNKNOWN_HOLDER,
     ),
     "scans": Feed(
         "scans",
@@ -180,10 +194,13 @@ def take_file(
             with session() as con:
                 attach_stage(con, stage_path)
                 try:
-                    if feed.stage_rule is not None or feed.announce is not None or feed.settle is not None:
+                    if (feed.stage_rule is not None or feed.announce is not None or feed.settle is not None
+                            or feed.stage_warning is not None):
                         define_views(con, cfg)
                     if feed.stage_rule is not None:
                         apply_stage_rule(con, feed.stage_rule)
+                    if feed.stage_warning is not None and (flagged := flag_staged(con, feed.stage_warning)):
+                        warnings = {**warnings, feed.stage_warning.name: flagged}
                     return record_file(
                         con,
                         content_hash=digest,

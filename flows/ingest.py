@@ -21,13 +21,14 @@ from flows.alerts import publish_alerts, raise_timed_alerts
 from flows.dashboard import publish_dashboard
 from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
+from reporting.stock import stock_judged_at, stock_low_alerts
 from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
 from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
 from warehouse.inbox import InboxFile, discover, is_hidden, staging_in, staging_root_of
-from warehouse.writer import FileOutcome
+from warehouse.writer import FileOutcome, record_alerts
 
 
 @task(retries=2, retry_delay_seconds=2, task_run_name="take {file.label}")
@@ -60,6 +61,30 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
 
 
 CHAIN_KINDS = ("scans", "manifests", "receipts", "results")
+#: feeds of counts (reagents and consumables in hand): a run that takes them alone judges the stock rule
+STOCK_KINDS = ("stock",)
+
+
+@task(task_run_name="raise stock alerts")
+def raise_stock_alerts(config_path: str | None, warehouse: str | None) -> int:
+    """After stock files taken without chain files: the stock rule (``reporting.stock.stock_low_alerts``,
+    one of the timed rules) judged at the latest fact or count (``stock_judged_at``), its alerts
+    recorded in the outbox in one transaction under the write slot. Returns the alerts found."""
+    cfg = load_config(config_path).with_warehouse(warehouse)
+    with warehouse_write_guard(cfg)(), open_configured(cfg.warehouse, id_hash_key()) as con:
+        as_of = stock_judged_at(con)
+        if as_of is None:
+            return 0
+        define_views(con, cfg)
+        alerts = stock_low_alerts(con, cfg, as_of)
+        con.begin()
+        try:
+            record_alerts(con, alerts)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    return len(alerts)
 
 
 @task(task_run_name="summarise collect, deliver and test")
@@ -108,6 +133,8 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
         as_of = publish_chain_summary(config_path, warehouse)
         raise_timed_alerts(as_of, config_path, warehouse)  # overdue, lost, silent, over capacity: at the latest fact
+    elif any(o.kind in STOCK_KINDS and o.status == "accepted" for o in outcomes):
+        raise_stock_alerts(config_path, warehouse)  # a count alone may put an item under the minimum days
     published = publish_alerts("at the end", config_path, warehouse)
     if left_pending or published or any(o.status == "accepted" for o in outcomes):
         # the live dashboard of every round with facts, as of the latest fact (nothing new: unchanged)

@@ -498,3 +498,8 @@ TIMED_ALERT_RULES: list = [
 from reporting.daily import lab_over_capacity_alerts, silent_unit_alerts  # noqa: E402
 
 TIMED_ALERT_RULES += [silent_unit_alerts, lab_over_capacity_alerts]
+
+# --- stock (reporting/stock.py): reagents or consumables under [stock] min_days in hand --------------
+from reporting.stock import stock_low_alerts  # noqa: E402 - after the kinds it raises
+
+TIMED_ALERT_RULES.append(stock_low_alerts)

@@ -19,6 +19,8 @@ thousands of lines: counts, and per kind the top :data:`TOP_N` groups with the r
 * anomalies to chase: lost boxes; late and lost tubes by box, site and collector; tubes over
   capacity or zone policy and sealed-zone residents sampled at a site, by site and collector;
   refused tubes by lab, box and condition; every other anomaly counted by kind;
+* stock: per item the city's days of whole-population testing in hand and the worst holder's,
+  under ``[stock] min_days`` marked (``reporting.stock``);
 * alerts pending, or raised in the last :data:`RECENT_ALERT_HOURS` hours before ``as_of``;
 * where to look next: the artifact keys of the pools table, the summaries and the report.
 
@@ -47,6 +49,7 @@ from reporting.alerts import (
 from reporting.coverage import define_coverage_views
 from reporting.daily import daily_dashboard_lines
 from reporting.masking import define_masking_macros
+from reporting.stock import stock_dashboard_lines
 from tubetrail.config import Config
 from tubetrail.sql import sql_in_list, sql_text_list
 
@@ -378,8 +381,8 @@ DASHBOARD_SECTIONS: list[DashboardSection] = [
     lab_lines,
     # issue 14: per lab today's load, backlog, utilisation, TAT breaches; silent districts and labs
     daily_dashboard_lines,
-    # ── merge point (issue 14): the lead adds here
-    #    stock_dashboard_lines (reagents and consumables: days of whole-population testing in hand)
+    # issue 14: reagents and consumables, days of whole-population testing in hand (reporting.stock)
+    stock_dashboard_lines,
     invalid_plate_lines,
     anomaly_lines,
     alert_lines,

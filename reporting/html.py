@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 SECTIONS = ("Headline", "Workbook", "Coverage by district", "Worst grids", "Grid heat table",
             "Sampling throughput by hour", "Turnaround time per link", "Key-group cycles", "Lab load against capacity",
             "Anomalies by kind", "Positive pools", "Overdue urgent re-samples")
+# stock and capacity, pool-size advice (reporting/plan.py: ``figures.plan``)
+SECTIONS = (*SECTIONS, "Stock and capacity", "Pool-size advice")
 HEAT_CELLS_PER_DISTRICT = 80
 #: issue 14: the daily and zero report (日报告、零报告); "Lab load against capacity" is per day
 SECTIONS = SECTIONS + ("Daily report",)

@@ -14,6 +14,9 @@
 * ``district_orders.parquet``: the orders with their person's district (for a visitor outside
   the register, the district of the site that sampled them) and ``fulfilled``, by district: the
   input of the district packs;
+* ``stock.parquet`` (``reporting.stock``: per holder and item, and the city's total, last count,
+  used since, in hand, need per round, days of whole-population testing in hand, under the
+  minimum) and ``pool_advice.parquet`` (``sampling.pool_advice``: Dorfman, per district);
 * ``report.xlsx`` (``reporting.workbook``): the aggregate tables for the command's Excel
   users, one sheet per table of :func:`workbook_sheets`;
 * ``report.html`` (``reporting.html``): aggregate and masked only; it links ``report.xlsx``.
@@ -80,6 +83,8 @@ class ReportFigures:
     key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
     #: report.xlsx: data rows per sheet, in the workbook's order
     sheets: dict[str, int] = field(default_factory=dict)
+    #: the capacity plan of the round at the report's time (``reporting.plan``: figures only)
+    plan: dict = field(default_factory=dict)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
@@ -188,6 +193,17 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.statuses = dict(frames["person_status"].group_by("status").len().sort("status").iter_rows())
     figures.orders = dict(frames["resample_orders"].group_by("reason").len().sort("reason").iter_rows())
     figures.anomalies = dict(frames["anomalies"].group_by("kind").len().sort("kind").iter_rows())
+    # --- stock and capacity, pool-size advice (reporting/plan.py, reporting/stock.py, sampling/pool_advice.py):
+    # ``stock.parquet`` and ``pool_advice.parquet``, kept in ``frames`` (``stock``, ``pool_advice``) and
+    # the plan's figures in ``figures.plan`` for report.html and the workbook
+    from reporting.plan import capacity_plan
+
+    plan = capacity_plan(con, cfg, round_id, as_of, calls=calls)
+    frames["stock"] = city_times(plan.stock, cfg.city.timezone)
+    frames["pool_advice"] = plan.advice
+    figures.plan = plan.figures
+    put("stock", frames["stock"])
+    put("pool_advice", frames["pool_advice"])
     figures.sheets = write_workbook(out / WORKBOOK, workbook_sheets(frames), as_of=as_of, timezone=cfg.city.timezone,
                                     title=f"tubetrail · round {round_id} · report")
     figures.files.append(WORKBOOK)
@@ -211,6 +227,9 @@ def workbook_sheets(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         "coverage by grid": grids.select(GRID_SHEET_COLUMNS),
         # issue 14: every lab's load per day of the round
         "lab load": frames["lab_load"].select(LAB_LOAD_COLUMNS),
+        # issue 14: reagents and consumables per holder and item (days in hand), pool-size advice per district
+        "stock": frames["stock"],
+        "pool-size advice": frames["pool_advice"],
     }
 
 

@@ -63,6 +63,20 @@ def round_open_at(con: duckdb.DuckDBPyConnection, when: datetime) -> str | None:
     return rows[0][0] if rows else None
 
 
+def round_in_view(con: duckdb.DuckDBPyConnection, when: datetime) -> tuple[str, str] | None:
+    """The round a capacity plan or a stock judgement at ``when`` is about, and why: the round
+    open at ``when``; else the latest that had started by then; else the latest of all (a plan
+    made before any round started). None: no round at all."""
+    rows = con.execute(
+        """SELECT round_id, CASE WHEN starts_at <= $w AND $w < ends_at THEN 'open at as_of'
+                                 WHEN starts_at <= $w THEN 'the latest round (none open at as_of)'
+                                 ELSE 'the latest round (none started by as_of)' END
+           FROM rounds
+           ORDER BY (starts_at <= $w AND $w < ends_at) DESC, (starts_at <= $w) DESC, starts_at DESC, round_id
+           LIMIT 1""", {"w": when}).fetchall()
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
 #: The rule "which round does a scan belong to", as SQL over ``incoming`` (the file's checked
 #: scans with ``person_key``): the round whose window holds the scan; else, for a single tube
 #: (capacity 1) of a person with a re-sampling order, that order's (latest) round; else a seal

@@ -20,13 +20,20 @@ import duckdb
 
 
 def define_route_views(con: duckdb.DuckDBPyConnection) -> None:
+    # the zone in force per grid at ``as_of``: the latest ``since`` not after it (no time: always)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO grid_zone(as_of) AS TABLE
+        SELECT grid, arg_max(zone, coalesce(since, TIMESTAMPTZ '-infinity')) AS zone
+        FROM zones WHERE coalesce(since, TIMESTAMPTZ '-infinity') <= as_of
+        GROUP BY grid
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP MACRO sampling_route(as_of) AS TABLE
         WITH zone_now AS (
-            SELECT grid, arg_max(zone, coalesce(since, TIMESTAMPTZ '-infinity')) AS zone
-            FROM zones WHERE coalesce(since, TIMESTAMPTZ '-infinity') <= as_of
-            GROUP BY grid
+            SELECT grid, zone FROM grid_zone(as_of)
         ), community_sites AS (
             SELECT DISTINCT district, community FROM sites WHERE kind <> 'home'
         )

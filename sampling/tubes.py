@@ -28,6 +28,19 @@ from tubetrail.config import PoolPolicyConfig
 
 def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) -> None:
     sealed_single = "TRUE" if policy.sealed == "single" else "FALSE"
+    # the pool-size policy by zone itself, for one person: the tube size the policy allows them
+    # (NULL: one tube for their household, a sealed zone's rule); ``tube_policy`` judges tubes
+    # with it, ``scope_need`` (sampling/need.py) counts the tubes a whole round needs with it
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO zone_pool_size(key_group, zone, household_id, round_size) AS
+        CASE WHEN key_group IS NOT NULL THEN {policy.key_group_size}
+             WHEN zone = 'sealed' AND (household_id IS NULL OR {sealed_single}) THEN 1
+             WHEN zone = 'controlled' THEN {policy.controlled_size}
+             WHEN zone = 'sealed' THEN NULL
+             ELSE round_size END
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP VIEW tube_members AS
@@ -86,11 +99,7 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
             SELECT mem.*, z.zone FROM mem ASOF LEFT JOIN z ON mem.grid = z.grid AND mem.added_at >= z.since
         )
         SELECT mz.round_id, mz.tube_barcode,
-               min(CASE WHEN mz.key_group IS NOT NULL THEN {policy.key_group_size}
-                        WHEN mz.zone = 'sealed' AND (mz.household_id IS NULL OR {sealed_single}) THEN 1
-                        WHEN mz.zone = 'controlled' THEN {policy.controlled_size}
-                        WHEN mz.zone = 'sealed' THEN NULL
-                        ELSE r.pool_size END) AS allowed_size,
+               min(zone_pool_size(mz.key_group, mz.zone, mz.household_id, r.pool_size)) AS allowed_size,
                bool_or(mz.zone = 'sealed') AS sealed_zone,
                count(*) FILTER (WHERE mz.zone = 'sealed') AS sealed_members,
                count(DISTINCT mz.household_id) FILTER (WHERE mz.zone = 'sealed') AS sealed_households

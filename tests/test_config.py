@@ -64,3 +64,14 @@ def test_the_shipped_file_holds_every_key_at_its_default():
     defaults = asdict(Config())
     assert {section: set(values) for section, values in doc.items()} == {
         section: set(values) for section, values in defaults.items()}
+
+
+def test_stock_defaults_and_wrong_values():
+    cfg = Config()
+    assert (cfg.stock.min_days, cfg.stock.wells_per_plate, cfg.stock.tubes_per_box, cfg.stock.depots) == (7.0, 96, 100, ())
+    assert parse_config({"stock": {"depots": ["市级仓库"], "min_days": 3}}).stock.depots == ("市级仓库",)
+    for doc, key in (({"stock": {"min_days": 0}}, "stock.min_days"), ({"stock": {"wells_per_plate": 2}}, "stock.wells_per_plate"),
+                     ({"stock": {"tubes_per_box": 0}}, "stock.tubes_per_box"), ({"stock": {"depots": [" "]}}, "stock.depots"),
+                     ({"stock": {"depots": "x"}}, "stock.depots: expected a list")):
+        with pytest.raises(ConfigError, match=key):
+            parse_config(doc)

@@ -400,3 +400,29 @@ def test_tat_is_judged_by_the_times_things_happened(ingested):
     assert (tat["published_at"] >= tat["called_at"]).all()
     assert tat["published_at"].max() <= as_of
     assert 0 <= tat["called_to_published"].min() and tat["called_to_published"].max() < 24
+
+
+def test_the_simulated_stock_counts_a_delivery_a_bad_row_an_unknown_holder_and_one_item_short(city, ingested):
+    from dataclasses import replace
+
+    from reporting.stock import UNKNOWN_HOLDER, stock_frame
+
+    truth = json.loads((city / "_truth.json").read_text())["stock"]
+    cfg, outcomes = ingested
+    stock = [o for o in outcomes if o.kind == "stock"]
+    assert [o.status for o in stock] == ["accepted", "accepted"]
+    assert sum(o.rows_read for o in stock) == truth["rows"] and sum(o.rows_quarantined for o in stock) == 1
+    assert stock[0].quarantined_by_reason == {"quantity not a whole number of 0 or more": 1}
+    # this run's configuration names no depot: the depot's six rows are unknown holders too
+    assert stock[0].warnings == {UNKNOWN_HOLDER.name: 6 + len(truth["unknown_holders"])}
+    cfg = replace(cfg, stock=replace(cfg.stock, depots=(truth["depot"],)))
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg)
+        frame = stock_frame(con, cfg, "R20220404", datetime.fromisoformat("2022-04-05T12:00:00+08:00"))
+    under = frame.filter(pl.col("under_minimum")).select("holder", "item").rows()
+    assert [list(r) for r in under] == truth["under_minimum"]
+    assert frame.filter(pl.col("holder_kind") == "unknown")["holder"].unique().to_list() == truth["unknown_holders"]
+    districts = frame.filter((pl.col("holder_kind") == "district") & (pl.col("item") == "swab"))
+    assert districts.height == 16 and districts["counted_at"].unique().to_list() == [
+        datetime.fromisoformat("2022-04-04T14:00:00+08:00")]  # the delivery is the last count
+    assert (districts["used_since"] > 0).all()  # re-samples the next morning used swabs after it

@@ -302,6 +302,85 @@ def report(
     console.print(f"open {(out / 'report.html').resolve()}")
 
 
+# --- tubetrail plan (issue 14: capacity and stock, reporting/plan.py) -------------------------------
+@app.command()
+def plan(
+    ctx: typer.Context,
+    round_id: Annotated[Optional[str], typer.Option("--round", help="round id (default: the round open at --as-of, "
+                                                                     "else the latest)")] = None,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge at this ISO time (default now)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON, nothing else")] = False,
+) -> None:
+    """Capacity and stock: tubes the scope needs at its zones' pool sizes, the labs' combined daily capacity,
+    hours to test everyone, reagents and consumables in hand as days of whole-population testing, pool-size
+    advice. Exit 1 when an item of the city or of a holder is under [stock] min_days (a stock_low alert)."""
+    from datetime import timezone
+
+    from flows.plan import plan_capacity
+    from reporting.plan import PlanRefused
+
+    state: State = ctx.obj
+    cfg = state.config()
+    # the command's clock is the one place the wall clock enters: everything is judged there
+    when = parse_cli_time(as_of, cfg.city.timezone) if as_of else datetime.now(timezone.utc)
+    if round_id is not None:  # a usage error, told before any flow runs (one line, no failed run)
+        from warehouse.connection import open_configured
+
+        with open_configured(cfg.warehouse, id_hash_key()) as con:
+            known = con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall()
+        if not known:
+            errors.print(f"round {round_id} is not open in this warehouse", soft_wrap=True, markup=False,
+                         highlight=False)
+            raise typer.Exit(EXIT_USAGE)
+    try:
+        figures = plan_capacity(round_id, when, state.config_path, cfg.warehouse.path)
+    except PlanRefused as exc:
+        errors.print(f"{exc}", soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(figures, ensure_ascii=False, indent=1) + "\n")
+    else:
+        _print_plan(figures)
+    raise typer.Exit(EXIT_REFUSED if figures["under_minimum"] else 0)
+
+
+def _print_plan(f: dict) -> None:
+    scope = f["scope"] if isinstance(f["scope"], str) else ", ".join(f["scope"])
+    console.print(f"[bold]Round {f['round_id'] or '(none)'}[/bold] ({f['round_choice']}), as of {f['as_of']}; "
+                  f"scope: {scope}, pool size {f['pool_size']}")
+    need = Table("registered", "tubes needed", "pooled", "single", "labs' daily capacity", "hours to test everyone",
+                 title="One whole-population round")
+    need.add_row(f"{f['registered']:,}", f"{f['tubes']:,}", f"{f['tubes_pooled']:,}", f"{f['tubes_single']:,}",
+                 f"{f['daily_capacity_tubes']:,}" + (f" ({f['labs_without_capacity']} lab(s) without)"
+                                                     if f["labs_without_capacity"] else ""),
+                 f"{f['hours_to_test']:,.1f}" if f["hours_to_test"] is not None else "– (no capacity known)")
+    console.print(need)
+    stock = Table("item", "city: days", "city: in hand", "need per round", "counted", "worst holder", "its days",
+                  title=f"Days of whole-population testing in hand (minimum {f['min_days']:g})")
+
+    def days(value, under) -> str:
+        return "–" if value is None else (f"[bold red]{value:.1f} ⚠[/bold red]" if under else f"{value:.1f}")
+
+    for s in f["stock"]:
+        if s["in_hand"] is None:
+            stock.add_row(s["item"], "no count", "–", "–", "–", "–", "–")
+            continue
+        stock.add_row(s["item"], days(s["days_in_hand"], s["under_minimum"]), f"{s['in_hand']:,} {s['unit']}",
+                      f"{s['need_per_round']:,.0f}" if s["need_per_round"] is not None else "–", s["counted_at"],
+                      s["worst_holder"] or "–", days(s["worst_days_in_hand"], s["worst_under_minimum"]))
+    console.print(stock)
+    advice = Table("district", "positivity", "pool size now", "best", "tests saved per round", "advice",
+                   title="Pool-size advice (Dorfman; advice only)")
+    for a in f["pool_advice"]:
+        advice.add_row(a["district"], f"{100 * a['positivity']:.3f} %" if a["positivity"] is not None else "–",
+                       str(a["current_size"]), str(a["best_size"] or "–"),
+                       f"{a['tests_saved_per_round']:,}" if a["tests_saved_per_round"] is not None else "–", a["advice"])
+    console.print(advice)
+    if f["under_minimum"]:
+        errors.print("[bold red]under the minimum:[/bold red] " + ", ".join(
+            f"{u['item']} at {u['holder']} ({u['days_in_hand']:.1f} days)" for u in f["under_minimum"]))
+
+
 sms_app = typer.Typer(help="SMS reminders to the untested.", no_args_is_help=True)
 app.add_typer(sms_app, name="sms")
 
@@ -497,6 +576,13 @@ def demo(
     served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n\n'
                              f'[report]\nlink_base = "{report_base}"\n\n'
                              f'[sms]\nrate_per_second = 1000.0\n', encoding="utf-8")
+    # the simulated city's depot holds stock ([stock] depots); the waves are taken with this
+    # configuration too unless one was given, so its counts are a depot's, not an unknown holder's
+    depot = json.loads((city / "_truth.json").read_text(encoding="utf-8")).get("stock", {}).get("depot")
+    if depot:
+        with served_config.open("a", encoding="utf-8") as conf:
+            conf.write(f'\n[stock]\ndepots = ["{depot}"]\n')
+    ingest_config = state.config_path or os.environ.get("TUBETRAIL_CONFIG") or str(served_config)
     serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
     pid, served_now = ensure_served(workdir, serve_env)
     console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
@@ -515,7 +601,7 @@ def demo(
 
             def take(label: str, folder: Path) -> None:
                 nonlocal refused
-                outcomes = ingest_inbox(str(folder), state.config_path, cfg.warehouse.path, label=f"wave {label}")
+                outcomes = ingest_inbox(str(folder), ingest_config, cfg.warehouse.path, label=f"wave {label}")
                 refused += sum(o.status == "refused" for o in outcomes)
 
             def shown(n: int, total: int, label: str, files: int) -> None:
@@ -537,6 +623,10 @@ def demo(
     # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
     next_noon = report_time(datetime.fromisoformat(truth["end"]), cfg.city.timezone)
     reported = round_report(truth["id"], str(workdir / "report"), next_noon, str(served_config), cfg.warehouse.path)
+    # the capacity plan at the same time: the artifact capacity-plan, and the stock alerts it finds
+    from flows.plan import plan_capacity
+
+    planned = plan_capacity(truth["id"], next_noon, str(served_config), cfg.warehouse.path)
     console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
     console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
                   f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
@@ -549,6 +639,12 @@ def demo(
     console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
                   f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
                   f"(kept in {alerts_file})")
+    console.print(f"Capacity plan (artifact 'capacity-plan'): {planned['tubes']:,} tubes for everyone, "
+                  f"{planned['hours_to_test']} h at the labs' {planned['daily_capacity_tubes']:,} a day; "
+                  + (f"under {planned['min_days']:g} days in hand: " + ", ".join(
+                      f"{u['item']} at {u['holder']}" for u in planned["under_minimum"])
+                     + " (stock_low alerts; `tubetrail plan` exits 1)" if planned["under_minimum"]
+                     else "every item above the minimum days in hand"))
     console.print(f"Deployments: {PREFECT_UI}/deployments (nightly-report, reminder-sweep, ingest-inbox; "
                   f"served by pid {pid}, log {workdir / 'serve.log'})")
     console.print(f"Warehouse: {state.warehouse}")

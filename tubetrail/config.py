@@ -238,6 +238,34 @@ class ScaleConfig:
                 raise ConfigError(f"{prefix}.{key}: must be at least 1")
 
 
+# --- stock and capacity (issue 14: the stock/ feed, `tubetrail plan`, stock.parquet) -------------------
+@dataclass(frozen=True)
+class StockConfig:
+    """Reagents and consumables in hand, judged as days of whole-population testing
+    (``reporting/stock.py``): one whole-population round a day (全员核酸), so days in hand are what
+    is in hand ÷ one round's need."""
+
+    #: fewer days in hand than this is a ``stock_low`` alert and makes ``tubetrail plan`` exit 1
+    min_days: float = 7.0
+    #: wells of one PCR plate; two of them are the controls (PC, NC), the rest hold tubes
+    wells_per_plate: int = 96
+    #: tubes one transport box holds
+    tubes_per_box: int = 100
+    #: names of depot holders (仓库) in the stock/ feed: their stock is not consumed by facts and
+    #: is judged against the whole city's need
+    depots: tuple[str, ...] = ()
+
+    def validate(self, prefix: str) -> None:
+        if self.min_days <= 0:
+            raise ConfigError(f"{prefix}.min_days: must be positive")
+        if self.wells_per_plate < 3:
+            raise ConfigError(f"{prefix}.wells_per_plate: must be at least 3 (two controls and a tube)")
+        if self.tubes_per_box < 1:
+            raise ConfigError(f"{prefix}.tubes_per_box: must be at least 1")
+        if any(not d.strip() for d in self.depots):
+            raise ConfigError(f"{prefix}.depots: a depot name must not be empty")
+
+
 @dataclass(frozen=True)
 class Config:
     city: CityConfig = field(default_factory=CityConfig)
@@ -251,6 +279,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    stock: StockConfig = field(default_factory=StockConfig)
     #: key group -> test cycle in days (重点人群检测周期)
     key_groups: dict[str, float] = field(
         default_factory=lambda: {"medical": 7.0, "courier": 2.0, "cold_chain": 2.0}

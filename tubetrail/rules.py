@@ -62,6 +62,16 @@ class StageRule:
     hold_column: str | None = None
 
 
+@dataclass(frozen=True)
+class StageWarning:
+    """A warning that needs the warehouse: ``condition`` is SQL over a staged row's columns (the
+    derived views defined), true on the rows that get the warning ``name``. The rows are kept;
+    the ledger counts them among the file's warnings (the stock feed's unknown holder)."""
+
+    name: str
+    condition: str
+
+
 def blank(column: str) -> pl.Expr:
     """True where the text column is null or only white space."""
     return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")

@@ -117,6 +117,7 @@ def simulate_city(
     counts[0] += residents - counts.sum()
     offset = 0
     hours_per_file = 1 if residents >= 100_000 else 4
+    needs: dict[str, dict[str, int]] = {}  # per district: one whole-population round (the stock counts)
     for d_idx, (code, n_d) in enumerate(zip(weights["district_code"].to_list(), counts)):
         base = 0.05 + 0.9 * offset / max(residents, 1)
         say(f"district {code}: register", base)
@@ -127,6 +128,7 @@ def simulate_city(
         people = _people(int(n_d), d_areas, d_rng, offset, d_idx)
         register, part["register"], valid = _register_files(people, d_rng, d_idx)
         people = people.with_columns(pl.col("i").is_in(valid["i"].implode()).alias("registered"))
+        needs[code] = _stock_need(people, pool_size)
         for name, frame in register:
             write("register", f"{name}_{code}", frame, file_format)
         say(f"district {code}: scans", base + 0.3 * n_d / residents)
@@ -140,6 +142,7 @@ def simulate_city(
         del events
         say(f"district {code}: boxes, results, re-samples", base + 0.6 * n_d / residents)
         (manifests, receipts), part["custody"], tubes = _custody(tubes, labs, d_rng, d_idx)
+        needs[code]["boxes_packed"] = manifests["box_id"].n_unique()
         # boxes and receipts reach the inbox as they happen: one file per district and period
         for kind, frame, column in (("manifests", manifests, "packed_at"), ("receipts", receipts, "received_at")):
             for (period,), chunk in _by_period(frame, column, hours_per_file).items():
@@ -155,6 +158,7 @@ def simulate_city(
         _merge_truth(truth, part)
         offset += int(n_d)
 
+    truth["stock"] = _write_stock(write, needs, labs, areas)
     truth["files"] = files
     (out / "_truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     say("done", 1.0)
@@ -180,6 +184,77 @@ def _pick(n: int, rate: float, rng: np.random.Generator, minimum: int = 1, eligi
     if k:
         mask[rng.choice(pool, k, replace=False)] = True
     return mask
+
+
+# --- stock: reagents and consumables (the stock/ feed) -----------------------------------------
+
+#: the depot the simulated city counts (``[stock] depots`` must name it; the demo's configuration does)
+STOCK_DEPOT = "市物资储备库"
+#: a holder the warehouse does not know: kept with a warning
+STOCK_UNKNOWN_HOLDER = "L99"
+STOCK_COUNTED_AT = datetime(2022, 4, 4, 5, 30, tzinfo=SH)
+STOCK_DELIVERED_AT = datetime(2022, 4, 4, 14, 0, tzinfo=SH)
+#: reactions per kit
+KIT_TESTS = {"reagent_kit": 48, "extraction_kit": 32}
+
+
+def _stock_need(people: pl.DataFrame, pool_size: int) -> dict[str, int]:
+    """One whole-population round of a district's registered people at DESIGN §8's pool sizes
+    (key groups single, a sealed household one tube, controlled 5, else the round's): what the
+    stock counts are sized against. No random draw: the city's other files stay as they were."""
+    reg = people.filter(pl.col("registered"))
+    size = (pl.when(pl.col("key_group").is_not_null()).then(1)
+            .when(pl.col("zone") == "sealed").then(None)
+            .when(pl.col("zone") == "controlled").then(5)
+            .otherwise(pool_size))
+    groups = reg.group_by(pl.col("grid"), size.alias("size"),
+                          pl.when(pl.col("zone") == "sealed").then(pl.col("household_id")).alias("household")).len()
+    groups = groups.with_columns(
+        pl.when(pl.col("size").is_null()).then(1).otherwise((pl.col("len") + pl.col("size") - 1) // pl.col("size")).alias("tubes"),
+        (pl.col("size").fill_null(pl.col("len")) > 1).alias("pooled"))
+    return {"swab": reg.height, "tube_pooled": int(groups.filter(pl.col("pooled"))["tubes"].sum()),
+            "tube_single": int(groups.filter(~pl.col("pooled"))["tubes"].sum())}
+
+
+def _write_stock(write: Callable[[str, str, pl.DataFrame], None], needs: dict[str, dict[str, int]],
+                 labs: pl.DataFrame, areas: pl.DataFrame) -> dict:
+    """Counts before the sites open (05:30) and a delivery during the round (14:00): each
+    district's swabs and tubes for 12 days of its people and boxes for 12 days of its packing
+    (the delivery brings swabs and tubes to 16 days), each lab's kits for 9 days of its capacity,
+    and the depot 10 days of the city. Lab L02's extraction kits last only one day of its
+    capacity: clearly under the minimum (the stock alert; ``tubetrail plan`` exits 1). One row of
+    an unknown lab (a warning) and one negative count (quarantined)."""
+    names = dict(areas.select("district_code", "district").unique().iter_rows())
+    at, delivered = STOCK_COUNTED_AT.isoformat(), STOCK_DELIVERED_AT.isoformat()
+    rows: list[tuple] = []
+    delivery: list[tuple] = []
+    city = {item: 0 for item in ("swab", "tube_pooled", "tube_single", "box")}
+    for code, need in needs.items():
+        # the simulated sites pack a box per site and hour, far more than tubes ÷ 100
+        boxes = max(need["boxes_packed"], math.ceil((need["tube_pooled"] + need["tube_single"]) / 100))
+        need = {"swab": need["swab"], "tube_pooled": need["tube_pooled"], "tube_single": need["tube_single"],
+                "box": boxes}
+        for item, n in need.items():
+            rows.append((at, names[code], item, 12 * n, 1))
+            city[item] += n
+        delivery += [(delivered, names[code], item, 16 * need[item], 1) for item in ("swab", "tube_pooled", "tube_single")]
+    for lab, capacity in labs.select("lab_id", "daily_capacity_tubes").iter_rows():
+        reactions = capacity + 2 * math.ceil(capacity / 94)
+        for item, per_kit in KIT_TESTS.items():
+            days = 1 if (lab, item) == ("L02", "extraction_kit") else 9
+            rows.append((at, lab, item, math.ceil(days * reactions / per_kit), per_kit))
+    tubes = city["tube_pooled"] + city["tube_single"]
+    city_reactions = tubes + 2 * math.ceil(tubes / 94)
+    for item, n in {**city, "reagent_kit": city_reactions, "extraction_kit": city_reactions}.items():
+        per_kit = KIT_TESTS.get(item, 1)
+        rows.append((at, STOCK_DEPOT, item, math.ceil(10 * n / per_kit), per_kit))
+    rows.append((at, STOCK_UNKNOWN_HOLDER, "reagent_kit", 20, 48))
+    rows.append((at, labs["lab_id"][0], "swab", -40, 1))  # a count cannot be negative: quarantined
+    schema = {"at": pl.Utf8, "holder": pl.Utf8, "item": pl.Utf8, "quantity": pl.Int64, "tests_per_unit": pl.Int64}
+    write("stock", "stock_0530", pl.DataFrame(rows, schema=schema, orient="row"))
+    write("stock", "stock_1400_delivery", pl.DataFrame(delivery, schema=schema, orient="row"))
+    return {"rows": len(rows) + len(delivery), "quarantined": 1, "unknown_holders": [STOCK_UNKNOWN_HOLDER],
+            "depot": STOCK_DEPOT, "under_minimum": [["L02", "extraction_kit"]], "sized_per_round": city}
 
 
 # --- the city ---------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from lab.calling import define_calling_views
 from lab.custody import define_custody_views
 from lab.orders import define_order_views
 from reporting.status import define_status_views
+from reporting.stock import define_stock_views
+from sampling.need import define_need_views
 from sampling.routes import define_route_views
 from sampling.tubes import define_tube_views
 from tubetrail.config import Config
@@ -33,6 +35,8 @@ def define_views(con: duckdb.DuckDBPyConnection, cfg: Config, *, snapshot: bool 
     define_calling_views(con, cfg.assay)
     define_order_views(con, cfg.resample)
     define_status_views(con)
+    define_need_views(con, cfg.pool_policy)
+    define_stock_views(con, cfg.stock)
     if snapshot:
         for name in SNAPSHOT_VIEWS:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_snapshot AS SELECT * FROM {name}")

@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 
 from tubetrail.rules import LINE, WARNING_PREFIX, Checked
 
-#: feed kinds in dependency order: reference data, the register, then the chain
-KINDS = ("sites", "labs", "zones", "register", "scans", "manifests", "receipts", "results")
+#: feed kinds in dependency order: reference data, the register, then the chain (stock counts
+#: after labs and the register, whose lab ids and districts name their holders)
+KINDS = ("sites", "labs", "zones", "register", "stock", "scans", "manifests", "receipts", "results")
 
 REJECT_SCHEMA = {LINE: pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
 
@@ -179,7 +180,9 @@ def content_hash(path: Path) -> str:
 
 
 #: the event time of each chain kind, by which its files are ordered
-EVENT_TIME = {"scans": "scanned_at", "manifests": "packed_at", "receipts": "received_at", "results": "finished_at"}
+EVENT_TIME = {"scans": "scanned_at", "manifests": "packed_at", "receipts": "received_at", "results": "finished_at",
+              # a count is a fact of its time: a delivery counted at noon is taken in the noon of a replay
+              "stock": "at"}
 
 
 def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "Asia/Shanghai") -> list[InboxFile]:

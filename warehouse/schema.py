@@ -278,6 +278,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (
+        8,
+        "stock counts: reagents and consumables per holder (lab, district, depot) and item, as counted",
+        """
+        CREATE TABLE stock_counts (
+            counted_at TIMESTAMPTZ NOT NULL,
+            holder VARCHAR NOT NULL,
+            item VARCHAR NOT NULL,
+            quantity BIGINT NOT NULL CHECK (quantity >= 0),
+            tests_per_unit BIGINT NOT NULL CHECK (tests_per_unit > 0),
+            source_hash VARCHAR NOT NULL,
+            source_line BIGINT,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+    (
         9,
         "result exports for the health-code platform: one row per export, the rows each delivered",
         # an export is recorded (header and rows) in one transaction before its file is written;
@@ -322,4 +338,6 @@ UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "labs": ("lab_id",),
     "zones": ("grid", "since"),
     "register": ("person_key",),
+    # a count re-sent (same holder, item and time) is taken once: the later file wins, audited
+    "stock_counts": ("holder", "item", "counted_at"),
 }

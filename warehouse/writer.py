@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
-from tubetrail.rules import LINE, WARNING_PREFIX, StageRule
+from tubetrail.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
 from warehouse.schema import UPSERT_KEYS
 
 if TYPE_CHECKING:
@@ -178,6 +178,16 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
     con.execute("DROP TABLE incoming; DROP TABLE ruled")
 
 
+def flag_staged(con: duckdb.DuckDBPyConnection, warning: StageWarning) -> int:
+    """Mark the staged rows (a scratch database, not the warehouse) that get a warning needing
+    the warehouse: a ``warning: <name>`` column, true where ``warning.condition`` holds. The rows
+    are kept. Returns how many got it."""
+    column = f"{WARNING_PREFIX}{warning.name}".replace('"', "'")
+    con.execute(f"""CREATE OR REPLACE TABLE {STAGE}.accepted AS
+                    SELECT *, coalesce(({warning.condition}), FALSE) AS "{column}" FROM {STAGE}.accepted""")
+    return int(con.sql(f'SELECT count(*) FILTER (WHERE "{column}") FROM {STAGE}.accepted').fetchall()[0][0])
+
+
 def record_file(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -321,6 +331,21 @@ def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.Duck
         )
 
     return apply
+
+
+def apply_stock(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+    """Stock counts are facts keyed by holder, item and time (the feed's ``at``, a word SQL
+    reserves, kept as ``counted_at``): a count sent again is taken once; a later file that gives
+    it another quantity wins, and the amendment is audited."""
+    upsert_with_audit(
+        con,
+        table="stock_counts",
+        source_sql='SELECT "at" AS counted_at, holder, item, quantity, tests_per_unit, source_line FROM staged',
+        columns=("counted_at", "holder", "item", "quantity", "tests_per_unit"),
+        content_hash=content_hash,
+        run_id=run_id,
+        reason="a count sent again (same holder, item and time) with another quantity: the later file wins",
+    )
 
 
 def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:

@@ -66,7 +66,7 @@ def test_the_page_links_its_workbook_and_is_readable_without_colour(called, tmp_
     assert '<a href="report.xlsx" download' in workbook
     assert re.findall(r'<td class="l">([^<]+)</td><td>([\d,]+)</td>', workbook) == [
         ("daily report", "4"), ("coverage by district", "2"), ("worst grids", "1"), ("coverage by grid", "1"),
-        ("lab load", "2")]
+        ("lab load", "2"), ("stock", "0"), ("pool-size advice", "1")]
     svgs = re.findall(r"<svg\b[^>]*>\s*<title>([^<]+)</title>", html)
     assert svgs == ["Coverage by district, lowest first", "People sampled per hour", "Lab load against daily capacity"]
     assert html.count("<svg") == len(svgs) == html.count('role="img"')

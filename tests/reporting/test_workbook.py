@@ -115,7 +115,7 @@ def test_the_reports_workbook(called, tmp_path):
     assert "report.xlsx" in figures.files
     # the daily report: 04-04 and 04-05 for 黄浦区 and L1; the lab load: L1 on both days
     assert figures.sheets == {"daily report": 4, "coverage by district": 2, "worst grids": 1, "coverage by grid": 1,
-                              "lab load": 2}
+                              "lab load": 2, "stock": 0, "pool-size advice": 1}  # no stock counted in this round
     book = openpyxl.load_workbook(path)
     assert book.sheetnames == list(figures.sheets)
     sheets = {s.title: [[c.value for c in row] for row in s.iter_rows()] for s in book.worksheets}
