@@ -137,7 +137,7 @@ def child_report(spec: dict) -> dict:
     return {"snapshot_s": snap - start, "write_report_s": done - snap, "district_packs_s": time.perf_counter() - done,
             "registered": city.get("registered"), "sampled": city.get("sampled"), "coverage": city.get("coverage"),
             "statuses": dict(figures.statuses), "orders": dict(figures.orders), "files": len(figures.files),
-            "districts": len(packs), "worklists": sum(p.worklists for p in packs)}
+            "districts": len(packs), "worklists": sum(p.worklists for p in packs), "parts_s": dict(figures.timings)}
 
 
 PK = "(person_key & 9223372036854775807::UHUGEINT)::BIGINT"
@@ -542,6 +542,14 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
     return fig
 
 
+def report_parts(v: dict) -> list[tuple[str, float, float]]:
+    """The report link's parts (``ReportFigures.timings``): (part, seconds, % of the nightly
+    report = snapshot + write_report + district packs), for the parts issue 14 added beside the
+    whole of the rest."""
+    whole = v.get("snapshot_s", 0.0) + v.get("write_report_s", 0.0) + v.get("district_packs_s", 0.0)
+    return [(part, seconds, 100 * seconds / whole) for part, seconds in v.get("parts_s", {}).items() if whole]
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.1f}×" if a and b else "–"
 
@@ -562,6 +570,8 @@ def print_city(fig: dict) -> None:
                 f"snapshot {v['snapshot_s']:.1f} s, write_report {v['write_report_s']:.1f} s, "
                 f"district packs {v.get('district_packs_s', 0):.1f} s")
         table.add_row(name, f"{v['wall_s']:.1f}", f"{inner:.2f}" if inner else "", f"{v['peak_gb']:.2f}", note)
+        for part, seconds, share in report_parts(v):
+            table.add_row(f"  of it: {part}", "", f"{seconds:.2f}", "", f"{share:.1f} % of the nightly report")
     e = fig["end_to_end"]
     table.add_row("[bold]end to end (inbox → report)[/bold]", f"{e['wall_s']:.1f}", "", f"{e['peak_gb']:.2f}", "max over the links")
     m = fig["micro_batch"]
@@ -688,6 +698,8 @@ def markdown(figures: dict) -> str:
                              f"({v['files']} files), district packs {s(packs)} ({v.get('districts', '–')} districts, "
                              f"{v['worklists']:,} worklists) | | | {s(v['wall_s'])} "
                              f"| {s(v['snapshot_s'] + v['write_report_s'] + packs)} | {v['peak_gb']:.2f} GB |")
+                lines += [f"| &nbsp;&nbsp;of it: {part} ({share:.1f} % of the nightly report) | | | | {s(seconds)} | |"
+                          for part, seconds, share in report_parts(v)]
         if c in partial:
             lines += ["", "Not run: " + ", ".join(n for n in LINKS if n not in c["links"]) + ", end to end, the baselines, "
                       "the micro-batch."]

@@ -30,6 +30,7 @@ authorised staff. Everything returned for artifacts is aggregate.
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -81,6 +82,8 @@ class ReportFigures:
     orders: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: seconds per part of the report (``make bench`` shows them: what each part adds)
+    timings: dict[str, float] = field(default_factory=dict)
     #: report.xlsx: data rows per sheet, in the workbook's order
     sheets: dict[str, int] = field(default_factory=dict)
     #: the capacity plan of the round at the report's time (``reporting.plan``: figures only)
@@ -145,11 +148,12 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     define_key_group_views(con, cfg.key_groups)
     if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():
         raise ValueError(f"round {round_id} is not open in this warehouse")
+    figures = ReportFigures(round_id, as_of)
+    clock = _PartClock(figures.timings)
     # every time people read is city time with its offset (the warehouse keeps UTC)
     frames = {name: city_times(frame, cfg.city.timezone) for name, frame in report_frames(con, round_id, as_of).items()}
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "districts", ignore_errors=True)
-    figures = ReportFigures(round_id, as_of)
 
     def put(name: str, frame: pl.DataFrame, csv: bool = False) -> None:
         frame.write_parquet(out / f"{name}.parquet")
@@ -182,11 +186,15 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
         figures.key_groups.setdefault(group, {})[state] = n
     # issue 14: the daily and zero report (日报告、零报告) and the labs' load per day, from the
     # snapshot and the orders materialised above (``reporting.daily``; city times)
+    clock.lap("coverage, status, orders, untested, anomalies, TAT, key groups")
     calls = materialise_calls(con, as_of)
+    clock.lap("final calls (shared by the daily report, lab load and pool advice)")
     frames["daily"] = daily_frame(con, cfg, round_id, as_of, orders="report_orders", calls=calls)
-    frames["lab_load"] = lab_load_frame(con, cfg, round_id, as_of, calls=calls)
     put("daily", frames["daily"].select(DAILY_COLUMNS))
+    clock.lap("daily report")
+    frames["lab_load"] = lab_load_frame(con, cfg, round_id, as_of, calls=calls)
     put("lab_load", frames["lab_load"].select(LAB_LOAD_COLUMNS))
+    clock.lap("lab load")
 
     city = coverage.filter(pl.col("level") == "city").to_dicts()
     figures.city = city[0] if city else {}
@@ -204,12 +212,28 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     figures.plan = plan.figures
     put("stock", frames["stock"])
     put("pool_advice", frames["pool_advice"])
+    clock.lap("stock, capacity and pool-size advice")
     figures.sheets = write_workbook(out / WORKBOOK, workbook_sheets(frames), as_of=as_of, timezone=cfg.city.timezone,
                                     title=f"tubetrail · round {round_id} · report")
     figures.files.append(WORKBOOK)
+    clock.lap("report.xlsx")
     (out / "report.html").write_text(render_report(con, cfg, figures, frames), encoding="utf-8")
     figures.files.append("report.html")
+    clock.lap("report.html")
     return figures
+
+
+class _PartClock:
+    """Seconds per part of the report into ``timings`` (a measurement for ``make bench``, never a rule)."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.mark = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.timings[part] = round(now - self.mark, 3)
+        self.mark = now
 
 
 def workbook_sheets(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
