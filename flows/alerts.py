@@ -90,7 +90,7 @@ from warehouse.writer import (
     mark_alert_published,
     pending_alerts,
     record_alert_attempts,
-    record_alerts,
+    raise_alerts,
     warehouse_id,
 )
 
@@ -320,13 +320,7 @@ def raise_timed_alerts_at(cfg: Config, as_of: datetime, *, write_guard: Callable
     with write_guard(), open_configured(cfg.warehouse, key) as con:
         define_views(con, cfg)
         alerts = [alert for rule in TIMED_ALERT_RULES for alert in rule(con, cfg, as_of)]
-        con.begin()
-        try:
-            record_alerts(con, alerts)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+        raise_alerts(con, alerts)
     return len(alerts)
 
 

@@ -28,7 +28,7 @@ from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
 from warehouse.inbox import InboxFile, discover, is_hidden, staging_in, staging_root_of
-from warehouse.writer import FileOutcome, record_alerts
+from warehouse.writer import FileOutcome, raise_alerts
 
 
 @task(retries=2, retry_delay_seconds=2, task_run_name="take {file.label}")
@@ -77,13 +77,7 @@ def raise_stock_alerts(config_path: str | None, warehouse: str | None) -> int:
             return 0
         define_views(con, cfg)
         alerts = stock_low_alerts(con, cfg, as_of)
-        con.begin()
-        try:
-            record_alerts(con, alerts)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+        raise_alerts(con, alerts)
     return len(alerts)
 
 

@@ -20,7 +20,7 @@ from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
-from warehouse.writer import record_alerts
+from warehouse.writer import raise_alerts
 
 
 @task(task_run_name="judge capacity and stock as of {as_of}")
@@ -31,13 +31,7 @@ def judge_plan(round_id: str | None, as_of: datetime, config_path: str | None, w
         define_views(con, cfg)
         plan = capacity_plan(con, cfg, round_id, as_of)
         alerts = stock_alerts(plan.stock, cfg, plan.figures["round_id"], as_of)
-        con.begin()
-        try:
-            record_alerts(con, alerts)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+        raise_alerts(con, alerts)
     return plan.figures
 
 

@@ -95,6 +95,19 @@ def record_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert])
     )
 
 
+def raise_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert]) -> int:
+    """:func:`record_alerts` in a transaction of its own (alerts judged at a time, not raised by
+    one file's facts); returns how many were found."""
+    con.begin()
+    try:
+        record_alerts(con, alerts)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return len(alerts)
+
+
 @dataclass(frozen=True)
 class PendingAlert:
     alert_id: str
