@@ -22,12 +22,12 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from tubetrail.config import Config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_configured
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 ROUND_START = datetime(2022, 4, 4, 6, tzinfo=timezone.utc)

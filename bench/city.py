@@ -65,10 +65,10 @@ def _as_of(truth: dict) -> datetime:
 
 
 def child_take(spec: dict) -> dict:
-    from flows.feeds import take_file
+    from ingest.take import take_file
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from warehouse.inbox import InboxFile
+    from ingest.discover import InboxFile
     from warehouse.writer import open_round
 
     cfg = _cfg(spec)
@@ -93,12 +93,12 @@ def child_take(spec: dict) -> dict:
 
 
 def child_latency(spec: dict) -> dict:
-    from flows.feeds import take_file
+    from ingest.take import take_file
     from reporting.alerts import positive_pools
     from tubetrail.secrets import id_hash_key
     from tubetrail.views import define_views
     from warehouse.connection import open_configured
-    from warehouse.inbox import InboxFile
+    from ingest.discover import InboxFile
 
     cfg = _cfg(spec)
     kind, path, label = spec["file"]
@@ -308,10 +308,10 @@ def child_microbatch(spec: dict) -> dict:
     identities, spread over the city by a hash), pools of 10 at the city's sites, then taken."""
     import duckdb
 
-    from flows.feeds import take_file
+    from ingest.take import take_file
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from warehouse.inbox import InboxFile
+    from ingest.discover import InboxFile
 
     cfg = _cfg(spec)
     path = Path(spec["out"])
@@ -448,7 +448,8 @@ def plan_links(sim: Path) -> tuple[dict[str, list], list | None]:
     import polars as pl
 
     from lab.instruments import parse_export
-    from warehouse.inbox import EVENT_TIME, discover
+    from ingest.feeds import EVENT_TIME
+    from ingest.discover import discover
 
     files = discover(sim)
     links: dict[str, list] = {name: [] for name in LINKS}

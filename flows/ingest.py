@@ -1,8 +1,9 @@
 """Ingest flows: ``ingest-inbox`` takes every new file of an inbox, one ``ingest-feed`` subflow
-per kind in dependency order, one task per file (retried; writes are idempotent through the
-ledger). Each run publishes a per-file summary artifact: counts and reasons, no personal data.
+per stretch of one kind in discover's order, one task per batch of files (``ingest.take``;
+retried: writes are idempotent through the ledger). Each run publishes a per-file summary
+artifact: counts and reasons, no personal data.
 Alerts are recorded with the facts that raise them (the alert outbox) and published by
-``flows.alerts.publish_alerts``: after each results file and refusal, so a positive pool is seen
+``flows.alerts.publish_alerts``: after each results batch and refusal, so a positive pool is seen
 within seconds, and at the start and end of every ``ingest-inbox`` run, so what a crashed run
 left pending goes out with the next run."""
 
@@ -15,48 +16,63 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
 from flows.alerts import publish_alerts, raise_timed_alerts
 from flows.dashboard import publish_dashboard
-from flows.feeds import take_file
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.stock import stock_judged_at, stock_low_alerts
 from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
 from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
+from ingest.discover import InboxFile, discover, is_hidden
+from ingest.read import staging_in, staging_root_of
+from ingest.take import plan_batches, take_batch
 from warehouse.connection import open_configured
-from warehouse.inbox import InboxFile, discover, is_hidden, staging_in, staging_root_of
 from warehouse.writer import FileOutcome, raise_alerts
 
 
-@task(retries=2, retry_delay_seconds=2, task_run_name="take {file.label}")
-def take_file_task(file: InboxFile, config_path: str | None, warehouse: str | None) -> FileOutcome:
+def _batch_run_name() -> str:
+    """``take <kind> ×<n>``: the kind and the file count (file names stay in the artifacts)."""
+    params = task_run.parameters
+    files = params.get("files") or []
+    return f"take {params.get('kind')} ×{len(files)}"
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name=_batch_run_name)
+def take_batch_task(kind: str, files: list[InboxFile], config_path: str | None,
+                    warehouse: str | None) -> list[FileOutcome]:
+    """One batch (``ingest.take.take_batch``): one outcome per file. A retry re-runs the batch:
+    the ledger skips the files already taken."""
     cfg = load_config(config_path).with_warehouse(warehouse)
-    return take_file(file, cfg, run_id=str(flow_run.get_id()), write_guard=warehouse_write_guard(cfg))
+    return take_batch(files, cfg, run_id=str(flow_run.get_id()), write_guard=warehouse_write_guard(cfg))
 
 
 @flow(name="ingest-feed", flow_run_name="ingest {kind}")
 def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = None, warehouse: str | None = None) -> list[FileOutcome]:
-    """One feed: its files in name order (a later file wins over an earlier one)."""
+    """One stretch of one feed, in discover's order (a later file wins over an earlier one),
+    batch by batch (``[ingest] batch_files`` / ``batch_bytes``)."""
     logger = get_run_logger()
+    cfg = load_config(config_path).with_warehouse(warehouse)
     outcomes = []
-    for file in files:
-        outcome = take_file_task(file, config_path, warehouse)
-        outcomes.append(outcome)
-        if outcome.status == "refused":
-            logger.warning("refused %s", outcome.message)
-        elif is_hidden(outcome.file_name):
-            logger.warning("skipped %s", outcome.message)
-        else:
-            logger.info(
-                "%s %s: read %d, accepted %d, quarantined %d",
-                outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted, outcome.rows_quarantined,
-            )
-        if outcome.status == "refused" or (kind == "results" and outcome.status == "accepted"):
-            # the coordinator sees a positive pool within seconds of the file that called it
-            publish_alerts(f"after {outcome.file_name}", config_path, warehouse)
+    for batch in plan_batches(files, cfg):
+        taken = take_batch_task(kind, batch, config_path, warehouse)
+        outcomes.extend(taken)
+        for outcome in taken:
+            if outcome.status == "refused":
+                logger.warning("refused %s", outcome.message)
+            elif is_hidden(outcome.file_name):
+                logger.warning("skipped %s", outcome.message)
+            else:
+                logger.info(
+                    "%s %s: read %d, accepted %d, quarantined %d",
+                    outcome.status, outcome.file_name, outcome.rows_read, outcome.rows_accepted,
+                    outcome.rows_quarantined,
+                )
+        if any(o.status == "refused" or (kind == "results" and o.status == "accepted") for o in taken):
+            # the coordinator sees a positive pool within seconds of the batch that called it
+            publish_alerts(f"after {len(taken)} {kind} file(s)", config_path, warehouse)
     return outcomes
 
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from stdnum.cn import ric as stdnum_ric
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED
 from lab.labs import LAB_REQUIRED
 from sampling.register import REQUIRED as REGISTER_REQUIRED
@@ -20,7 +20,7 @@ from tubetrail.secrets import id_hash_key
 from tubetrail.simcity import simulate_city
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 RESIDENTS = 6000

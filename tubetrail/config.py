@@ -266,6 +266,24 @@ class StockConfig:
             raise ConfigError(f"{prefix}.depots: a depot name must not be empty")
 
 
+# --- ingest batches (issue 15: a stretch of files of one kind taken as one batch) -----------------------
+@dataclass(frozen=True)
+class IngestConfig:
+    """How ``ingest.take.plan_batches`` cuts a stretch of files of one kind into batches: each
+    batch is one warehouse session, one transaction and one checkpoint."""
+
+    #: the most files in one batch
+    batch_files: int = 500
+    #: the most bytes in one batch (a larger file is a batch alone)
+    batch_bytes: int = 256 << 20
+
+    def validate(self, prefix: str) -> None:
+        if self.batch_files < 1:
+            raise ConfigError(f"{prefix}.batch_files: must be at least 1")
+        if self.batch_bytes < 1:
+            raise ConfigError(f"{prefix}.batch_bytes: must be at least 1")
+
+
 @dataclass(frozen=True)
 class Config:
     city: CityConfig = field(default_factory=CityConfig)
@@ -280,6 +298,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     stock: StockConfig = field(default_factory=StockConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     #: key group -> test cycle in days (重点人群检测周期)
     key_groups: dict[str, float] = field(
         default_factory=lambda: {"medical": 7.0, "courier": 2.0, "cold_chain": 2.0}

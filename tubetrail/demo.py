@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from warehouse.inbox import EVENT_TIME, InboxFile, discover, first_event_at
+from ingest.feeds import EVENT_TIME
+from ingest.discover import InboxFile, discover, first_event_at
 
 #: the demo's report server (report.html pages and the report.xlsx beside each, nothing else): 127.0.0.1:8027
 REPORT_PORT = 8027

@@ -1,8 +1,8 @@
 """The single writer: every INSERT, UPDATE and DELETE of the warehouse is in this module.
 
-A file is taken in one transaction: its accepted rows, its quarantined rows and its ledger entry
-commit together or not at all, so a retry, a re-run or a kill -9 halfway leaves the warehouse as
-one clean run would. A later file that changes a row amends it and the amendment is appended to
+A batch of files is taken in one transaction (:func:`record_batch`): each file's accepted rows,
+quarantined rows and ledger entry commit together or not at all, so a retry, a re-run or a kill
+-9 halfway leaves the warehouse as one clean run would. A later file that changes a row amends it and the amendment is appended to
 ``audit`` with when, by which flow run and why; nothing is overwritten silently.
 """
 
@@ -157,7 +157,7 @@ STAGE = "stage"
 
 
 def attach_stage(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """Attach a file's staging database (from :mod:`warehouse.inbox`) as ``stage``."""
+    """Attach a batch's staging database (from :mod:`ingest.take`) as ``stage``."""
     con.execute(f"ATTACH '{path}' AS {STAGE}")
 
 
@@ -201,67 +201,128 @@ def flag_staged(con: duckdb.DuckDBPyConnection, warning: StageWarning) -> int:
     return int(con.sql(f'SELECT count(*) FILTER (WHERE "{column}") FROM {STAGE}.accepted').fetchall()[0][0])
 
 
-def record_file(
+#: a batch's staged rows carry their file in ``_line``: ``file index << FILE_LINE_SHIFT | line``
+FILE_LINE_SHIFT = 32
+LINE_MASK = (1 << FILE_LINE_SHIFT) - 1
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One file of a batch staged in ``stage`` (``ingest.take``): its rows are those of
+    ``stage.accepted`` and ``stage.quarantined`` whose ``_line`` carries ``index``; a refused
+    file has ``refusal`` (its message) and ``alerts`` instead of rows."""
+
+    index: int
+    content_hash: str
+    kind: str
+    file_name: str
+    size_bytes: int
+    file_format: str = ""
+    rows_read: int = 0
+    warnings: dict[str, int] = field(default_factory=dict)
+    refusal: str | None = None
+    alerts: Sequence[OutboxAlert] = ()
+
+
+def ledger_entries(con: duckdb.DuckDBPyConnection, content_hashes: Sequence[str]) -> dict[str, tuple]:
+    """:func:`ledger_entry` for many files in one query: content hash → (status, file name, …)."""
+    rows = con.execute(
+        "SELECT content_hash, status, file_name, rows_read, rows_accepted, rows_quarantined FROM ingest_ledger"
+        " WHERE content_hash IN (SELECT unnest(?::VARCHAR[]))",
+        [list(content_hashes)],
+    ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def staged_file_of(column: str = LINE) -> str:
+    """SQL: the file index of a staged row."""
+    return f"({column} >> {FILE_LINE_SHIFT})"
+
+
+def record_batch(
     con: duckdb.DuckDBPyConnection,
+    files: Sequence[StagedFile],
     *,
-    content_hash: str,
-    kind: str,
-    file_name: str,
-    file_format: str,
-    size_bytes: int,
-    rows_read: int,
-    warnings: dict[str, int],
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None],
     run_id: str | None,
     announce: Callable[[duckdb.DuckDBPyConnection, str], Sequence[OutboxAlert]] | None = None,
     settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None,
-) -> FileOutcome:
-    """Take one staged file (attached as ``stage``) in one transaction. ``apply(con,
-    content_hash, run_id)`` writes the accepted rows, which it finds in the temporary view
-    ``staged`` (file columns, ``source_line``). ``announce(con, content_hash)`` then says what
-    the file's facts raise (a domain rule); its alerts go to the outbox in the same transaction.
-    ``settle(con, content_hash, run_id)`` runs after the ledger entry, in the transaction too
-    (:func:`waiting_scans_settler`)."""
-    accepted = int(con.sql(f"SELECT count(*) FROM {STAGE}.accepted").fetchall()[0][0])
-    quarantined = int(con.sql(f"SELECT count(*) FROM {STAGE}.quarantined").fetchall()[0][0])
-    if accepted + quarantined != rows_read:
-        raise AssertionError(f"{file_name}: rows read {rows_read} != accepted {accepted} + quarantined {quarantined}")
-    by_reason = _fold_reasons(dict(con.sql(
-        f"SELECT reason, count(*) FROM {STAGE}.quarantined GROUP BY reason ORDER BY reason").fetchall()))
-    columns = con.sql(f"SELECT * FROM {STAGE}.accepted LIMIT 0").columns
-    drop = [LINE, *(c for c in columns if c.startswith(WARNING_PREFIX))]
-    now = _now()
+) -> list[FileOutcome]:
+    """Take a staged batch (attached as ``stage``) in one transaction: every file's facts,
+    quarantine rows, ledger entry and alerts commit together or not at all, file after file in
+    the batch's order, exactly as when taken one by one. For each file ``apply(con,
+    content_hash, run_id)`` writes its accepted rows, which it finds in the temporary view
+    ``staged`` (file columns, ``source_line``); ``settle(con, content_hash, run_id)`` runs after
+    its ledger entry (:func:`waiting_scans_settler`); ``announce(con, content_hash)`` says what
+    its facts raise. A refused file gets its ledger entry and alerts; a file the ledger holds
+    already (an earlier attempt of this batch) is skipped."""
+    taken = [f for f in files if f.refusal is None]
+    accepted_by: dict[int, int] = {}
+    quarantined_by: dict[int, dict[str, int]] = {}
+    columns: list[str] = []
+    if taken:
+        accepted_by = dict(con.sql(f"SELECT {staged_file_of()}, count(*) FROM {STAGE}.accepted GROUP BY ALL").fetchall())
+        for index, reason, n in con.sql(
+                f"SELECT {staged_file_of()}, reason, count(*) FROM {STAGE}.quarantined GROUP BY ALL ORDER BY 1, 2").fetchall():
+            quarantined_by.setdefault(index, {})[reason] = n
+        columns = con.sql(f"SELECT * FROM {STAGE}.accepted LIMIT 0").columns
+    for f in taken:
+        accepted, quarantined = accepted_by.get(f.index, 0), sum(quarantined_by.get(f.index, {}).values())
+        if accepted + quarantined != f.rows_read:
+            raise AssertionError(f"{f.file_name}: rows read {f.rows_read} != accepted {accepted} + quarantined {quarantined}")
+    exclude = ", ".join(f'"{c}"' for c in [LINE, *(c for c in columns if c.startswith(WARNING_PREFIX))])
+    outcomes: list[FileOutcome] = []
     con.begin()
     try:
-        if ledger_entry(con, content_hash) is not None:  # taken by an earlier attempt of this run
-            con.rollback()
-            return FileOutcome(kind, file_name, content_hash, "skipped", message="seen before")
-        exclude = ", ".join(f'"{c}"' for c in drop)
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} AS source_line"
-            f" FROM {STAGE}.accepted"
-        )
-        apply(con, content_hash, run_id)
-        con.execute("DROP VIEW staged")
-        con.execute(
-            f"INSERT INTO quarantine SELECT ?, ?, ?, {LINE}, \"column\", reason, raw, ?, ? FROM {STAGE}.quarantined",
-            [content_hash, kind, file_name, now, run_id],
-        )
-        con.execute(
-            "INSERT INTO ingest_ledger VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, NULL, ?, ?)",
-            [content_hash, kind, file_name, file_format, size_bytes, rows_read, accepted, quarantined,
-             json.dumps(warnings, ensure_ascii=False) if warnings else None, now, run_id],
-        )
-        if settle is not None:  # after the ledger entry: the derived calls read the file's facts through it
-            settle(con, content_hash, run_id)
-        if announce is not None:
-            record_alerts(con, announce(con, content_hash))
+        seen = ledger_entries(con, [f.content_hash for f in files])
+        for f in files:
+            now = _now()
+            if f.content_hash in seen:  # taken by an earlier attempt of this batch
+                outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "skipped", message="seen before"))
+                continue
+            if f.refusal is not None:
+                con.execute(
+                    "INSERT INTO ingest_ledger (content_hash, kind, file_name, size_bytes, status, rows_read,"
+                    " rows_accepted, rows_quarantined, message, ingested_at, flow_run_id)"
+                    " VALUES (?, ?, ?, ?, 'refused', 0, 0, 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [f.content_hash, f.kind, f.file_name, f.size_bytes, f.refusal, now, run_id],
+                )
+                record_alerts(con, f.alerts)
+                outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "refused", message=f.refusal))
+                continue
+            mine = f"{staged_file_of()} = {int(f.index)}"
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} & {LINE_MASK} AS source_line"
+                f" FROM {STAGE}.accepted WHERE {mine}"
+            )
+            apply(con, f.content_hash, run_id)
+            con.execute("DROP VIEW staged")
+            con.execute(
+                f"INSERT INTO quarantine SELECT ?, ?, ?, {LINE} & {LINE_MASK}, \"column\", reason, raw, ?, ?"
+                f" FROM {STAGE}.quarantined WHERE {mine}",
+                [f.content_hash, f.kind, f.file_name, now, run_id],
+            )
+            accepted = accepted_by.get(f.index, 0)
+            by_reason = quarantined_by.get(f.index, {})
+            quarantined = sum(by_reason.values())
+            con.execute(
+                "INSERT INTO ingest_ledger VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, NULL, ?, ?)",
+                [f.content_hash, f.kind, f.file_name, f.file_format, f.size_bytes, f.rows_read, accepted, quarantined,
+                 json.dumps(f.warnings, ensure_ascii=False) if f.warnings else None, now, run_id],
+            )
+            seen[f.content_hash] = ("accepted", f.file_name)
+            if settle is not None:  # after the ledger entry: the derived calls read the file's facts through it
+                settle(con, f.content_hash, run_id)
+            if announce is not None:
+                record_alerts(con, announce(con, f.content_hash))
+            outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "accepted", rows_read=f.rows_read,
+                                        rows_accepted=accepted, rows_quarantined=quarantined,
+                                        quarantined_by_reason=_fold_reasons(by_reason), warnings=dict(f.warnings)))
         con.commit()
     except BaseException:
         con.rollback()
         raise
-    return FileOutcome(kind, file_name, content_hash, "accepted", rows_read=rows_read, rows_accepted=accepted,
-                       rows_quarantined=quarantined, quarantined_by_reason=by_reason, warnings=dict(warnings))
+    return outcomes
 
 
 def _fold_reasons(by_reason: dict[str, int]) -> dict[str, int]:

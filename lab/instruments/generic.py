@@ -40,7 +40,7 @@ LINE = "_line"
 def read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Every row as text with lower-case column names and ``_line``; and the unreadable lines."""
     from tubetrail.rules import LINE as STAGED_LINE
-    from warehouse.inbox import RefusedFile, read_table
+    from ingest.read import RefusedFile, read_table
 
     assert STAGED_LINE == LINE
     try:
@@ -110,7 +110,7 @@ def to_table(good: pl.DataFrame, bad: pl.DataFrame, unreadable: pl.DataFrame, fi
 
 
 def parse(path: Path, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
-    from warehouse.inbox import sniff_format
+    from ingest.read import sniff_format
 
     raw, unreadable = read(path)
     good, bad = records(raw, timezone)

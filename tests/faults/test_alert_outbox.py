@@ -15,22 +15,23 @@ import duckdb
 import httpx
 import pytest
 
-from flows.feeds import FEEDS, take_file
+from ingest.feeds import FEEDS
+from ingest.take import take_file
 from tests.conftest import REPO, write
 from tests.lab.test_calling import P, SH, build
 from tubetrail.alert_inbox import AlertInbox
 from tubetrail.secrets import id_hash_key
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 #: take every file of an inbox, then die by SIGKILL before any alert is published
 TAKE_THEN_DIE = """
 import os, signal, sys
 from pathlib import Path
-from flows.feeds import take_file
+from ingest.take import take_file
 from tubetrail.config import Config
-from warehouse.inbox import discover
+from ingest.discover import discover
 cfg = Config().with_warehouse(sys.argv[2])
 for f in discover(Path(sys.argv[1])):
     take_file(f, cfg)
@@ -68,7 +69,7 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
                               single_artifact_key)
     from flows.ingest import ingest_inbox
     from tests.flows.test_ingest_flow import read_artifacts
-    from warehouse.inbox import content_hash
+    from ingest.read import content_hash
 
     url, received = receiver
     ensure_alert_automations(url)

@@ -9,11 +9,11 @@ import duckdb
 import polars as pl
 import pytest
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, ric
 from tubetrail.rules import MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
-from warehouse.inbox import discover
+from ingest.discover import discover
 
 A = ric("31010119900101001")
 MIB = "张" * (1 << 20)

@@ -16,7 +16,7 @@ from tubetrail.alert_inbox import AlertInbox
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round, record_alerts
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -69,7 +69,7 @@ def test_every_generic_alert_reaches_the_coordinator_once(tmp_path, cfg, prefect
     from prefect.automations import Automation
 
     from flows.alerts import AUTOMATIONS, alert_event_id, artifact_key, ensure_alert_automations
-    from flows.feeds import take_file
+    from ingest.take import take_file
     from reporting.alerts import BOX_LOST, GENERIC_KINDS, TUBE_LOST, lost_custody_alerts
     from tests.flows.test_ingest_flow import read_artifacts
 

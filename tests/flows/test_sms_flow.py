@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from tests.conftest import REPO, write
 from tests.helpers import REGISTER_HEADER, register_row, ric
 from tubetrail.secrets import id_hash_key
 from tubetrail.sms_gateway import LoopbackGateway
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

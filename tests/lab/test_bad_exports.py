@@ -13,12 +13,12 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from lab.instruments import UnrecognisedExport, parse_export
 from tests.conftest import write
 from tests.lab.test_calling import CONTROLS, ND, P, RESULT_HEADER, calls, called, ingest, query, results_csv  # noqa: F401
 from tests.lab.test_instruments import instruments  # noqa: F401  (the real exports, in shared/)
-from warehouse.inbox import InboxFile
+from ingest.discover import InboxFile
 
 QUANTSTUDIO = "quantstudio7flex_standard_curve.txt"
 CFX = "cfx_maestro_cq_results.csv"
@@ -144,7 +144,7 @@ def test_an_rdml_run_date_with_an_unknown_zone_is_refused_naming_it(tmp_path):
 
 
 def test_an_export_with_an_unknown_zone_is_refused_by_the_ingest_not_given_its_file_time(tmp_path, cfg):
-    """Before: the unknown zone gave a null run time and ``flows.feeds.stage_export`` put the
+    """Before: the unknown zone gave a null run time and ``ingest.take._read_export`` put the
     file's modification time in its place, without a word."""
     path = write(tmp_path / "in/results/L1/zone.txt", QS.format(end="2022-04-04 09:15:00 PM MOON"))
     outcome = take_file(InboxFile("results", path, "results/L1/zone.txt"), cfg)

@@ -245,7 +245,7 @@ def test_quantstudio_384_wells_cq_header_gb18030_omit_and_bad_ct(tmp_path):
     ("2022-04-04 09:15:00 +0800", datetime(2022, 4, 4, 1, 15)),
     ("2022-04-04 09:15:00 Asia/Tokyo", datetime(2022, 4, 4, 0, 15)),
     ("2022-04-04 09:15:00 AM JST", datetime(2022, 4, 4, 0, 15)),
-    ("Not Started", None),  # no run time at all: the export's write time stands in (flows.feeds)
+    ("Not Started", None),  # no run time at all: the export's write time stands in (ingest.take)
 ])
 def test_quantstudio_run_end_zones(tmp_path, end, utc):
     parsed = parse_export(qs(tmp_path, "Well Position\tSample Name\tTarget Name\tCT", ["A1\tS\tN\t30"], end=end))

@@ -18,7 +18,7 @@ from tests.lab.test_calling import PLATES, P, SH, build, ingest, resamples, resu
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 DAY = datetime(2022, 4, 4, tzinfo=SH)
@@ -38,7 +38,7 @@ def opened(cfg):
 
 def take(cfg, root, without=()):
     """Ingest ``root`` without the files named in ``without`` (they arrive later)."""
-    from flows.feeds import take_file
+    from ingest.take import take_file
 
     outcomes = [take_file(f, cfg) for f in discover(root) if f.path.name not in without]
     assert all(o.status == "accepted" and o.rows_quarantined == 0 for o in outcomes), outcomes

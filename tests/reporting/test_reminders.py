@@ -42,14 +42,14 @@ SITES = ("site_id,name,district,subdistrict,community,kind,opens,closes\n"
 def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n", districts=None, key_groups=None):
     """A register of ``rows`` (``tests.helpers.register_row``), the sites above, the zones
     given, round R1 (04-04 06:00–22:00); returns a planner at a given time."""
-    from flows.feeds import take_file
+    from ingest.take import take_file
     from reporting.reminders import plan_reminders
     from tests.conftest import write
     from tests.helpers import REGISTER_HEADER
     from tubetrail.secrets import id_hash_key
     from tubetrail.views import define_views
     from warehouse.connection import open_warehouse
-    from warehouse.inbox import discover
+    from ingest.discover import discover
     from warehouse.writer import open_round
 
     inbox = tmp_path / "inbox"

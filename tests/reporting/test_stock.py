@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from reporting.stock import (ITEMS, STOCK_FRAME_COLUMNS, UNKNOWN_HOLDER, check_stock, stock_dashboard_lines,
                              stock_frame, stock_low_alerts)
 from tests.conftest import write
@@ -21,7 +21,7 @@ from tubetrail.rules import LINE
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 HEADER = "at,holder,item,quantity,tests_per_unit"

@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from tests.conftest import write
-from warehouse.inbox import RefusedFile, discover, read_table
+from ingest.read import RefusedFile, read_table
+from ingest.discover import discover
 
 
 def test_csv_bom_case_insensitive_columns_and_lines(tmp_path):

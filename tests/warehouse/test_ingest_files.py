@@ -8,11 +8,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, bad_check, register_row, ric
 from warehouse.connection import WrongIdHashKey, open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 
 A = ric("11010519491231002")
 B = ric("31011519800101123")

@@ -1,0 +1,105 @@
+"""The feeds of the inbox: one declaration each, wiring its domain rules (``sampling``, ``lab``,
+``reporting``) to its writes (``warehouse.writer``).
+
+The order of :data:`FEEDS` is the dependency order: reference data, the register, then the chain
+(stock counts after labs and the register, whose lab ids and districts name their holders).
+:data:`KINDS` and :data:`EVENT_TIME` are derived from it: the feed kinds are listed here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, check_receipts
+from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
+from lab.results import check_results
+from reporting.alerts import OutboxAlert, positive_alerts_of_file
+from reporting.stock import STOCK_REQUIRED, STOCK_UNIQUE_KEY, UNKNOWN_HOLDER, check_stock
+from sampling.register import COLUMNS as REGISTER_COLUMNS
+from sampling.register import REQUIRED as REGISTER_REQUIRED
+from sampling.register import UNIQUE_KEY as REGISTER_KEY
+from sampling.register import check_register
+from sampling.rounds import ROUND_RULE
+from sampling.scans import REQUIRED as SCAN_REQUIRED
+from sampling.scans import check_scans
+from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUIRED, check_sites, check_zones
+from tubetrail.config import Config
+from tubetrail.rules import Checked, StageRule, StageWarning
+from warehouse.writer import (
+    apply_manifests,
+    apply_receipts,
+    apply_reference,
+    apply_register,
+    apply_results,
+    apply_scans,
+    apply_stock,
+    waiting_scans_settler,
+)
+
+
+@dataclass(frozen=True)
+class Feed:
+    kind: str
+    required: tuple[str, ...]
+    #: the feed's row rules over text rows (``_line`` opaque: a batch's rows carry their file in it)
+    check: Callable[[pl.DataFrame, Config, str], Checked]
+    #: the insert (``warehouse.writer``), one file at a time, over the view ``staged``
+    apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None]
+    #: within one file, the last line per key wins (None: every row is an event)
+    unique_key: tuple[str, ...] | None = None
+    #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
+    stage_rule: StageRule | None = None
+    #: after the file's ledger entry, in its transaction: its facts may raise re-sampling orders
+    #: that scans waiting for them join (``waiting_scans_settler``)
+    settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None
+    #: what the file's facts raise (``reporting.alerts``), recorded in the file's transaction
+    announce: Callable[[duckdb.DuckDBPyConnection, Config, str], list[OutboxAlert]] | None = None
+    #: a warning that needs the warehouse (run under the lock, with the derived views defined):
+    #: the rows are kept, the ledger counts them (``warehouse.writer.flag_staged``)
+    stage_warning: StageWarning | None = None
+    #: the chain's event time, by which its files are ordered (``ingest.discover``); None:
+    #: reference data, taken first in feed order
+    event_time: str | None = None
+    #: the rows come from an instrument export's parser (``lab.instruments``), not a table reader;
+    #: the check sees one file at a time (its label names the lab, run and plate)
+    export: bool = False
+
+    @property
+    def needs_views(self) -> bool:
+        return (self.stage_rule is not None or self.announce is not None or self.settle is not None
+                or self.stage_warning is not None)
+
+
+FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
+    Feed("sites", SITE_REQUIRED, lambda raw, cfg, label: check_sites(raw), apply_reference("sites", SITE_COLUMNS),
+         ("site_id",)),
+    Feed("labs", LAB_REQUIRED, lambda raw, cfg, label: check_labs(raw), apply_reference("labs", LAB_COLUMNS),
+         ("lab_id",)),
+    Feed("zones", ZONE_REQUIRED, lambda raw, cfg, label: check_zones(raw, timezone=cfg.city.timezone),
+         apply_reference("zones", ZONE_COLUMNS), ("grid", "since")),
+    Feed("register", REGISTER_REQUIRED,
+         lambda raw, cfg, label: check_register(raw, phone_region=cfg.city.phone_region),
+         apply_register(REGISTER_COLUMNS), REGISTER_KEY),
+    # a count is a fact of its time: a delivery counted at noon is taken in the noon of a replay
+    Feed("stock", STOCK_REQUIRED, lambda raw, cfg, label: check_stock(raw, timezone=cfg.city.timezone),
+         apply_stock, STOCK_UNIQUE_KEY, stage_warning=UNKNOWN_HOLDER, event_time="at"),
+    Feed("scans", SCAN_REQUIRED, lambda raw, cfg, label: check_scans(raw, timezone=cfg.city.timezone),
+         apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at"),
+    Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label: check_manifests(raw, timezone=cfg.city.timezone),
+         apply_manifests, event_time="packed_at"),
+    Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label: check_receipts(raw, timezone=cfg.city.timezone),
+         apply_receipts, settle=waiting_scans_settler(ROUND_RULE, "receipts", "tube_barcode"),
+         event_time="received_at"),
+    Feed("results", (), lambda records, cfg, label: check_results(records, label), apply_results,
+         settle=waiting_scans_settler(ROUND_RULE, "results", "sample"), announce=positive_alerts_of_file,
+         event_time="finished_at", export=True),
+)}
+
+#: feed kinds in dependency order
+KINDS: tuple[str, ...] = tuple(FEEDS)
+#: the event time of each chain kind, by which its files are ordered
+EVENT_TIME: dict[str, str] = {kind: feed.event_time for kind, feed in FEEDS.items() if feed.event_time is not None}
