@@ -1,0 +1,141 @@
+"""Batches, not files (issue 15.2): a stretch of files of one kind taken as one batch gives the
+warehouse that taking them one by one gives; each file keeps its ledger entry, counts,
+quarantine lines and refusal."""
+
+import json
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingest import discover as discovery
+from ingest.discover import discover
+from ingest.take import plan_batches, take_batch, take_file
+from tests.conftest import write
+from tests.helpers import REGISTER_HEADER, register_row, ric
+from tubetrail.config import Config
+from tubetrail.secrets import id_hash_key
+from tubetrail.simcity import simulate_city
+from warehouse.connection import open_warehouse
+from warehouse.writer import open_round
+
+#: when and by which run a row was written (the clock), and this warehouse's own id: never equal
+#: across two warehouses
+TAKING_COLUMNS = {"ingested_at", "quarantined_at", "flow_run_id", "updated_at", "recorded_at", "applied_at",
+                  "opened_at"}
+
+
+def tables(path: Path) -> dict[str, list[tuple]]:
+    """Every table's rows, sorted, without the columns that say when or by which run it was taken."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        out = {}
+        for (name,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+                               " ORDER BY 1").fetchall():
+            columns = [c for c in con.sql(f"SELECT * FROM {name} LIMIT 0").columns if c not in TAKING_COLUMNS]
+            where = " WHERE name <> 'warehouse_id'" if name == "warehouse_settings" else ""
+            select = ", ".join(f'"{c}"::VARCHAR' for c in columns)
+            out[name] = sorted(con.sql(f"SELECT {select} FROM {name}{where}").fetchall(), key=repr)
+        return out
+    finally:
+        con.close()
+
+
+def opened(cfg: Config, truth: dict) -> Config:
+    rnd = truth["round"]
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id=rnd["id"], starts_at=datetime.fromisoformat(rnd["start"]),
+                   ends_at=datetime.fromisoformat(rnd["end"]), districts=None, pool_size=rnd["pool_size"], run_id=None)
+    return cfg
+
+
+def test_a_city_taken_in_batches_equals_it_taken_file_by_file(tmp_path):
+    """A small simulated round (register, scans, boxes, receipts, results with positive pools,
+    next-morning re-samples, injected faults), one inbox with a bad file of its own, taken file by
+    file and in batches of up to 7 files: every table is the same, the ledger row for row."""
+    city = tmp_path / "inbox"
+    simulate_city(1500, city, seed=11, prevalence=0.01)
+    write(city / "scans/zz_cut.csv", "scanned_at,site_id\n")  # lacks required columns: refused alone
+    truth = json.loads((city / "_truth.json").read_text())
+    files = discover(city)
+    assert len({f.kind for f in files}) >= 7 and any("resample" in f.label for f in files)
+
+    one = opened(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
+    by_file = [take_file(f, one) for f in files]
+    many = opened(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
+    many = replace(many, ingest=replace(many.ingest, batch_files=7))
+    batches = plan_batches(files, many)
+    assert len(batches) < len(files) and max(len(b) for b in batches) == 7
+    assert all(len({f.kind for f in b}) == 1 for b in batches)
+    by_batch = [o for b in batches for o in take_batch(b, many)]
+
+    assert by_batch == by_file
+    assert sum(o.status == "refused" for o in by_batch) >= 1
+    assert all(o.rows_read == o.rows_accepted + o.rows_quarantined for o in by_batch)
+    expected, got = tables(tmp_path / "one.duckdb"), tables(tmp_path / "many.duckdb")
+    assert got.keys() == expected.keys()
+    assert [name for name in expected if got[name] != expected[name]] == []
+    assert expected["scans"] and expected["results"] and expected["quarantine"] and expected["alert_outbox"]
+
+
+def test_one_bad_file_never_blocks_its_batch_and_each_file_keeps_its_own_counts(tmp_path, cfg):
+    a, b = ric("31011519800101123"), ric("31011519850505456")
+    inbox = tmp_path / "in"
+    write(inbox / "register/1.csv", REGISTER_HEADER + "\n" + register_row(a) + "\nRIC,1,x,,a,b,c,d,,,,\n")
+    write(inbox / "register/2.csv", "id_type,id_number\nRIC,1\n")  # missing columns: refused whole
+    write(inbox / "register/3.csv", REGISTER_HEADER + "\n" + register_row(b) + "\n" + register_row(b) + "\n")
+    write(inbox / "register/4.csv", "名字,电话\n张三,1\n".encode("gb18030"))  # GBK: refused whole
+    write(inbox / "register/5.csv", REGISTER_HEADER + "\n" + register_row(a) + "\n")  # a again: no change
+    write(inbox / "register/6.csv", (inbox / "register/1.csv").read_text(encoding="utf-8"))  # 1 again, other name
+    outcomes = take_batch(discover(inbox), cfg)
+    got = [(o.file_name, o.status, o.rows_read, o.rows_accepted, o.rows_quarantined) for o in outcomes]
+    assert got == [("register/1.csv", "accepted", 2, 1, 1), ("register/2.csv", "refused", 0, 0, 0),
+                   ("register/3.csv", "accepted", 2, 1, 1), ("register/4.csv", "refused", 0, 0, 0),
+                   ("register/5.csv", "accepted", 1, 1, 0), ("register/6.csv", "skipped", 0, 0, 0)]
+    assert outcomes[1].message.startswith("register/2.csv: missing required column(s)")
+    assert "GBK/GB18030" in outcomes[3].message
+    assert outcomes[5].message == "seen before as register/1.csv (accepted)"
+    assert outcomes[2].quarantined_by_reason == {"duplicate row": 1}
+    con = duckdb.connect(cfg.warehouse.path, read_only=True)
+    try:
+        ledger = con.sql("SELECT file_name, status, rows_read, rows_accepted, rows_quarantined FROM ingest_ledger"
+                         " ORDER BY 1").fetchall()
+        lines = con.sql("SELECT file_name, line, reason FROM quarantine ORDER BY 1, 2").fetchall()
+        refused = con.sql("SELECT count(*) FROM alert_outbox WHERE kind = 'file_refused'").fetchall()[0][0]
+    finally:
+        con.close()
+    assert ledger == [(n, s, r, a_, q) for n, s, r, a_, q in got if s != "skipped"]
+    assert lines == [("register/1.csv", 3, "RIC not 17 digits plus a check character"),
+                     ("register/3.csv", 2, "duplicate row (same as line 3)")]
+    assert refused == 2
+    assert {o.status for o in take_batch(discover(inbox), cfg)} == {"skipped"}  # a retry takes nothing twice
+
+
+def test_batches_are_cut_by_kind_files_and_bytes(tmp_path):
+    inbox = tmp_path / "in"
+    for i in range(5):
+        write(inbox / f"labs/{i}.csv", "lab_id,name\n" + f"L{i},Lab {'x' * 100}\n")
+    write(inbox / "sites/s.csv", "site_id,name,district\nS1,One,D\n")
+    files = discover(inbox)
+    cfg = Config()
+    assert [len(b) for b in plan_batches(files, cfg)] == [1, 5]
+    assert [len(b) for b in plan_batches(files, replace(cfg, ingest=replace(cfg.ingest, batch_files=2)))] == [1, 2, 2, 1]
+    assert [len(b) for b in plan_batches(files, replace(cfg, ingest=replace(cfg.ingest, batch_bytes=250)))] == [1, 2, 2, 1]
+    with pytest.raises(ValueError, match="one kind"):
+        take_batch(files, cfg)
+
+
+def test_an_instrument_export_is_parsed_once_from_discovery_to_the_ledger(tmp_path, cfg, monkeypatch):
+    export = Path(__file__).resolve().parents[2].parent / "shared/fixtures/instruments/quantstudio7flex_standard_curve.txt"
+    path = write(tmp_path / "in/results/L1/plate.txt", export.read_bytes())
+    calls = []
+    real = discovery.parse_export
+    monkeypatch.setattr(discovery, "parse_export", lambda p, timezone: calls.append(p) or real(p, timezone=timezone))
+    files = discover(tmp_path / "in")
+    assert [f.path for f in files] == [path] and len(calls) == 1
+    outcome = take_file(files[0], cfg)
+    assert outcome.status == "accepted" and outcome.rows_accepted > 0
+    assert len(calls) == 1  # the take used what discovery parsed
+    assert take_file(files[0], cfg).status == "skipped" and len(calls) == 1
