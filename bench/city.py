@@ -1,7 +1,8 @@
 """Benchmark: whole cities through the real pipeline (issue 6). For each size (default 1 M, 5 M
 and 25.7 M residents) the project's simulator writes the city's inbox (Parquet register and
-scans), and the inbox is taken link by link through the feeds' ``take_file`` (called directly,
-without Prefect: the flows add one task run per file around the same call):
+scans), and the inbox is taken link by link through ``ingest.take.take_batch`` (called directly,
+without Prefect: the flows add one task run per batch around the same call; each link's stretch
+is cut into batches by ``ingest.take.plan_batches``, as the flow does):
 
 1. reference data and the register (the round opened first, from ``_truth.json``);
 2. collect: the round's scan files;
@@ -65,10 +66,10 @@ def _as_of(truth: dict) -> datetime:
 
 
 def child_take(spec: dict) -> dict:
-    from ingest.take import take_file
+    from ingest.discover import InboxFile
+    from ingest.take import plan_batches, take_batch
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from ingest.discover import InboxFile
     from warehouse.writer import open_round
 
     cfg = _cfg(spec)
@@ -81,8 +82,9 @@ def child_take(spec: dict) -> dict:
     start = time.perf_counter()
     out = {"files": 0, "accepted": 0, "refused": 0, "skipped": 0, "rows_read": 0, "rows_accepted": 0,
            "rows_quarantined": 0}
-    for kind, path, label in spec["files"]:
-        o = take_file(InboxFile(kind, Path(path), label), cfg)
+    files = [InboxFile(kind, Path(path), label) for kind, path, label in spec["files"]]
+    # as the ingest flow does: the link's stretch cut into batches, one take_batch call each
+    for o in (o for batch in plan_batches(files, cfg) for o in take_batch(batch, cfg)):
         out["files"] += 1
         out[o.status] = out.get(o.status, 0) + 1
         out["rows_read"] += o.rows_read

@@ -3,7 +3,7 @@ a positive pool's event into a notification (created by ``tubetrail demo`` and b
 ``ensure_alert_automations``). Masked and aggregate only.
 
 The outbox (``alert_outbox``, migration 5) is written in the transaction of the facts that
-raise an alert (``warehouse.writer.record_file`` / ``record_refusal``), so a crash after that
+raise an alert (``warehouse.writer.record_batch``), so a crash after that
 transaction loses nothing: :func:`publish_alerts` publishes every ``pending`` row, by kind,
 
 * ``pool_positive``: the markdown artifact ``positive-pool-<tube>`` and the event

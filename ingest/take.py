@@ -113,7 +113,9 @@ def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = 
             entries.append(_File(i, f, content_hash(Path(f.path)), Path(f.path).stat().st_size))
     if entries:
         root = staging_root_of(cfg.warehouse.path)
-        with write_guard(), open_configured(cfg.warehouse, id_hash_key()) as con:
+        # the staging folder outlives the session: DuckDB's spill files there close with it
+        with staging_folder(root) as folder, staging_in(root), write_guard(), \
+                open_configured(cfg.warehouse, id_hash_key()) as con:
             seen = ledger_entries(con, [e.digest for e in entries])
             fresh: list[_File] = []
             first: dict[str, _File] = {}
@@ -129,13 +131,12 @@ def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = 
                     first[e.digest] = e
                     fresh.append(e)
             if fresh:
-                with staging_folder(root) as folder, staging_in(root):
-                    con.execute(f"SET temp_directory = '{folder / 'spill'}'")
-                    attach_stage(con, str(folder / "stage.duckdb"))
-                    try:
-                        taken = _take_staged(con, cfg, feed, fresh, run_id)
-                    finally:
-                        detach_stage(con)
+                con.execute(f"SET temp_directory = '{folder / 'spill'}'")
+                attach_stage(con, str(folder / "stage.duckdb"))
+                try:
+                    taken = _take_staged(con, cfg, feed, fresh, run_id)
+                finally:
+                    detach_stage(con)
                 for e, outcome in zip(fresh, taken):
                     outcomes[e.index] = outcome
             for e, earlier in twins:

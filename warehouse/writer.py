@@ -53,34 +53,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def record_refusal(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    content_hash: str,
-    kind: str,
-    file_name: str,
-    size_bytes: int,
-    message: str,
-    run_id: str | None,
-    alerts: Sequence[OutboxAlert] = (),
-) -> FileOutcome:
-    """The ledger entry of a refused file and its alerts, in one transaction."""
-    con.begin()
-    try:
-        con.execute(
-            "INSERT INTO ingest_ledger (content_hash, kind, file_name, size_bytes, status, rows_read, rows_accepted,"
-            " rows_quarantined, message, ingested_at, flow_run_id) VALUES (?, ?, ?, ?, 'refused', 0, 0, 0, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            [content_hash, kind, file_name, size_bytes, message, _now(), run_id],
-        )
-        record_alerts(con, alerts)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    return FileOutcome(kind, file_name, content_hash, "refused", message=message)
-
-
 def record_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert]) -> None:
     """Put alerts in the outbox, ``pending``, inside the caller's transaction: an alert already
     there (same kind and subject) is not recorded again."""
