@@ -159,7 +159,7 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
         FROM ruled WHERE NOT ({kept})""",
         [rule.column, rule.reason],
     )
-    con.execute(f"CREATE OR REPLACE TABLE {STAGE}.accepted AS SELECT * FROM ruled WHERE {kept}")
+    con.execute(f"CREATE OR REPLACE TABLE {STAGE}.accepted AS SELECT * FROM ruled WHERE {kept} ORDER BY {LINE}")
     con.execute("DROP TABLE incoming; DROP TABLE ruled")
 
 
@@ -169,7 +169,7 @@ def flag_staged(con: duckdb.DuckDBPyConnection, warning: StageWarning) -> int:
     are kept. Returns how many got it."""
     column = f"{WARNING_PREFIX}{warning.name}".replace('"', "'")
     con.execute(f"""CREATE OR REPLACE TABLE {STAGE}.accepted AS
-                    SELECT *, coalesce(({warning.condition}), FALSE) AS "{column}" FROM {STAGE}.accepted""")
+                    SELECT *, coalesce(({warning.condition}), FALSE) AS "{column}" FROM {STAGE}.accepted ORDER BY {LINE}""")
     return int(con.sql(f'SELECT count(*) FILTER (WHERE "{column}") FROM {STAGE}.accepted').fetchall()[0][0])
 
 
@@ -243,7 +243,19 @@ def record_batch(
         if accepted + quarantined != f.rows_read:
             raise AssertionError(f"{f.file_name}: rows read {f.rows_read} != accepted {accepted} + quarantined {quarantined}")
     exclude = ", ".join(f'"{c}"' for c in [LINE, *(c for c in columns if c.startswith(WARNING_PREFIX))])
+    # a file's rows, found by a range of ``_line`` (the stage keeps them in file order: row groups
+    # of other files are skipped); the range is a session variable, set per file
+    if taken:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} & {LINE_MASK} AS source_line"
+            f" FROM {STAGE}.accepted WHERE {LINE} >= getvariable('ingest_lo') AND {LINE} < getvariable('ingest_hi')"
+        )
+    # feeds whose files raise nothing (no settle, no announce): quarantine and ledger entries in
+    # one statement each for the batch; the others file after file, in each file's order
+    per_file = settle is not None or announce is not None
     outcomes: list[FileOutcome] = []
+    ledger_rows: list[list] = []
+    now = _now()
     con.begin()
     try:
         seen = ledger_entries(con, [f.content_hash for f in files])
@@ -262,39 +274,52 @@ def record_batch(
                 record_alerts(con, f.alerts)
                 outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "refused", message=f.refusal))
                 continue
-            mine = f"{staged_file_of()} = {int(f.index)}"
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} & {LINE_MASK} AS source_line"
-                f" FROM {STAGE}.accepted WHERE {mine}"
-            )
+            lo, hi = f.index << FILE_LINE_SHIFT, (f.index + 1) << FILE_LINE_SHIFT
+            con.execute(f"SET VARIABLE ingest_lo = {lo}::BIGINT; SET VARIABLE ingest_hi = {hi}::BIGINT")
             apply(con, f.content_hash, run_id)
-            con.execute("DROP VIEW staged")
-            con.execute(
-                f"INSERT INTO quarantine SELECT ?, ?, ?, {LINE} & {LINE_MASK}, \"column\", reason, raw, ?, ?"
-                f" FROM {STAGE}.quarantined WHERE {mine}",
-                [f.content_hash, f.kind, f.file_name, now, run_id],
-            )
             accepted = accepted_by.get(f.index, 0)
             by_reason = quarantined_by.get(f.index, {})
             quarantined = sum(by_reason.values())
-            con.execute(
-                "INSERT INTO ingest_ledger VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, NULL, ?, ?)",
-                [f.content_hash, f.kind, f.file_name, f.file_format, f.size_bytes, f.rows_read, accepted, quarantined,
-                 json.dumps(f.warnings, ensure_ascii=False) if f.warnings else None, now, run_id],
-            )
+            ledger_rows.append([f.content_hash, f.kind, f.file_name, f.file_format, f.size_bytes, f.rows_read, accepted,
+                                quarantined, json.dumps(f.warnings, ensure_ascii=False) if f.warnings else None, now,
+                                run_id])
             seen[f.content_hash] = ("accepted", f.file_name)
-            if settle is not None:  # after the ledger entry: the derived calls read the file's facts through it
-                settle(con, f.content_hash, run_id)
-            if announce is not None:
-                record_alerts(con, announce(con, f.content_hash))
+            if per_file:
+                _record_taken(con, [f], ledger_rows, run_id, now)
+                ledger_rows = []
+                if settle is not None:  # after the ledger entry: the derived calls read the file's facts through it
+                    settle(con, f.content_hash, run_id)
+                if announce is not None:
+                    record_alerts(con, announce(con, f.content_hash))
             outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "accepted", rows_read=f.rows_read,
                                         rows_accepted=accepted, rows_quarantined=quarantined,
                                         quarantined_by_reason=_fold_reasons(by_reason), warnings=dict(f.warnings)))
+        if ledger_rows:
+            taken_now = {row[0] for row in ledger_rows}
+            _record_taken(con, [f for f in taken if f.content_hash in taken_now], ledger_rows, run_id, now)
         con.commit()
     except BaseException:
         con.rollback()
         raise
+    finally:
+        if taken:
+            con.execute("DROP VIEW IF EXISTS staged")
     return outcomes
+
+
+def _record_taken(con: duckdb.DuckDBPyConnection, files: Sequence[StagedFile], ledger_rows: list[list],
+                  run_id: str | None, now: datetime) -> None:
+    """The quarantine rows and ledger entries of taken files (in the batch's transaction)."""
+    con.execute(
+        f"""INSERT INTO quarantine
+            SELECT f.content_hash, f.kind, f.file_name, q.{LINE} & {LINE_MASK}, q."column", q.reason, q.raw, ?, ?
+            FROM {STAGE}.quarantined q
+            JOIN (SELECT unnest(?::BIGINT[]) AS i, unnest(?::VARCHAR[]) AS content_hash, unnest(?::VARCHAR[]) AS kind,
+                         unnest(?::VARCHAR[]) AS file_name) f ON q.{LINE} >> {FILE_LINE_SHIFT} = f.i""",
+        [now, run_id, [f.index for f in files], [f.content_hash for f in files], [f.kind for f in files],
+         [f.file_name for f in files]],
+    )
+    con.executemany("INSERT INTO ingest_ledger VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, NULL, ?, ?)", ledger_rows)
 
 
 def _fold_reasons(by_reason: dict[str, int]) -> dict[str, int]:
