@@ -1,5 +1,6 @@
 """Ingest flows against a real Prefect server (the session harness)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,29 @@ def test_round_flow_and_chain_summary_artifact(tmp_path, cfg):
     assert "| over_capacity | 1 |" in text and "tube_lost" not in text
     for number in P.values():
         assert number not in text
+
+
+def test_one_task_run_per_batch_named_by_its_kind_and_file_count(tmp_path, cfg):
+    """Issue 15.2: a stretch of files of one kind is one task run (``take <kind> ×<n>``) that
+    returns one outcome per file; the ingest-files artifact still lists every file."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
+
+    from flows.ingest import ingest_inbox
+
+    people = [ric(f"31010119800103{i:03d}") for i in range(6)]
+    inbox = small_inbox(tmp_path / "in", people[:3])
+    write(inbox / "register/s.csv", REGISTER_HEADER + "\n" + "\n".join(register_row(p) for p in people[3:]) + "\n")
+    outcomes = ingest_inbox(str(inbox), None, cfg.warehouse.path)
+    assert [(o.file_name, o.status, o.rows_read, o.rows_accepted) for o in outcomes] == [
+        ("sites/s.csv", "accepted", 1, 1), ("labs/l.csv", "accepted", 1, 1), ("register/r.csv", "accepted", 4, 3),
+        ("register/s.csv", "accepted", 3, 3)]
+    table = read_artifacts("ingest-files")[0].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [(r["file"], r["rows read"]) for r in rows] == [(o.file_name, o.rows_read) for o in outcomes]
+    with get_client(sync_client=True) as client:
+        feeds = [r for r in client.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["ingest-feed"]}))
+                 if str(inbox) in str(r.parameters.get("files"))]
+        names = sorted(t.name for t in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [r.id for r in feeds]})))
+    assert names == ["take labs ×1", "take register ×2", "take sites ×1"]
