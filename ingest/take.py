@@ -55,8 +55,8 @@ HIDDEN_FILE = "{label}: hidden file (a name starting with '.'), not taken: a par
 
 def plan_batches(files: Sequence[InboxFile], cfg: Config) -> list[list[InboxFile]]:
     """``files`` (in discover's order) cut into batches: consecutive files of one kind, at most
-    ``cfg.ingest.batch_files`` files and ``cfg.ingest.batch_bytes`` bytes (a file larger than
-    that is a batch alone)."""
+    ``cfg.ingest.batch_files`` files (``alert_batch_files`` for a feed whose facts raise alerts:
+    results) and ``cfg.ingest.batch_bytes`` bytes (a file larger than that is a batch alone)."""
     batches: list[list[InboxFile]] = []
     size = 0
     for f in files:
@@ -65,7 +65,8 @@ def plan_batches(files: Sequence[InboxFile], cfg: Config) -> list[list[InboxFile
         except OSError:
             n = 0
         current = batches[-1] if batches else None
-        if (current is None or current[0].kind != f.kind or len(current) >= cfg.ingest.batch_files
+        most = cfg.ingest.alert_batch_files if FEEDS[f.kind].announce is not None else cfg.ingest.batch_files
+        if (current is None or current[0].kind != f.kind or len(current) >= most
                 or size + n > cfg.ingest.batch_bytes):
             batches.append([f])
             size = n

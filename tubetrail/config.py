@@ -276,10 +276,13 @@ class IngestConfig:
     batch_files: int = 500
     #: the most bytes in one batch (a larger file is a batch alone)
     batch_bytes: int = 256 << 20
+    #: the most files in one batch of a feed whose facts raise alerts (results): its alerts are
+    #: published after the batch, so a positive pool waits for at most this many files
+    alert_batch_files: int = 20
 
     def validate(self, prefix: str) -> None:
-        if self.batch_files < 1:
-            raise ConfigError(f"{prefix}.batch_files: must be at least 1")
+        if self.batch_files < 1 or self.alert_batch_files < 1:
+            raise ConfigError(f"{prefix}.batch_files, alert_batch_files: must be at least 1")
         if self.batch_bytes < 1:
             raise ConfigError(f"{prefix}.batch_bytes: must be at least 1")
 

@@ -125,6 +125,10 @@ def test_batches_are_cut_by_kind_files_and_bytes(tmp_path):
     assert [len(b) for b in plan_batches(files, replace(cfg, ingest=replace(cfg.ingest, batch_bytes=250)))] == [1, 2, 2, 1]
     with pytest.raises(ValueError, match="one kind"):
         take_batch(files, cfg)
+    for i in range(3):  # results raise alerts (positive pools): published after each batch of at most 2 here
+        write(inbox / f"results/L1/{i}.csv", "lab_id,run_id,plate_id,well,sample,target,ct\n")
+    results = [f for f in discover(inbox) if f.kind == "results"]
+    assert [len(b) for b in plan_batches(results, replace(cfg, ingest=replace(cfg.ingest, alert_batch_files=2)))] == [2, 1]
 
 
 def test_an_instrument_export_is_parsed_once_from_discovery_to_the_ledger(tmp_path, cfg, monkeypatch):
