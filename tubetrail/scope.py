@@ -16,20 +16,28 @@ import duckdb
 
 
 #: the fact tables a tube's derived state is read from, each as the share of one scope: the
-#: scans, manifests and receipts of the scope's tubes, the results of every plate they ran on (a
-#: plate's controls decide its calls). A results row is a tube's when its trimmed sample is the
-#: tube: the exact match, or a sample longer than the scope's shortest barcode that trims to one
-#: (so the untrimmed few are found without trimming every sample of the city: DuckDB skips the
-#: row groups whose samples are all short enough).
+#: scans, manifests and receipts of the scope's tubes; of every plate they ran on, the wells of
+#: its controls (they decide whether the plate is valid: ``control_sample``) and of the tubes,
+#: every reading of them (a well re-reported by a later file, even with another sample, stays
+#: whole, so the newest reading wins as in the city). A results row is a tube's when its trimmed
+#: sample is the tube: the exact match, or a sample longer than the scope's shortest barcode that
+#: trims to one (so the untrimmed few are found without trimming every sample of the city: DuckDB
+#: skips the row groups whose samples are all short enough).
 _SCOPED_FACTS = {
     "scans": "SELECT * FROM {wh}.scans WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
     "manifests": "SELECT * FROM {wh}.manifests WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
     "receipts": "SELECT * FROM {wh}.receipts WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
-    "results": """SELECT * FROM {wh}.results SEMI JOIN (
-                      SELECT DISTINCT lab_id, run_id, plate_id FROM {wh}.results
-                      WHERE sample IN (SELECT tube_barcode FROM scope_tubes)
-                         OR (strlen(sample) > {shortest} AND trim(sample) IN (SELECT tube_barcode FROM scope_tubes))
-                  ) p USING (lab_id, run_id, plate_id)""",
+    "results": """WITH plates AS MATERIALIZED (
+                      SELECT r.* FROM {wh}.results r SEMI JOIN (
+                          SELECT DISTINCT lab_id, run_id, plate_id FROM {wh}.results
+                          WHERE sample IN (SELECT tube_barcode FROM scope_tubes)
+                             OR (strlen(sample) > {shortest} AND trim(sample) IN (SELECT tube_barcode FROM scope_tubes))
+                      ) p USING (lab_id, run_id, plate_id)
+                  ), wells AS (
+                      SELECT DISTINCT lab_id, run_id, plate_id, well FROM plates
+                      WHERE control_sample(sample) OR trim(sample) IN (SELECT tube_barcode FROM scope_tubes)
+                  )
+                  SELECT * FROM plates SEMI JOIN wells USING (lab_id, run_id, plate_id, well)""",
     # the register is reference data of people, not a fact of a tube: in scope nobody is
     # registered (a rule on tubes and their orders needs no grid nor home visit)
     "register": "SELECT * FROM {wh}.register WHERE false",
@@ -50,7 +58,8 @@ def scoped_to_tubes(con: duckdb.DuckDBPyConnection, tubes_sql: str) -> Iterator[
     in scope (their orders, other good tubes); other rows the views return are partial. In scope
     the register is empty; the small reference tables (rounds, sites, labs, zones, the ledger) are
     read as they are. Only reads within the block: a write would go to the copies. Never in a
-    ``snapshot`` session (its views read the snapshot, not the facts)."""
+    ``snapshot`` session (its views read the snapshot, not the facts). Needs the derived views
+    (:func:`tubetrail.views.define_views`)."""
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary"
                    " AND (table_name = ANY($t) OR table_name LIKE '%\\_snapshot' ESCAPE '\\')",
                    {"t": list(_SCOPED_FACTS)}).fetchall()[0][0]:
