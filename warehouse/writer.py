@@ -86,12 +86,21 @@ def record_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert])
     there (same kind and subject) is not recorded again."""
     if not alerts:
         return
-    now = _now()
-    con.executemany(
-        "INSERT INTO alert_outbox (alert_id, kind, subject, round_id, payload, raised_at, source_hash, state, attempts,"
-        " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT DO NOTHING",
-        [[a.alert_id, a.kind, a.subject, a.round_id, json.dumps(a.payload, ensure_ascii=False), a.raised_at,
-          a.source_hash, now] for a in alerts],
+    # one statement for all (a next-morning results file raises an alert per positive re-sample:
+    # one INSERT per alert cost seconds at city scale); of alerts repeated in the list the first
+    # is kept, as one INSERT each in turn would keep it
+    con.execute(
+        """INSERT INTO alert_outbox (alert_id, kind, subject, round_id, payload, raised_at, source_hash, state, attempts,
+                                     recorded_at)
+        SELECT a.alert_id, a.kind, a.subject, a.round_id, a.payload::JSON, a.raised_at, a.source_hash, 'pending', 0, $now
+        FROM (SELECT unnest($alerts, max_depth := 2)) a
+        QUALIFY row_number() OVER (PARTITION BY a.alert_id ORDER BY a.n) = 1
+            AND row_number() OVER (PARTITION BY a.kind, a.subject ORDER BY a.n) = 1
+        ON CONFLICT DO NOTHING""",
+        {"now": _now(), "alerts": [
+            {"n": n, "alert_id": a.alert_id, "kind": a.kind, "subject": a.subject, "round_id": a.round_id,
+             "payload": json.dumps(a.payload, ensure_ascii=False), "raised_at": a.raised_at, "source_hash": a.source_hash}
+            for n, a in enumerate(alerts)]},
     )
 
 
