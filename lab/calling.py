@@ -72,12 +72,14 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         " WHEN call = 'negative' THEN 'negative'"
         " WHEN viral_call(call) AND capacity <= 1 THEN 'positive' END"
     )
+    # a well holding the plate's positive or negative control, not a tube
+    con.execute(f"CREATE OR REPLACE TEMP MACRO control_sample(sample) AS upper(trim(sample)) IN ({pc}, {nc})")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO result_readings_of(tubes) AS TABLE
         WITH ranked AS MATERIALIZED (
             SELECT r.lab_id, r.run_id, r.plate_id, r.well, trim(r.sample) AS sample,
-                   upper(trim(r.sample)) IN ({pc}, {nc}) AS control, upper(trim(r.sample)) AS control_name,
+                   control_sample(r.sample) AS control, upper(trim(r.sample)) AS control_name,
                    r.target, {role} AS role, r.ct,
                    coalesce(r.finished_at, l.ingested_at) AS finished_at, r.source_hash, l.ingested_at,
                    lower(trim(r.target)) AS target_key, row_number() OVER newest AS rank_in_well,

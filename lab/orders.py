@@ -22,8 +22,9 @@ good tubes are looked at (materialised once), so the macro stays within memory f
 
 ``resample_orders(as_of, tubes := [...])`` (a constant list) derives only the orders raised by
 those tubes and judges them on those tubes alone: pass *every* tube of the people concerned
-(the round rule of the scans feed passes the tubes of the people it looks up). The constant
-filters reach the views' scans, so the lookup costs the people's tubes, not the city's.
+(the dashboard and the overdue alerts pass the tubes of the people they look up). The round
+rule of the scans feed instead derives the orders of its people in a scope holding only their
+tubes' facts (``tubetrail.scope.scoped_to_tubes``): there no view aggregates the city's scans.
 """
 
 from __future__ import annotations

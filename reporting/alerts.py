@@ -30,6 +30,7 @@ import duckdb
 from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
 from tubetrail.config import Config
+from tubetrail.scope import scoped_to_tubes
 from tubetrail.sql import sql_in_list, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
@@ -194,18 +195,21 @@ def positive_calls(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
     ).fetchall()]
     if not candidates:
         return []
-    pools = con.execute(
-        f"""
-        SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
-               t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
-        FROM tube_calls($as_of, tubes := {sql_text_list(candidates)}) k JOIN tubes t USING (tube_barcode)
-        WHERE t.tube_barcode IN {sql_in_list(candidates)}
-          AND viral_call(k.call)
-          AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
-        ORDER BY k.called_at, k.tube_barcode
-        """,
-        {"as_of": as_of, "files": files},
-    ).fetchall()
+    # the candidates' calls and tubes from their own facts (their plates' controls and wells,
+    # their scans), not the city's: a results file costs its tubes (issue 15.3)
+    with scoped_to_tubes(con, f"SELECT unnest({sql_text_list(candidates)}) AS tube_barcode"):
+        pools = con.execute(
+            f"""
+            SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
+                   t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
+            FROM tube_calls($as_of) k JOIN tubes t USING (tube_barcode)
+            WHERE t.tube_barcode IN {sql_in_list(candidates)}
+              AND viral_call(k.call)
+              AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
+            ORDER BY k.called_at, k.tube_barcode
+            """,
+            {"as_of": as_of, "files": files},
+        ).fetchall()
     if not pools:
         return []
     define_masking_macros(con)

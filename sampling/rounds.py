@@ -16,7 +16,7 @@ from datetime import datetime
 import duckdb
 
 from tubetrail.rules import StageRule
-from tubetrail.sql import sql_text_list
+from tubetrail.scope import scoped_to_tubes
 
 
 class RoundRefused(ValueError):
@@ -117,31 +117,53 @@ SELECT b.* EXCLUDE (row_round, row_resample, person_key),
 FROM by_row b LEFT JOIN tube_round t ON b.row_round IS NULL AND t.tube_barcode = b.tube_barcode
 """
 
-_ORDERED = """
-    SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
-    FROM resample_orders(TIMESTAMPTZ 'infinity', tubes := {tubes}) ro JOIN rounds rd USING (round_id)
-    WHERE ro.person_key IN (SELECT person_key FROM candidates)
-    GROUP BY ro.person_key"""
 _NO_ORDERS = """
     SELECT NULL::UHUGEINT AS person_key, NULL::VARCHAR AS round_id WHERE false"""
 
 #: a single-tube person scan of ``incoming i`` outside every round's window (a re-sample candidate)
 _OUTSIDE_WINDOWS = """i.event IN ('add', 'void') AND i.capacity = 1
   AND NOT EXISTS (SELECT 1 FROM rounds w WHERE i.scanned_at >= w.starts_at AND i.scanned_at < w.ends_at)"""
-#: every stored tube of the people the rule may look up (single-tube scans outside every window)
-CANDIDATE_TUBES_SQL = f"""
-SELECT DISTINCT s.tube_barcode FROM scans s
-WHERE s.person_key IN (SELECT i.person_key FROM incoming i WHERE i.person_key IS NOT NULL AND {_OUTSIDE_WINDOWS})
-ORDER BY 1
+#: the people the rule may look up: of the single-tube person scans outside every window
+CANDIDATE_PEOPLE_SQL = f"""
+SELECT DISTINCT i.person_key FROM incoming i WHERE i.person_key IS NOT NULL AND {_OUTSIDE_WINDOWS}
 """
+#: every stored tube of those people (``round_rule_people``): the facts their orders derive from
+CANDIDATE_TUBES_SQL = """
+SELECT DISTINCT tube_barcode FROM scans WHERE person_key IN (SELECT person_key FROM round_rule_people)
+"""
+#: the round of each candidate's latest order (by round start), judged at infinity: an order
+#: raised at any time, fulfilled or not, takes its person's re-sample
+_ORDERED = """
+    SELECT ro.person_key, arg_max(ro.round_id, rd.starts_at) AS round_id
+    FROM resample_orders(TIMESTAMPTZ 'infinity') ro JOIN rounds rd USING (round_id)
+    WHERE ro.person_key IN (SELECT person_key FROM round_rule_people)
+    GROUP BY ro.person_key"""
+
+
+def look_up_orders(con: duckdb.DuckDBPyConnection) -> int:
+    """The round rule's order look-up for the candidates of ``incoming`` into the temporary
+    table ``round_rule_orders`` (``person_key``, ``round_id``); returns its rows. The orders are
+    derived by ``resample_orders`` itself, over the facts of the candidates' own stored tubes
+    (``tubetrail.scope.scoped_to_tubes``): an order of a person is raised by one of their tubes
+    and judged on their tubes, so those facts give the same orders as the whole city's, and a
+    next-morning file costs its people's tubes, not the city's (at 25.7 M residents the
+    whole-city rule took minutes a file)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE round_rule_people AS {CANDIDATE_PEOPLE_SQL}")
+    try:
+        if not con.execute("SELECT count(*) FROM round_rule_people").fetchall()[0][0]:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE round_rule_orders AS {_NO_ORDERS}")
+        else:
+            with scoped_to_tubes(con, CANDIDATE_TUBES_SQL):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE round_rule_orders AS {_ORDERED}")
+    finally:
+        con.execute("DROP TABLE IF EXISTS round_rule_people")
+    return con.execute("SELECT count(*) FROM round_rule_orders").fetchall()[0][0]
 
 
 def assign_round_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """The round rule with its order lookup scoped to the candidates' own tubes (a constant list):
-    a next-morning file of re-samples then derives the orders of its people, not the city's
-    (at 25.7 M residents the unscoped lookup ran out of memory)."""
-    tubes = [row[0] for row in con.sql(CANDIDATE_TUBES_SQL).fetchall()]
-    return _ASSIGN_TEMPLATE.format(ordered=_ORDERED.format(tubes=sql_text_list(tubes)))
+    """The round rule over ``incoming``, its orders looked up first (:func:`look_up_orders`)."""
+    look_up_orders(con)
+    return _ASSIGN_TEMPLATE.format(ordered="SELECT person_key, round_id FROM round_rule_orders")
 
 
 #: the same rule when no scan lies outside every window (no order needs looking up)

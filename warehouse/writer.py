@@ -58,12 +58,24 @@ def record_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert])
     there (same kind and subject) is not recorded again."""
     if not alerts:
         return
-    now = _now()
-    con.executemany(
-        "INSERT INTO alert_outbox (alert_id, kind, subject, round_id, payload, raised_at, source_hash, state, attempts,"
-        " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT DO NOTHING",
-        [[a.alert_id, a.kind, a.subject, a.round_id, json.dumps(a.payload, ensure_ascii=False), a.raised_at,
-          a.source_hash, now] for a in alerts],
+    # one statement for all (a next-morning results file raises an alert per positive re-sample:
+    # one INSERT per alert cost seconds at city scale), in the list's order; of alerts repeated
+    # in the list the first is kept, as one INSERT each in turn would keep it (an alert already in
+    # the outbox is left out by the anti-joins, not by ON CONFLICT, which here loses the order)
+    firsts: dict[str, OutboxAlert] = {}
+    for a in alerts:
+        firsts.setdefault(a.alert_id, a)
+    con.execute(
+        """INSERT INTO alert_outbox (alert_id, kind, subject, round_id, payload, raised_at, source_hash, state, attempts,
+                                     recorded_at)
+        SELECT a.alert_id, a.kind, a.subject, a.round_id, a.payload::JSON, a.raised_at, a.source_hash, 'pending', 0, $now
+        FROM (SELECT unnest($alerts, max_depth := 2)) a
+        WHERE a.alert_id NOT IN (SELECT alert_id FROM alert_outbox)
+          AND NOT EXISTS (SELECT 1 FROM alert_outbox o WHERE o.kind = a.kind AND o.subject = a.subject)""",
+        {"now": _now(), "alerts": [
+            {"alert_id": a.alert_id, "kind": a.kind, "subject": a.subject, "round_id": a.round_id,
+             "payload": json.dumps(a.payload, ensure_ascii=False), "raised_at": a.raised_at, "source_hash": a.source_hash}
+            for a in firsts.values()]},
     )
 
 

@@ -1,0 +1,140 @@
+"""The round rule's order look-up (issue 15.3) derives a re-sample's orders from the facts of its
+person's own tubes (``tubetrail.scope.scoped_to_tubes``), not the city's: it must give the very
+orders the whole-city ``resample_orders`` gives. A small city with every kind of order: positive
+pools, a persisting single target, an invalid tube, a refused tube, lost tubes, people whose
+ordinary order falls away because they have another good tube, and re-samples scanned before
+the results that order them (they wait, then join the order's round)."""
+
+import shutil
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from flows.feeds import take_file
+from sampling.rounds import look_up_orders
+from tests.conftest import write
+from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.lab.test_calling import P, build, resamples
+from tubetrail.scope import scoped_to_tubes
+from tubetrail.secrets import id_hash_key
+from tubetrail.views import define_views
+from warehouse.connection import open_warehouse
+from warehouse.inbox import discover
+from warehouse.writer import open_round
+
+SH = ZoneInfo("Asia/Shanghai")
+INFINITY = datetime.max.replace(tzinfo=SH)
+Q = {i: ric(f"31010119950101{i:03d}") for i in range(1, 6)}
+SCAN_HEADER = "scanned_at,site_id,collector_id,tube_barcode,event,id_type,id_number,name,phone,capacity"
+
+
+def custody_city(root):
+    """More tubes of the round: TL1 (P4, Q1) and TL2 (Q2) never reach a lab (lost at round end
+    + 12 h; P4 has the good tube TB, so only Q1 and Q2 are ordered), TR (P5, Q3) is refused
+    (P5 has TB too), TQ (Q4, Q5) arrives fine."""
+    write(root / "register/q.csv", REGISTER_HEADER + "\n" + "\n".join(
+        register_row(n).replace(",H1,", f",Q{i},") for i, n in Q.items()) + "\n")
+    tubes = {"TL1": (P[4], Q[1]), "TL2": (Q[2],), "TR": (P[5], Q[3]), "TQ": (Q[4], Q[5])}
+    scans = [SCAN_HEADER]
+    for tube, people in tubes.items():
+        scans += [f"2022-04-04T12:00:00+08:00,S1,C1,{tube},add,RIC,{n},,,10" for n in people]
+        scans.append(f"2022-04-04T12:30:00+08:00,S1,C1,{tube},seal,,,,,")
+    write(root / "scans/q.csv", "\n".join(scans) + "\n")
+    write(root / "receipts/q.csv", "lab_id,box_id,tube_barcode,received_at,condition\n"
+          "L1,B2,TR,2022-04-04T15:00:00+08:00,leaked\nL1,B2,TQ,2022-04-04T15:00:00+08:00,ok\n")
+    return root
+
+
+def take(root, cfg):
+    outcomes = [take_file(f, cfg) for f in discover(root)]
+    assert all(o.status == "accepted" and o.rows_quarantined == 0 for o in outcomes), outcomes
+    return outcomes
+
+
+@pytest.fixture
+def city(tmp_path, cfg):
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
+                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    root = build(tmp_path / "in")
+    shutil.move(root / "results", tmp_path / "held")  # the lab's files come last
+    take(root, cfg)
+    take(custody_city(tmp_path / "more"), cfg)
+    early = resamples(tmp_path / "early")  # RS1-RS3 of P1-P3 (pool TA), scanned before TA's results
+    shutil.rmtree(early / "results")
+    take(early, cfg)
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(6,)]
+    shutil.move(tmp_path / "held", tmp_path / "late" / "results")
+    take(tmp_path / "late", cfg)
+    return cfg
+
+
+ORDER = "round_id, person_key, reason, source_tube, priority, raised_at, due_by, fulfilled, fulfilled_at"
+
+
+def candidates(con, people):
+    """``incoming`` as the round rule sees it: one single-tube re-sample scan per person, the
+    morning after the round."""
+    con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT 'add' AS event, 1 AS capacity,"
+                " TIMESTAMPTZ '2022-04-06 08:00:00+08' AS scanned_at, unnest($p::UHUGEINT[]) AS person_key",
+                {"p": [str(p) for p in people]})
+
+
+def test_the_scoped_look_up_gives_the_whole_city_orders(city):
+    with open_warehouse(city.warehouse.path, id_hash_key()) as con:
+        define_views(con, city)
+        assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(0,)]
+        assert con.sql("SELECT DISTINCT round_id, resample FROM scans WHERE tube_barcode LIKE 'RS%'").fetchall() \
+            == [("R1", True)]
+        people = [r[0] for r in con.sql("SELECT DISTINCT person_key FROM scans WHERE person_key IS NOT NULL").fetchall()]
+        whole = con.execute(f"SELECT {ORDER} FROM resample_orders(?) ORDER BY ALL", [INFINITY]).fetchall()
+        rounds = dict(con.execute("SELECT person_key, arg_max(round_id, starts_at) FROM resample_orders(?)"
+                                  " JOIN rounds USING (round_id) GROUP BY ALL", [INFINITY]).fetchall())
+        numbers = dict(con.sql("SELECT DISTINCT person_key, id_number FROM scans WHERE person_key IS NOT NULL").fetchall())
+        # the city has every kind of order, and ordinary orders that fall away (P4, P5: good tube TB)
+        by_reason = {}
+        for row in whole:
+            by_reason.setdefault(row[2], set()).add(numbers[row[1]])
+        assert by_reason == {
+            "pool_positive": {P[1], P[2], P[3], P[6]}, "single_target": {P[7]}, "invalid": {P[9]},
+            "tube_lost": {Q[1], Q[2]}, "tube_refused": {Q[3]}}
+        assert {numbers[r[1]]: r[7] for r in whole if r[2] == "pool_positive" and r[3] == "TA"} \
+            == {P[1]: True, P[2]: True, P[3]: True}  # fulfilled by the scans that waited
+
+        # all people at once, then each alone: the same round per person as the whole city's
+        candidates(con, people)
+        assert look_up_orders(con) == len(rounds)
+        assert dict(con.sql("SELECT person_key, round_id FROM round_rule_orders").fetchall()) == rounds
+        for person in people:
+            candidates(con, [person])
+            look_up_orders(con)
+            assert dict(con.sql("SELECT person_key, round_id FROM round_rule_orders").fetchall()) \
+                == ({person: rounds[person]} if person in rounds else {}), numbers[person]
+
+        # the orders themselves, row for row, derived in a scope holding only each person's tubes
+        for person in people:
+            theirs = f"SELECT tube_barcode FROM scans WHERE person_key = {person}::UHUGEINT"
+            with scoped_to_tubes(con, theirs):
+                scoped = con.execute(f"SELECT {ORDER} FROM resample_orders(?) WHERE person_key = ?::UHUGEINT"
+                                     " ORDER BY ALL", [INFINITY, str(person)]).fetchall()
+            assert scoped == [r for r in whole if r[1] == person], numbers[person]
+
+
+def test_a_scope_reads_only_its_tubes_and_leaves_nothing_behind(city):
+    with open_warehouse(city.warehouse.path, id_hash_key()) as con:
+        define_views(con, city)
+        before = con.sql("SELECT count(*) FROM tube_members").fetchall()
+        with scoped_to_tubes(con, "SELECT 'TA' AS tube_barcode UNION ALL SELECT 'TL1'") as tubes:
+            assert tubes == 2
+            assert con.sql("SELECT DISTINCT tube_barcode FROM tube_members ORDER BY 1").fetchall() == [("TA",), ("TL1",)]
+            assert con.sql("SELECT DISTINCT plate_id FROM results ORDER BY 1").fetchall() == [("P1",)]  # TA's plate
+            assert con.sql("SELECT count(*) FROM register").fetchall() == [(0,)]
+            with pytest.raises(RuntimeError, match="already scoped"), scoped_to_tubes(con, "SELECT 'TB' AS tube_barcode"):
+                pass
+        assert con.sql("SELECT count(*) FROM tube_members").fetchall() == before
+        with pytest.raises(ZeroDivisionError), scoped_to_tubes(con, "SELECT 'TA' AS tube_barcode"):
+            1 / 0
+        assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [(0,)]
+        assert con.sql("SELECT count(*) FROM tube_members").fetchall() == before

@@ -1,0 +1,81 @@
+"""A scope (范围): the derived views over the facts of a few tubes, for a rule judged on them.
+
+The views of :mod:`tubetrail.views` read the warehouse's fact tables by name. A rule that is
+judged on a few tubes (the round rule's order look-up for the people of one scan file) would
+still aggregate the whole city's scans, receipts and results under them, and filter after. In
+a scope, the facts of those tubes are copied once into temporary tables named like the fact
+tables, which DuckDB resolves before the warehouse's: the very same views and macros (one rule,
+one place) then derive the tubes' state from their own facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+
+
+#: the fact tables a tube's derived state is read from, each as the share of one scope: the
+#: scans, manifests and receipts of the scope's tubes; of every plate they ran on, the wells of
+#: its controls (they decide whether the plate is valid: ``control_sample``) and of the tubes,
+#: every reading of them (a well re-reported by a later file, even with another sample, stays
+#: whole, so the newest reading wins as in the city). A results row is a tube's when its trimmed
+#: sample is the tube: the exact match, or a sample longer than the scope's shortest barcode that
+#: trims to one (so the untrimmed few are found without trimming every sample of the city: DuckDB
+#: skips the row groups whose samples are all short enough).
+_SCOPED_FACTS = {
+    "scans": "SELECT * FROM {wh}.scans WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
+    "manifests": "SELECT * FROM {wh}.manifests WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
+    "receipts": "SELECT * FROM {wh}.receipts WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
+    "results": """WITH plates AS MATERIALIZED (
+                      SELECT r.* FROM {wh}.results r SEMI JOIN (
+                          SELECT DISTINCT lab_id, run_id, plate_id FROM {wh}.results
+                          WHERE sample IN (SELECT tube_barcode FROM scope_tubes)
+                             OR (strlen(sample) > {shortest} AND trim(sample) IN (SELECT tube_barcode FROM scope_tubes))
+                      ) p USING (lab_id, run_id, plate_id)
+                  ), wells AS (
+                      SELECT DISTINCT lab_id, run_id, plate_id, well FROM plates
+                      WHERE control_sample(sample) OR trim(sample) IN (SELECT tube_barcode FROM scope_tubes)
+                  )
+                  SELECT * FROM plates SEMI JOIN wells USING (lab_id, run_id, plate_id, well)""",
+    # the register is reference data of people, not a fact of a tube: in scope nobody is
+    # registered (a rule on tubes and their orders needs no grid nor home visit)
+    "register": "SELECT * FROM {wh}.register WHERE false",
+}
+
+
+@contextmanager
+def scoped_to_tubes(con: duckdb.DuckDBPyConnection, tubes_sql: str) -> Iterator[int]:
+    """Within the block the derived views see the facts of a few tubes only: ``tubes_sql`` (a
+    query over the warehouse with a column ``tube_barcode``) names them. Each fact table a tube's
+    state is derived from (``_SCOPED_FACTS``) is copied for them, once, into a temporary table of
+    the same name, which the views read in place of the warehouse's; on exit the copies are
+    dropped and the views read the warehouse again. Yields the number of tubes.
+
+    A rule judged on a tube (its custody, call, members, lost or refused, the orders it raises)
+    then costs that tube's facts, not the city's: each warehouse table is read once, filtered
+    before any aggregation. Correct for a tube in scope and for a person all of whose tubes are
+    in scope (their orders, other good tubes); other rows the views return are partial. In scope
+    the register is empty; the small reference tables (rounds, sites, labs, zones, the ledger) are
+    read as they are. Only reads within the block: a write would go to the copies. Never in a
+    ``snapshot`` session (its views read the snapshot, not the facts). Needs the derived views
+    (:func:`tubetrail.views.define_views`)."""
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary"
+                   " AND (table_name = ANY($t) OR table_name LIKE '%\\_snapshot' ESCAPE '\\')",
+                   {"t": list(_SCOPED_FACTS)}).fetchall()[0][0]:
+        raise RuntimeError("scoped_to_tubes: already scoped, or a snapshot session")
+    wh = '"{}".main'.format(con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""'))
+    made: list[str] = []
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE scope_tubes AS SELECT DISTINCT tube_barcode FROM ({tubes_sql})"
+                    " WHERE tube_barcode IS NOT NULL")
+        made.append("scope_tubes")
+        tubes, shortest = con.execute("SELECT count(*), coalesce(min(strlen(tube_barcode)), 0) FROM scope_tubes").fetchall()[0]
+        for name, sql in _SCOPED_FACTS.items():
+            share = sql.format(wh=wh, shortest=int(shortest)) if tubes else f"SELECT * FROM {wh}.{name} WHERE false"
+            con.execute(f"CREATE TEMP TABLE {name} AS {share}")
+            made.append(name)
+        yield tubes
+    finally:
+        for name in reversed(made):
+            con.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
