@@ -365,70 +365,64 @@ def upsert_with_audit(
     if keys == ("person_key",):
         key_text = "lower(hex(s.person_key))"
     indexed = table in INDEXED_UPSERT_KEYS and len(keys) == 1
+    key_order = ", ".join(f"s.{k}" for k in keys)
     all_columns = [*columns, "source_hash", "source_line", "updated_at"]
-    insert = (f"INSERT INTO {table} ({', '.join(all_columns)})"
-              f" SELECT {', '.join(f's.{c}' for c in columns)}, ?, s.source_line, ? FROM upsert_source s")
-    in_key_order = f" ORDER BY {', '.join(f's.{k}' for k in keys)}" if indexed else ""
+
+    def insert(where: str = "") -> None:
+        """The source's rows (``where``: which), in key order where an index is kept."""
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(all_columns)})"
+            f" SELECT {', '.join(f's.{c}' for c in columns)}, ?, s.source_line, ? FROM upsert_source s {where}"
+            + (f" ORDER BY {key_order}" if indexed else ""),
+            [content_hash, _now()],
+        )
+
     con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_source AS {source_sql}")
-    _upsert_source(con, table, keys, data, on, differs, key_text, indexed, insert, in_key_order, content_hash, run_id,
-                   reason)
-    # not in a ``finally``: after an error the transaction is rolled back, and the temp tables with it
+    (rows,) = con.execute("SELECT count(*) FROM upsert_source").fetchall()[0]
+    found_sql: str | None = None
+    if rows and indexed and rows <= INDEX_LOOKUP_MAX_KEYS:
+        found_sql = f"SELECT * FROM {table} t WHERE {_in_keys(con, table, keys[0], 'upsert_source')}"
+    elif rows:
+        # the table's key column only, probed against the file's keys (the hash join's build side)
+        (hits,) = con.execute(f"SELECT count(*) FROM {table} t SEMI JOIN upsert_source s ON {on}").fetchall()[0]
+        found_sql = f"SELECT t.* FROM {table} t SEMI JOIN upsert_source s ON {on}" if hits else None
+    if found_sql is None:  # nobody of the file is known yet: append (nothing to audit, nothing to delete)
+        if rows:
+            insert()
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_found AS {found_sql}")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE upsert_changed AS
+            SELECT {', '.join(f's.{k}' for k in keys)} FROM upsert_source s JOIN upsert_found t ON {on}
+            WHERE {differs}"""
+        )
+        con.execute(
+            f"""INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
+            SELECT ?, ?, ?, {key_text}, 'amend', ?,
+                   to_json(struct_pack({', '.join(f't.{c}' for c in data)})),
+                   to_json(struct_pack({', '.join(f's.{c}' for c in data)}))
+            FROM upsert_source s JOIN upsert_found t ON {on} WHERE {differs}
+            ORDER BY {key_order}""",
+            [_now(), run_id, table, reason],
+        )
+        (changed,) = con.execute("SELECT count(*) FROM upsert_changed").fetchall()[0]
+        if changed and indexed and changed <= INDEX_LOOKUP_MAX_KEYS:
+            con.execute(f"DELETE FROM {table} t WHERE {_in_keys(con, table, keys[0], 'upsert_changed')}")
+        elif changed:
+            # DELETE … USING is a hash join: a correlated EXISTS here scanned the whole table per
+            # row group (1.7 s against 0.16 s for a 24-row update file on a register of 2 M people)
+            con.execute(f"DELETE FROM {table} t USING upsert_changed s WHERE {on}")
+        # new and amended rows; an exact repeat of a row found stays as it is
+        insert(f"WHERE NOT EXISTS (SELECT 1 FROM upsert_found t WHERE {on} AND NOT ({differs}))")
+    # not in a ``finally``: after an error the caller's transaction is rolled back, the temp tables with it
     con.execute("DROP TABLE IF EXISTS upsert_source; DROP TABLE IF EXISTS upsert_found;"
                 " DROP TABLE IF EXISTS upsert_changed")
-
-
-def _upsert_source(con: duckdb.DuckDBPyConnection, table: str, keys: Sequence[str], data: Sequence[str], on: str,
-                   differs: str, key_text: str, indexed: bool, insert: str, in_key_order: str, content_hash: str,
-                   run_id: str | None, reason: str) -> None:
-    """:func:`upsert_with_audit` once ``upsert_source`` holds the file's rows."""
-    (rows,) = con.execute("SELECT count(*) FROM upsert_source").fetchall()[0]
-    if rows == 0:
-        return
-    if indexed and rows <= INDEX_LOOKUP_MAX_KEYS:
-        lookup = _in_keys(con, table, keys[0], "upsert_source")
-        found_sql = f"SELECT * FROM {table} t WHERE {lookup}"
-    else:
-        # the table's key column only, probed against the file's keys
-        (hits,) = con.execute(f"SELECT count(*) FROM {table} t SEMI JOIN upsert_source s ON {on}").fetchall()[0]
-        if hits == 0:  # nobody of the file is known yet: append (nothing to audit, nothing to delete)
-            con.execute(insert + in_key_order, [content_hash, _now()])
-            return
-        found_sql = f"SELECT t.* FROM {table} t SEMI JOIN upsert_source s ON {on}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_found AS {found_sql}")
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE upsert_changed AS
-        SELECT {', '.join(f's.{k}' for k in keys)} FROM upsert_source s JOIN upsert_found t ON {on}
-        WHERE {differs}"""
-    )
-    con.execute(
-        f"""INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
-        SELECT ?, ?, ?, {key_text}, 'amend', ?,
-               to_json(struct_pack({', '.join(f't.{c}' for c in data)})),
-               to_json(struct_pack({', '.join(f's.{c}' for c in data)}))
-        FROM upsert_source s JOIN upsert_found t ON {on} WHERE {differs}
-        ORDER BY {', '.join(f's.{k}' for k in keys)}""",
-        [_now(), run_id, table, reason],
-    )
-    (changed,) = con.execute("SELECT count(*) FROM upsert_changed").fetchall()[0]
-    if changed and indexed and changed <= INDEX_LOOKUP_MAX_KEYS:
-        con.execute(f"DELETE FROM {table} t WHERE {_in_keys(con, table, keys[0], 'upsert_changed')}")
-    elif changed:
-        # DELETE … USING is a hash join: a correlated EXISTS here scanned the whole table per
-        # row group (1.7 s against 0.16 s for a 24-row update file on a register of 2 M people)
-        con.execute(f"DELETE FROM {table} t USING upsert_changed s WHERE {on}")
-    # new and amended rows; an exact repeat of a row found stays as it is
-    con.execute(
-        insert + f" WHERE NOT EXISTS (SELECT 1 FROM upsert_found t WHERE {on} AND NOT ({differs}))" + in_key_order,
-        [content_hash, _now()],
-    )
 
 
 def _in_keys(con: duckdb.DuckDBPyConnection, table: str, key: str, relation: str) -> str:
     """``t.<key> IN (…)``: the distinct keys of ``relation`` as literals of the column's type, so
     that DuckDB looks them up through the table's unique index (a join would scan the table)."""
-    (data_type,) = con.execute(
-        "SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main'"
-        " AND table_name = ? AND column_name = ?", [table, key]).fetchall()[0]
+    data_type = con.sql(f"SELECT {key} FROM {table} LIMIT 0").types[0]  # bound, not run
     values = [v for (v,) in con.execute(f"SELECT DISTINCT CAST({key} AS VARCHAR) FROM {relation}"
                                          f" WHERE {key} IS NOT NULL ORDER BY 1").fetchall()]
     if not values:
