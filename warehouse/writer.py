@@ -391,18 +391,17 @@ def upsert_with_audit(
             insert()
     else:
         con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_found AS {found_sql}")
+        # the amended rows, once: their keys, and their values before and after
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE upsert_changed AS
-            SELECT {', '.join(f's.{k}' for k in keys)} FROM upsert_source s JOIN upsert_found t ON {on}
-            WHERE {differs}"""
+            SELECT {', '.join(f's.{k}' for k in keys)}, {key_text} AS entity_key,
+                   to_json(struct_pack({', '.join(f't.{c}' for c in data)})) AS before,
+                   to_json(struct_pack({', '.join(f's.{c}' for c in data)})) AS after
+            FROM upsert_source s JOIN upsert_found t ON {on} WHERE {differs}"""
         )
         con.execute(
             f"""INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
-            SELECT ?, ?, ?, {key_text}, 'amend', ?,
-                   to_json(struct_pack({', '.join(f't.{c}' for c in data)})),
-                   to_json(struct_pack({', '.join(f's.{c}' for c in data)}))
-            FROM upsert_source s JOIN upsert_found t ON {on} WHERE {differs}
-            ORDER BY {key_order}""",
+            SELECT ?, ?, ?, entity_key, 'amend', ?, before, after FROM upsert_changed s ORDER BY {key_order}""",
             [_now(), run_id, table, reason],
         )
         (changed,) = con.execute("SELECT count(*) FROM upsert_changed").fetchall()[0]
@@ -412,8 +411,9 @@ def upsert_with_audit(
             # DELETE … USING is a hash join: a correlated EXISTS here scanned the whole table per
             # row group (1.7 s against 0.16 s for a 24-row update file on a register of 2 M people)
             con.execute(f"DELETE FROM {table} t USING upsert_changed s WHERE {on}")
-        # new and amended rows; an exact repeat of a row found stays as it is
-        insert(f"WHERE NOT EXISTS (SELECT 1 FROM upsert_found t WHERE {on} AND NOT ({differs}))")
+        # new and amended rows; an exact repeat of a row found stays as it is (joins on the key only)
+        insert(f"WHERE NOT EXISTS (SELECT 1 FROM upsert_found t WHERE {on})"
+               f" OR EXISTS (SELECT 1 FROM upsert_changed t WHERE {on})")
     # not in a ``finally``: after an error the caller's transaction is rolled back, the temp tables with it
     con.execute("DROP TABLE IF EXISTS upsert_source; DROP TABLE IF EXISTS upsert_found;"
                 " DROP TABLE IF EXISTS upsert_changed")
