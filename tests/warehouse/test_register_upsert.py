@@ -117,3 +117,21 @@ def test_migration_10_indexes_the_person_key_and_a_small_file_uses_it(tmp_path):
             == [("10",), ("11",), ("12",)]
         with pytest.raises(duckdb.ConstraintException):
             con.execute("INSERT INTO register SELECT * FROM register LIMIT 1")
+
+
+def test_reference_rows_are_amended_the_same_way(tmp_path, cfg, lookup):
+    """Sites (a text key with a quote in it: the index look-up quotes its literals) and zones (a
+    key with a null ``since``, no index) go through the same upsert."""
+    def take_kind(kind, name, text):
+        path = write(tmp_path / f"in/{kind}/{name}", text)
+        return take_file(InboxFile(kind, str(path), f"{kind}/{name}"), cfg)
+
+    take_kind("sites", "1.csv", "site_id,name,district,kind\nS1,One,黄浦区,fixed\nS'2,Two,黄浦区,fixed\n")
+    take_kind("sites", "2.csv", "site_id,name,district,kind\nS1,Uno,黄浦区,fixed\nS'2,Two,黄浦区,fixed\nS3,Three,黄浦区,home\n")
+    take_kind("zones", "1.csv", "grid,zone,since\nG1,sealed,\nG2,controlled,\n")
+    take_kind("zones", "2.csv", "grid,zone,since\nG1,controlled,\nG2,controlled,\n")
+    assert query(cfg, "SELECT site_id, name FROM sites ORDER BY site_id") == [("S'2", "Two"), ("S1", "Uno"), ("S3", "Three")]
+    assert query(cfg, "SELECT grid, zone FROM zones ORDER BY grid") == [("G1", "controlled"), ("G2", "controlled")]
+    assert query(cfg, "SELECT entity, entity_key, before ->> 'name', after ->> 'name', before ->> 'zone', after ->> 'zone'"
+                      " FROM audit ORDER BY audit_id") == [
+        ("sites", "S1", "One", "Uno", None, None), ("zones", "G1|", None, None, "sealed", "controlled")]
