@@ -9,11 +9,11 @@ import duckdb
 import pytest
 
 import warehouse.writer as writer
-from flows.feeds import take_file
+from ingest.take import take_file
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row, ric
 from warehouse.connection import open_warehouse
-from warehouse.inbox import InboxFile
+from ingest.discover import InboxFile
 
 PEOPLE = [ric(f"31011519800101{i:03d}") for i in range(6)]
 KEY = b"test-key"
