@@ -22,10 +22,6 @@ import polars as pl
 
 ID_TYPES = ("RIC", "PASSPORT", "HKMO", "OTHER")
 
-#: weights 2^(17-i) mod 11 of GB 11643 for the first 17 digits
-RIC_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-RIC_CHECK_CHARS = "10X98765432"
-
 
 def normalise_id_number(id_type: pl.Expr, id_number: pl.Expr) -> pl.Expr:
     """Strip white space; an RIC is stored upper-case (a trailing lower-case ``x`` becomes ``X``)."""
@@ -45,12 +41,14 @@ def ric_birth_date(id_number: pl.Expr) -> pl.Expr:
 
 
 def ric_check_char(id_number: pl.Expr) -> pl.Expr:
-    """The GB 11643 check character computed from the first 17 digits."""
-    total = pl.sum_horizontal(
-        [id_number.str.slice(i, 1).cast(pl.Int32, strict=False) * w for i, w in enumerate(RIC_WEIGHTS)]
-    )
-    index = (total % 11).cast(pl.UInt32)
-    return index.replace_strict(list(range(11)), list(RIC_CHECK_CHARS), return_dtype=pl.Utf8)
+    """The GB 11643 check character computed from the first 17 digits (null unless they are 17
+    digits): the weights are 2^(17-i) mod 11 and 13 ≡ 2 (mod 11), so the weighted sum is the
+    17 digits read as one base-13 integer (< 2^63), mod 11 — one parse per ID, not 17 slices
+    (python-stdnum computes it the same way)."""
+    prefix = id_number.str.slice(0, 17)
+    value = pl.when(prefix.str.contains(r"^\d{17}$")).then(prefix.str.to_integer(base=13, strict=False))
+    index = ((1 - 2 * (value % 11)) % 11).cast(pl.UInt32)  # polars' % is a floor modulo, like Python's
+    return index.replace_strict(list(range(11)), list("0123456789X"), return_dtype=pl.Utf8)
 
 
 def ric_check_ok(id_number: pl.Expr) -> pl.Expr:
@@ -82,27 +80,34 @@ def region_periods() -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"region": pl.Utf8, "start": pl.Int32, "end": pl.Int32}, orient="row")
 
 
-def region_warning(frame: pl.DataFrame, id_type: str = "id_type", id_number: str = "id_number") -> pl.Series:
-    """Per row: true where an RIC's region code was not in use in its birth year (warning only)."""
+def region_warning(frame: pl.DataFrame, id_type: str = "id_type", id_number: str = "id_number",
+                   born: str | None = None) -> pl.Series:
+    """Per row: true where an RIC's region code was not in use in its birth year (warning only).
+    ``born``: a column already holding :func:`ric_birth_date` (computed once by the caller).
+
+    Judged once per distinct (region, birth year) — a few thousand pairs for a whole city — and
+    joined back, not once per person."""
     periods = region_periods()
+    birth = pl.col(born) if born is not None else ric_birth_date(pl.col(id_number))
     probe = frame.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"),
-        (pl.col(id_type) == "RIC").alias("__ric"),
         pl.col(id_number).str.slice(0, 6).alias("region"),
-        ric_birth_date(pl.col(id_number)).dt.year().cast(pl.Int32).alias("__year"),
+        pl.when(pl.col(id_type) == "RIC").then(birth.dt.year().cast(pl.Int32)).alias("__year"),
     )
-    valid = (
-        probe.filter(pl.col("__ric") & pl.col("__year").is_not_null())
+    known = (
+        probe.filter(pl.col("__year").is_not_null())
+        .unique()
         .join(periods, on="region", how="inner")
         .filter(
             (pl.col("start").is_null() | (pl.col("__year") >= pl.col("start")))
             & (pl.col("end").is_null() | (pl.col("__year") <= pl.col("end")))
         )
-        .select("__row")
+        .select("region", "__year", pl.lit(True).alias("__known"))
         .unique()
     )
-    flagged = probe.with_columns(pl.col("__row").is_in(valid["__row"].implode()).alias("__known"))
-    return flagged.select(pl.col("__ric") & pl.col("__year").is_not_null() & ~pl.col("__known")).to_series()
+    flagged = probe.join(known, on=["region", "__year"], how="left", maintain_order="left")
+    return flagged.select(
+        (pl.col("__year").is_not_null() & pl.col("__known").is_null()).alias("region_warning")
+    ).to_series()
 
 
 def mobile_pattern(region: str = "CN") -> str:

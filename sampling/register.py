@@ -57,18 +57,23 @@ COLUMNS = (
 
 UNIQUE_KEY = ("id_type", "id_number")
 
+#: a helper column of the check: the RIC's birth date (dropped before the rows leave it)
+_BORN = "__born"
+
 WARN_REGION = "RIC region code not in use in the birth year (kept)"
 WARN_PHONE_INVALID = "phone not a valid number (kept without phone)"
 WARN_PHONE_MISSING = "no phone (kept)"
 
 
-def ric_rules(id_type: str = "id_type", id_number: str = "id_number") -> list[Rule]:
-    """The strict RIC rules: shape, real birth date, GB 11643 check character."""
+def ric_rules(id_type: str = "id_type", id_number: str = "id_number", born: str | None = None) -> list[Rule]:
+    """The strict RIC rules: shape, real birth date, GB 11643 check character. ``born``: a column
+    already holding :func:`ric_birth_date` (computed once, also for the region warning)."""
     is_ric = pl.col(id_type) == "RIC"
     number = pl.col(id_number)
+    birth = pl.col(born) if born is not None else ric_birth_date(number)
     return [
         Rule(id_number, "RIC not 17 digits plus a check character", is_ric & ~ric_shape_ok(number)),
-        Rule(id_number, "RIC birth date not a real date", is_ric & ric_birth_date(number).is_null()),
+        Rule(id_number, "RIC birth date not a real date", is_ric & birth.is_null()),
         Rule(id_number, "RIC check digit wrong (GB 11643)", is_ric & ~ric_check_ok(number)),
     ]
 
@@ -78,12 +83,14 @@ def check_register(raw: pl.DataFrame, *, phone_region: str = "CN") -> Checked:
     frame = frame.with_columns(
         pl.col("id_type").str.strip_chars().str.to_uppercase(),
     ).with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number"))
+    # the birth date once: the RIC rules and the region warning both need it
+    frame = frame.with_columns(ric_birth_date(pl.col("id_number")).alias(_BORN))
 
     rules = [
         *text_rules(COLUMNS),
         one_of("id_type", ID_TYPES),
         required("id_number"),
-        *ric_rules(),
+        *ric_rules(born=_BORN),
         required("name"),
         *(required(c) for c in ("district", "subdistrict", "community", "grid")),
         boolean_rule("mobility_limited"),
@@ -98,7 +105,7 @@ def check_register(raw: pl.DataFrame, *, phone_region: str = "CN") -> Checked:
         phone_given.alias("__phone_given"),
     )
     good = good.with_columns(normalise_phone(good["phone"], phone_region).alias("phone"))
-    good = good.with_columns(region_warning(good).alias(WARNING_PREFIX + WARN_REGION))
+    good = good.with_columns(region_warning(good, born=_BORN).alias(WARNING_PREFIX + WARN_REGION))
     good = good.with_columns(
         (~pl.col("__phone_given")).alias(WARNING_PREFIX + WARN_PHONE_MISSING),
         (pl.col("__phone_given") & pl.col("phone").is_null()).alias(WARNING_PREFIX + WARN_PHONE_INVALID),

@@ -51,3 +51,66 @@ def test_only_allocated_mobile_ranges_are_mobiles():
     phones = pl.Series("phone", ["+8613800138000", "+8614512345678", "+8619912345678", "+862163211234",
                                  "+85291234567", "+85221234567", "+442079460958", "+447400123456", None, ""])
     assert is_mobile(phones).to_list() == [True, True, True, False, True, False, False, True, False, False]
+
+
+def _stdnum_accepts(number: str) -> bool:
+    """python-stdnum's strict RIC checks (shape, check digit, a real date) plus the project's
+    bounds on the birth date (not before 1880, not in the future)."""
+    from datetime import date
+
+    from stdnum.exceptions import ValidationError
+
+    try:
+        if len(number) != 18 or not number[:17].isdigit() or number[-1] not in "0123456789X":
+            return False
+        if number[-1] != stdnum_ric.calc_check_digit(number):
+            return False
+        born = stdnum_ric.get_birth_date(number)
+    except ValidationError:
+        return False
+    return 1880 <= born.year and born <= date.today()
+
+
+def _stdnum_region_known(number: str) -> bool:
+    from stdnum.exceptions import ValidationError
+
+    try:
+        stdnum_ric.get_birth_place(number)
+    except (ValidationError, KeyError):  # KeyError: a code stdnum knows with no county (e.g. 110001)
+        return False
+    return True
+
+
+_REGIONS = ["110101", "110103", "310101", "310104", "310115", "440305", "999999", "123456"]
+
+
+@st.composite
+def ric_like(draw) -> str:
+    region = draw(st.sampled_from(_REGIONS) | st.text(alphabet="0123456789", min_size=6, max_size=6))
+    year = draw(st.integers(1850, 2035))
+    month = draw(st.integers(0, 13))
+    day = draw(st.integers(0, 32))
+    first17 = f"{region}{year:04d}{month:02d}{day:02d}{draw(st.integers(0, 999)):03d}"
+    check = draw(st.sampled_from(["right", "right", "any"]))
+    last = stdnum_ric.calc_check_digit(first17 + "0") if check == "right" else draw(st.sampled_from("0123456789X"))
+    number = first17 + last
+    if draw(st.integers(0, 9)) == 0:  # now and then a wrong shape
+        number = draw(st.sampled_from([number[:-1], number + "1", number[:5] + "A" + number[6:], number[:-1] + "Y"]))
+    return number
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ric_like(), min_size=1, max_size=40))
+def test_vectorised_ric_rules_and_region_warning_equal_python_stdnum(numbers):
+    """Issue 15: the register's RIC check, vectorised end to end (one base-13 parse for the check
+    character, the birth date once, the region per distinct region and year), decides as
+    python-stdnum does for every ID."""
+    from sampling.register import ric_rules
+    from tubetrail.rules import LINE, split_by_rules
+
+    frame = pl.DataFrame({LINE: list(range(len(numbers))), "id_type": ["RIC"] * len(numbers), "id_number": numbers})
+    good, _ = split_by_rules(frame, ric_rules())
+    accepted = set(good[LINE].to_list())
+    assert accepted == {i for i, n in enumerate(numbers) if _stdnum_accepts(n)}
+    warned = region_warning(good).to_list()
+    assert warned == [not _stdnum_region_known(n) for n in good["id_number"].to_list()]
