@@ -64,11 +64,19 @@ def _as_of(truth: dict) -> datetime:
     return report_time(datetime.fromisoformat(truth["round"]["end"]), "Asia/Shanghai")
 
 
-def child_take(spec: dict) -> dict:
+def tubetrail_take(files: list, cfg) -> list:
+    """tubetrail's ingest of ``files`` (``[kind, path, label]`` rows, in order): every use the
+    bench makes of it goes through here, so a batch API replaces this one call. Returns one
+    ``FileOutcome`` per file."""
     from flows.feeds import take_file
+    from warehouse.inbox import InboxFile
+
+    return [take_file(InboxFile(kind, Path(path), label), cfg) for kind, path, label in files]
+
+
+def child_take(spec: dict) -> dict:
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from warehouse.inbox import InboxFile
     from warehouse.writer import open_round
 
     cfg = _cfg(spec)
@@ -81,8 +89,7 @@ def child_take(spec: dict) -> dict:
     start = time.perf_counter()
     out = {"files": 0, "accepted": 0, "refused": 0, "skipped": 0, "rows_read": 0, "rows_accepted": 0,
            "rows_quarantined": 0}
-    for kind, path, label in spec["files"]:
-        o = take_file(InboxFile(kind, Path(path), label), cfg)
+    for o in tubetrail_take(spec["files"], cfg):
         out["files"] += 1
         out[o.status] = out.get(o.status, 0) + 1
         out["rows_read"] += o.rows_read
@@ -93,17 +100,14 @@ def child_take(spec: dict) -> dict:
 
 
 def child_latency(spec: dict) -> dict:
-    from flows.feeds import take_file
     from reporting.alerts import positive_pools
     from tubetrail.secrets import id_hash_key
     from tubetrail.views import define_views
     from warehouse.connection import open_configured
-    from warehouse.inbox import InboxFile
 
     cfg = _cfg(spec)
-    kind, path, label = spec["file"]
     start = time.perf_counter()
-    o = take_file(InboxFile(kind, Path(path), label), cfg)
+    (o,) = tubetrail_take([spec["file"]], cfg)
     taken = time.perf_counter()
     with open_configured(cfg.warehouse, id_hash_key()) as con:  # as flows/alerts.py does after each file
         define_views(con, cfg)
@@ -184,6 +188,7 @@ def child_logic(spec: dict) -> dict:
             "SELECT count(*), sum(registered), sum(sampled) FROM tt_coverage").fetchall()[0]
         out["order_people"], out["pools"] = con.sql(
             "SELECT count(*), count(DISTINCT source_tube) FROM tt_orders").fetchall()[0]
+        out["tubes"] = con.execute("SELECT count(*) FROM tubes WHERE round_id = ?", [rid]).fetchall()[0][0]
         t = time.perf_counter()
         queries = {
             "register": f"SELECT {PK} AS pk, district, grid FROM register",
@@ -308,10 +313,8 @@ def child_microbatch(spec: dict) -> dict:
     identities, spread over the city by a hash), pools of 10 at the city's sites, then taken."""
     import duckdb
 
-    from flows.feeds import take_file
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from warehouse.inbox import InboxFile
 
     cfg = _cfg(spec)
     path = Path(spec["out"])
@@ -344,15 +347,39 @@ def child_microbatch(spec: dict) -> dict:
         rows = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
     written = time.perf_counter() - t
     t = time.perf_counter()
-    o = take_file(InboxFile("scans", path, "scans/micro_batch.parquet"), cfg)
+    (o,) = tubetrail_take([["scans", str(path), "scans/micro_batch.parquet"]], cfg)
     taken = time.perf_counter() - t
     assert o.status == "accepted", o.message
     return {"write_s": written, "take_s": taken, "scans": rows, "accepted": o.rows_accepted,
             "quarantined": o.rows_quarantined}
 
 
+def child_last_wave(spec: dict) -> dict:
+    """"Last file → report": the round's last wave lands (its files taken), then the nightly
+    report is written (``child_report``'s work) at once; timed from the first file taken."""
+    cfg = _cfg(spec)
+    start = time.perf_counter()
+    outcomes = tubetrail_take(spec["files"], cfg)
+    taken = time.perf_counter()
+    report = child_report(spec)
+    done = time.perf_counter()
+    refused = [o.file_name for o in outcomes if o.status == "refused"]
+    if refused:
+        raise RuntimeError(f"last wave: {len(refused)} file(s) refused")
+    return {"files": len(outcomes), "rows_accepted": sum(o.rows_accepted for o in outcomes), "take_s": taken - start,
+            "report_s": done - taken, "total_s": done - start, "registered": report["registered"],
+            "sampled": report["sampled"], "coverage": report["coverage"]}
+
+
+def _child_floor(spec: dict) -> dict:
+    from bench.floor import child_floor
+
+    return child_floor(spec)
+
+
 CHILDREN = {"take": child_take, "latency": child_latency, "report": child_report, "logic": child_logic,
-            "pandas": child_pandas, "postgres": child_postgres, "microbatch": child_microbatch}
+            "pandas": child_pandas, "postgres": child_postgres, "microbatch": child_microbatch,
+            "floor": _child_floor, "last_wave": child_last_wave}
 
 
 # --- parent side --------------------------------------------------------------------------------
@@ -522,6 +549,11 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
     facts = work / "facts"
     fig["tubetrail"] = run_child("logic", {**base, "facts": str(facts)}, work)
     progress(fig)
+    run_floor(fig, sim, links, held, work, facts, say)
+    progress(fig)
+    say("last file → report: the round wave by wave, then its last wave and the nightly report")
+    fig["last_file_to_report"] = run_waves(sim, truth, work)
+    progress(fig)
     spec = {**base, "facts": str(facts), "pool_size": fig["tubetrail"]["pool_size"]}
     say("pandas baseline")
     try:
@@ -540,6 +572,47 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return fig
+
+
+def run_floor(fig: dict, sim: Path, links: dict, held: list | None, work: Path, facts: Path, say) -> None:
+    """The floor (``bench.floor``): each link in a child process on a DuckDB file of its own, its
+    coverage asserted equal to tubetrail's, the ratios tubetrail ÷ floor per link and end to end."""
+    from bench import floor
+
+    files = floor.floor_files(links, held)
+    base = {"floor_db": str(work / "floor.duckdb"), "truth": json.loads((sim / "_truth.json").read_text())}
+    base["as_of"] = _as_of(base["truth"]).isoformat()
+    fl: dict = {"links": {}}
+    for name in floor.FLOOR_LINKS:
+        say(f"floor: {name}")
+        fl["links"][name] = run_child("floor", {**base, "link": name, "files": files[name],
+                                                "out": str(facts / "floor_coverage.parquet")}, work)
+    fl["end_to_end"] = {"wall_s": round(sum(v["wall_s"] for v in fl["links"].values()), 2),
+                        "peak_gb": max(v["peak_gb"] for v in fl["links"].values())}
+    fl["compared"] = floor.compare(fl["links"]["coverage"], fig["tubetrail"], facts, facts / "floor_coverage.parquet")
+    fl["ratio"] = floor.ratios(fig["links"], fl)
+    fl["ratio"]["end to end"] = round(fig["end_to_end"]["wall_s"] / fl["end_to_end"]["wall_s"], 2)
+    fig["floor"] = fl
+    (work / "floor.duckdb").unlink(missing_ok=True)
+
+
+def run_waves(sim: Path, truth: dict, work: Path) -> dict:
+    """The round ingested wave by wave as the demo hands it over (``tubetrail.demo.waves``: the
+    reference data and register, then one wave per hour of event time), on a warehouse of its
+    own: every wave but the last, then the last wave and the nightly report in one child: the
+    time from the last wave's files landing to the report written."""
+    from tubetrail.config import Config
+    from tubetrail.demo import waves
+
+    planned = [(label, [[f.kind, str(f.path), f.label] for f in files]) for label, files in waves(sim, Config().city.timezone)]
+    before = [f for _, files in planned[:-1] for f in files]
+    base = {"warehouse": str(work / "waves" / "warehouse.duckdb"), "truth": truth}
+    (work / "waves").mkdir(parents=True, exist_ok=True)
+    earlier = run_child("take", {**base, "files": before, "open_round": True}, work)
+    last = run_child("last_wave", {**base, "files": planned[-1][1], "out": str(work / "waves" / "report")}, work)
+    shutil.rmtree(work / "waves", ignore_errors=True)
+    return {"waves": len(planned), "last_wave": planned[-1][0], "earlier_waves_s": earlier["wall_s"],
+            "earlier_files": earlier["files"], **last}
 
 
 def report_parts(v: dict) -> list[tuple[str, float, float]]:
