@@ -200,7 +200,8 @@ def link_register(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
     bad = count(con, "SELECT count(*) FROM register_in WHERE problem IS NOT NULL")
     dup = count(con, f"SELECT count(*) - count(DISTINCT ({', '.join(REGISTER_COLUMNS)}, file)) "
                      "FROM register_in WHERE problem IS NULL")
-    return {"rows_read": read, "rows_quarantined": bad + dup, "people": count(con, "SELECT count(*) FROM register"),
+    return {"rows_read": read, "rows_quarantined": bad + dup, "rows_accepted": read - bad - dup,
+            "people": count(con, "SELECT count(*) FROM register"),
             "files": len(reg) + len(paths(files, "sites", ".csv")) + len(paths(files, "labs", ".csv"))}
 
 
