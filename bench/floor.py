@@ -34,7 +34,6 @@ own (``bench.city`` times it and reads its peak RSS), on one DuckDB file of its 
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -398,7 +397,7 @@ def link_test(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
 
 # --- the rules: calls, orders, the round rule, coverage ------------------------------------------
 
-def define_rules(con: duckdb.DuckDBPyConnection, pool_size_of_round: bool = True) -> None:
+def define_rules(con: duckdb.DuckDBPyConnection) -> None:
     """Tube members, tubes, custody and calls as plain SQL macros over the floor's tables (the
     same rules as tubetrail's views, written once here for the floor)."""
     from tubetrail.config import Config
@@ -635,7 +634,3 @@ def ratios(links: dict, floor: dict) -> dict[str, float | None]:
         f = floor["links"].get(name, {}).get("wall_s")
         out[name] = round(t / f, 2) if f and t else None
     return out
-
-
-if __name__ == "__main__":  # pragma: no cover - run through bench.city
-    print(json.dumps(FLOOR_LINKS))
