@@ -600,6 +600,10 @@ def run_floor(fig: dict, sim: Path, links: dict, held: list | None, work: Path, 
     fl["end_to_end"] = {"wall_s": round(sum(v["wall_s"] for v in fl["links"].values()), 2),
                         "peak_gb": max(v["peak_gb"] for v in fl["links"].values())}
     fl["compared"] = floor.compare(fl["links"]["coverage"], fig["tubetrail"], facts, facts / "floor_coverage.parquet")
+    # the same row rules: rows accepted per link, the floor's against tubetrail's (recorded, shown when they differ)
+    fl["rows_tubetrail"] = {name: sum(fig["links"][n].get("rows_accepted", fig["links"][n].get("rows", 0))
+                                      for n in floor.COMPARED[name] if n in fig["links"])
+                            for name in ("collect", "deliver", "test", "re-samples")}
     fl["ratio"] = floor.ratios(fig["links"], fl)
     fl["ratio"]["end to end"] = round(fig["end_to_end"]["wall_s"] / fl["end_to_end"]["wall_s"], 2)
     fig["floor"] = fl
@@ -871,6 +875,9 @@ def floor_markdown(c: dict, s) -> list[str]:
             theirs = [n for n in COMPARED[name] if n in c["links"]]
             tt = sum(c["links"][n]["wall_s"] for n in theirs)
             rows = f"{v['rows_accepted']:,}" if "rows_accepted" in v else f"{v.get('people', v.get('grids', 0)):,}"
+            theirs_rows = fl.get("rows_tubetrail", {}).get(name)
+            if theirs_rows is not None and theirs_rows != v.get("rows_accepted"):
+                rows += f" (tubetrail {theirs_rows:,})"
             lines.append(f"| {name} | {rows} | {s(v['wall_s'])} | {s(v['work_s'])} | {v['peak_gb']:.2f} GB "
                          f"| {' + '.join(theirs)} | {s(tt)} | {ratio_text(fl['ratio'].get(name))} |")
         e = fl["end_to_end"]
