@@ -26,7 +26,7 @@ member without another good tube); a seal follows its tube. Then the coverage pe
 report's time, as ``reporting.coverage.coverage`` counts it (members of the round's tubes, last
 add/void wins, tube not refused by then), and the counts the bench compares with tubetrail's:
 people sampled, tubes of the round, positive pools (pooled tubes called positive or persisting
-single target).
+single target, with members to re-sample).
 
 Each link is one function ``link_<name>(con, spec)`` run by the bench in a child process of its
 own (``bench.city`` times it and reads its peak RSS), on one DuckDB file of its own.
@@ -565,8 +565,11 @@ def link_coverage(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
         FROM register reg JOIN rounds r ON r.round_id = $rid LEFT JOIN sampled s USING (person_key)
         WHERE r.districts IS NULL OR list_contains(r.districts, reg.district)
         GROUP BY reg.grid ORDER BY reg.grid""", {"rid": rid})
+    # a positive pool: a pooled tube called positive or persisting single target with members to
+    # re-sample (a pool whose only person was voided raises no order, in tubetrail neither)
     pools = count(con, f"""SELECT count(*) FROM calls('{as_of.isoformat()}'::TIMESTAMPTZ) k JOIN c USING (tube_barcode)
-                          WHERE c.capacity > 1 AND k.call IN ('positive', 'single_target')""")
+                          WHERE c.capacity > 1 AND k.call IN ('positive', 'single_target')
+                            AND k.tube_barcode IN (SELECT tube_barcode FROM members() WHERE round_id = '{rid}')""")
     out = Path(spec["out"])
     con.execute(f"COPY floor_coverage TO '{out}' (FORMAT parquet)")
     grids, registered, sampled = con.sql("SELECT count(*), sum(registered), sum(sampled) FROM floor_coverage").fetchall()[0]
