@@ -117,6 +117,15 @@ def define_macros(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
                   || TRY_CAST(regexp_extract(st(v), '^{WELL_PATTERN}$', 2) AS INTEGER)::VARCHAR END""")
 
 
+def rough_text(columns) -> str:
+    """A first pass of the text rules over a whole row (one regular expression over its fields
+    joined, their longest length): only a row it flags has each field judged (``bad_text``)."""
+    from tubetrail.rules import CONTROL_CHARACTERS, MAX_FIELD_CHARS
+
+    return (f"coalesce(regexp_matches(concat_ws('|', {', '.join(columns)}), '{CONTROL_CHARACTERS}') "
+            f"OR greatest({', '.join(f'length({c})' for c in columns)}) > {MAX_FIELD_CHARS}, FALSE)")
+
+
 def paths(files: list, kind: str, suffix: str) -> list[str]:
     return [f[1] for f in files if f[0] == kind and f[1].endswith(suffix)]
 
@@ -169,14 +178,15 @@ def link_register(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
         'daily_capacity_tubes'))} WHERE NOT blank(lab_id)""")
     reg = sorted(paths(files, "register", ".parquet"))
     types = ", ".join(f"'{t}'" for t in ID_TYPES)
-    text = " WHEN ".join(f"bad_text({c}) THEN '{c}: text'" for c in REGISTER_COLUMNS if c != "address")
+    per_column = " OR ".join(f"bad_text({c})" for c in REGISTER_COLUMNS if c != "address")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE register_in AS
         WITH raw AS (
             SELECT * EXCLUDE (id_type, id_number), upper(st(id_type)) AS id_type,
-                   id_norm(upper(st(id_type)), id_number) AS id_number, filename AS file, file_row_number AS line
+                   id_norm(upper(st(id_type)), id_number) AS id_number, filename AS file, file_row_number AS line,
+                   {rough_text(REGISTER_COLUMNS)} AS rough
             FROM read_parquet({file_list(reg)}, filename = true, file_row_number = true, union_by_name = true)
         )
-        SELECT *, CASE WHEN {text} WHEN bad_free_text(address) THEN 'address: text'
+        SELECT *, CASE WHEN rough AND ({per_column}) THEN 'text' WHEN rough AND bad_free_text(address) THEN 'address: text'
                        WHEN id_type IS NULL OR id_type NOT IN ({types}) THEN 'id_type'
                        WHEN blank(id_number) THEN 'id_number missing'
                        WHEN id_type = 'RIC' AND ric_problem(id_number) IS NOT NULL THEN ric_problem(id_number)
@@ -193,13 +203,19 @@ def link_register(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
                nn(district) AS district, nn(subdistrict) AS subdistrict, nn(community) AS community, nn(grid) AS grid,
                nn(household_id) AS household_id, nn(lower(st(key_group))) AS key_group,
                coalesce(lower(st(mobility_limited)) IN ('true', 't', 'yes', 'y', '1', '是'), FALSE) AS mobility_limited
-        FROM (SELECT DISTINCT ON (id_type, id_number) * FROM register_in WHERE problem IS NULL
-              ORDER BY id_type, id_number, file DESC, line DESC)""")
+        FROM (SELECT id_type, id_number, unnest(arg_max(struct_pack(name, district, subdistrict, community, grid,
+                                                                     household_id, key_group, mobility_limited),
+                                                         (file, line)))
+              FROM register_in WHERE problem IS NULL GROUP BY id_type, id_number)""")
     read = count(con, "SELECT count(*) FROM register_in")
     bad = count(con, "SELECT count(*) FROM register_in WHERE problem IS NOT NULL")
-    # a grouping, not count(DISTINCT …): DuckDB spills it under the memory limit at 25.7 M rows
-    dup = read - bad - count(con, f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(REGISTER_COLUMNS)}, file "
-                                  "FROM register_in WHERE problem IS NULL)")
+    # exact repeats, looked for among the few people with several rows in one file only
+    dup = count(con, f"""WITH multi AS (
+            SELECT id_type, id_number, file FROM register_in WHERE problem IS NULL GROUP BY ALL HAVING count(*) > 1)
+        SELECT coalesce(sum(n - d), 0)::BIGINT FROM (
+            SELECT count(*) AS n, count(DISTINCT ({', '.join(REGISTER_COLUMNS)})) AS d
+            FROM register_in SEMI JOIN multi USING (id_type, id_number, file) WHERE problem IS NULL
+            GROUP BY id_type, id_number, file)""")
     return {"rows_read": read, "rows_quarantined": bad + dup, "rows_accepted": read - bad - dup,
             "people": count(con, "SELECT count(*) FROM register"),
             "files": len(reg) + len(paths(files, "sites", ".csv")) + len(paths(files, "labs", ".csv"))}
@@ -220,16 +236,17 @@ def _load_scans(con: duckdb.DuckDBPyConnection, files: list) -> dict:
         parts.append(f"SELECT {', '.join(SCAN_COLUMNS)} FROM {csv(cs, SCAN_COLUMNS)}")
     if not parts:
         return {"files": 0, "rows_read": 0, "rows_quarantined": 0, "rows_accepted": 0}
-    text = " WHEN ".join(f"bad_text({c}) THEN '{c}: text'" for c in SCAN_COLUMNS)
+    per_column = " OR ".join(f"bad_text({c})" for c in SCAN_COLUMNS)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE scans_in AS
         WITH raw AS (
-            SELECT * EXCLUDE (event, id_type, id_number), lower(st(event)) AS event, upper(st(id_type)) AS id_type,
+            SELECT * EXCLUDE (event, id_type, id_number), {rough_text(SCAN_COLUMNS)} AS rough,
+                   lower(st(event)) AS event, upper(st(id_type)) AS id_type,
                    id_norm(upper(st(id_type)), id_number) AS id_number, ts(scanned_at) AS scan_at,
                    TRY_CAST(st(capacity) AS BIGINT) AS cap
             FROM ({' UNION ALL '.join(parts)})
         ), checked AS (
             SELECT *, event IN ('add', 'void') AS person_event,
-                   CASE WHEN {text} WHEN scan_at IS NULL THEN 'scanned_at not an ISO 8601 time'
+                   CASE WHEN rough AND ({per_column}) THEN 'text' WHEN scan_at IS NULL THEN 'scanned_at not an ISO 8601 time'
                         WHEN blank(site_id) OR blank(collector_id) OR blank(tube_barcode) THEN 'required'
                         WHEN event IS NULL OR event NOT IN ('add', 'seal', 'void') THEN 'event'
                         WHEN event IN ('add', 'void') AND blank(id_type) THEN 'add/void without id_type'
