@@ -886,7 +886,7 @@ def floor_markdown(c: dict, s) -> list[str]:
     if w:
         lines += ["", f"Last file → report: the round taken wave by wave as the demo hands it over ({w['waves']} waves; "
                   f"the waves before the last {s(w['earlier_waves_s'])}), then the last wave ({w['last_wave']}, "
-                  f"{w['files']} files, {w['rows_accepted']:,} rows) taken in {s(w['take_s'])} and the nightly report "
+                  f"{w['files']} file{'' if w['files'] == 1 else 's'}, {w['rows_accepted']:,} rows) taken in {s(w['take_s'])} and the nightly report "
                   f"written in {s(w['report_s'])}: **{s(w['wall_s'])}** from its files landing to the report "
                   f"({w['total_s']:.1f} s of work, peak {w['peak_gb']:.2f} GB)."]
     return lines
