@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ingest.take import take_file
+from ingest.take import plan_batches, take_batch
 from tubetrail.config import Config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
@@ -196,8 +196,8 @@ def main() -> None:
         figures["result rows"] = timed("setup: write results CSV files",
                                        lambda: write_results(con, args.tubes, args.workdir / "inbox", args.files))
     files = discover(args.workdir / "inbox")
-    outcomes = timed("results ingest (parse, check, write; one transaction per file)",
-                     lambda: [take_file(f, cfg) for f in files])
+    outcomes = timed("results ingest (parse, check, write; one transaction per batch, as the flow takes them)",
+                     lambda: [o for batch in plan_batches(files, cfg) for o in take_batch(batch, cfg)])
     assert all(o.status == "accepted" and o.rows_quarantined == 0 for o in outcomes), outcomes
     as_of = datetime(2022, 4, 6, tzinfo=timezone.utc)
     with open_configured(cfg.warehouse, key) as con:

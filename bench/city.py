@@ -21,6 +21,11 @@ members → urgent re-sampling orders) on tubetrail's views, the same logic in p
 SQL on PostgreSQL 15 (``bench.baselines``) over the accepted facts, every result asserted equal;
 and a micro-batch: one more scan file of 50,000 scans of registered people, taken.
 
+The floor (``bench.floor``, issue 15): the same inbox loaded in bulk with plain DuckDB SQL, link
+by link in child processes, its coverage per grid asserted equal to tubetrail's, and tubetrail ÷
+floor per link and end to end. "Last file → report": the round taken again wave by wave
+(``tubetrail.demo.waves``), then the last wave and the nightly report, timed together.
+
 Every step runs in a child process of its own (``python -m bench.city --child``), timed from
 the parent (start to exit, interpreter start and imports included) and inside the child (the
 work alone); its peak memory is the child's maximum resident set size, read with ``os.wait4``.
@@ -65,9 +70,19 @@ def _as_of(truth: dict) -> datetime:
     return report_time(datetime.fromisoformat(truth["round"]["end"]), "Asia/Shanghai")
 
 
-def child_take(spec: dict) -> dict:
+def tubetrail_take(files: list, cfg) -> list:
+    """tubetrail's ingest of ``files`` (``[kind, path, label]`` rows, in order), as the ingest
+    flow takes them: cut into batches (``ingest.take.plan_batches``), one ``take_batch`` call
+    each. Every use the bench makes of tubetrail's ingest goes through here. Returns one
+    ``FileOutcome`` per file."""
     from ingest.discover import InboxFile
     from ingest.take import plan_batches, take_batch
+
+    inbox = [InboxFile(kind, Path(path), label) for kind, path, label in files]
+    return [o for batch in plan_batches(inbox, cfg) for o in take_batch(batch, cfg)]
+
+
+def child_take(spec: dict) -> dict:
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
     from warehouse.writer import open_round
@@ -82,9 +97,7 @@ def child_take(spec: dict) -> dict:
     start = time.perf_counter()
     out = {"files": 0, "accepted": 0, "refused": 0, "skipped": 0, "rows_read": 0, "rows_accepted": 0,
            "rows_quarantined": 0}
-    files = [InboxFile(kind, Path(path), label) for kind, path, label in spec["files"]]
-    # as the ingest flow does: the link's stretch cut into batches, one take_batch call each
-    for o in (o for batch in plan_batches(files, cfg) for o in take_batch(batch, cfg)):
+    for o in tubetrail_take(spec["files"], cfg):
         out["files"] += 1
         out[o.status] = out.get(o.status, 0) + 1
         out["rows_read"] += o.rows_read
@@ -95,17 +108,14 @@ def child_take(spec: dict) -> dict:
 
 
 def child_latency(spec: dict) -> dict:
-    from ingest.take import take_file
     from reporting.alerts import positive_pools
     from tubetrail.secrets import id_hash_key
     from tubetrail.views import define_views
     from warehouse.connection import open_configured
-    from ingest.discover import InboxFile
 
     cfg = _cfg(spec)
-    kind, path, label = spec["file"]
     start = time.perf_counter()
-    o = take_file(InboxFile(kind, Path(path), label), cfg)
+    (o,) = tubetrail_take([spec["file"]], cfg)
     taken = time.perf_counter()
     with open_configured(cfg.warehouse, id_hash_key()) as con:  # as flows/alerts.py does after each file
         define_views(con, cfg)
@@ -186,6 +196,7 @@ def child_logic(spec: dict) -> dict:
             "SELECT count(*), sum(registered), sum(sampled) FROM tt_coverage").fetchall()[0]
         out["order_people"], out["pools"] = con.sql(
             "SELECT count(*), count(DISTINCT source_tube) FROM tt_orders").fetchall()[0]
+        out["tubes"] = con.execute("SELECT count(*) FROM tubes WHERE round_id = ?", [rid]).fetchall()[0][0]
         t = time.perf_counter()
         queries = {
             "register": f"SELECT {PK} AS pk, district, grid FROM register",
@@ -310,10 +321,8 @@ def child_microbatch(spec: dict) -> dict:
     identities, spread over the city by a hash), pools of 10 at the city's sites, then taken."""
     import duckdb
 
-    from ingest.take import take_file
     from tubetrail.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from ingest.discover import InboxFile
 
     cfg = _cfg(spec)
     path = Path(spec["out"])
@@ -346,15 +355,39 @@ def child_microbatch(spec: dict) -> dict:
         rows = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
     written = time.perf_counter() - t
     t = time.perf_counter()
-    o = take_file(InboxFile("scans", path, "scans/micro_batch.parquet"), cfg)
+    (o,) = tubetrail_take([["scans", str(path), "scans/micro_batch.parquet"]], cfg)
     taken = time.perf_counter() - t
     assert o.status == "accepted", o.message
     return {"write_s": written, "take_s": taken, "scans": rows, "accepted": o.rows_accepted,
             "quarantined": o.rows_quarantined}
 
 
+def child_last_wave(spec: dict) -> dict:
+    """"Last file → report": the round's last wave lands (its files taken), then the nightly
+    report is written (``child_report``'s work) at once; timed from the first file taken."""
+    cfg = _cfg(spec)
+    start = time.perf_counter()
+    outcomes = tubetrail_take(spec["files"], cfg)
+    taken = time.perf_counter()
+    report = child_report(spec)
+    done = time.perf_counter()
+    refused = [o.file_name for o in outcomes if o.status == "refused"]
+    if refused:
+        raise RuntimeError(f"last wave: {len(refused)} file(s) refused")
+    return {"files": len(outcomes), "rows_accepted": sum(o.rows_accepted for o in outcomes), "take_s": taken - start,
+            "report_s": done - taken, "total_s": done - start, "registered": report["registered"],
+            "sampled": report["sampled"], "coverage": report["coverage"]}
+
+
+def _child_floor(spec: dict) -> dict:
+    from bench.floor import child_floor
+
+    return child_floor(spec)
+
+
 CHILDREN = {"take": child_take, "latency": child_latency, "report": child_report, "logic": child_logic,
-            "pandas": child_pandas, "postgres": child_postgres, "microbatch": child_microbatch}
+            "pandas": child_pandas, "postgres": child_postgres, "microbatch": child_microbatch,
+            "floor": _child_floor, "last_wave": child_last_wave}
 
 
 # --- parent side --------------------------------------------------------------------------------
@@ -525,6 +558,11 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
     facts = work / "facts"
     fig["tubetrail"] = run_child("logic", {**base, "facts": str(facts)}, work)
     progress(fig)
+    run_floor(fig, sim, links, held, work, facts, say)
+    progress(fig)
+    say("last file → report: the round wave by wave, then its last wave and the nightly report")
+    fig["last_file_to_report"] = run_waves(sim, truth, work)
+    progress(fig)
     spec = {**base, "facts": str(facts), "pool_size": fig["tubetrail"]["pool_size"]}
     say("pandas baseline")
     try:
@@ -543,6 +581,56 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return fig
+
+
+def run_floor(fig: dict, sim: Path, links: dict, held: list | None, work: Path, facts: Path, say) -> None:
+    """The floor (``bench.floor``): each link in a child process on a DuckDB file of its own, its
+    coverage asserted equal to tubetrail's, the ratios tubetrail ÷ floor per link and end to end."""
+    from bench import floor
+
+    files = floor.floor_files(links, held)
+    base = {"floor_db": str(work / "floor.duckdb"), "truth": json.loads((sim / "_truth.json").read_text())}
+    base["as_of"] = _as_of(base["truth"]).isoformat()
+    fl: dict = {"links": {}}
+    for name in floor.FLOOR_LINKS:
+        say(f"floor: {name}")
+        try:
+            fl["links"][name] = run_child("floor", {**base, "link": name, "files": files[name],
+                                                    "out": str(facts / "floor_coverage.parquet")}, work)
+        except RuntimeError as exc:  # recorded, not hidden (e.g. out of memory); a different answer raises
+            fig["floor"] = {"failed": f"{name}: {exc}", "links": fl["links"]}
+            say(f"floor FAILED: {exc}")
+            return
+    fl["end_to_end"] = {"wall_s": round(sum(v["wall_s"] for v in fl["links"].values()), 2),
+                        "peak_gb": max(v["peak_gb"] for v in fl["links"].values())}
+    fl["compared"] = floor.compare(fl["links"]["coverage"], fig["tubetrail"], facts, facts / "floor_coverage.parquet")
+    # the same row rules: rows accepted per link, the floor's against tubetrail's (recorded, shown when they differ)
+    fl["rows_tubetrail"] = {name: sum(fig["links"][n].get("rows_accepted", fig["links"][n].get("rows", 0))
+                                      for n in floor.COMPARED[name] if n in fig["links"])
+                            for name in ("collect", "deliver", "test", "re-samples")}
+    fl["ratio"] = floor.ratios(fig["links"], fl)
+    fl["ratio"]["end to end"] = round(fig["end_to_end"]["wall_s"] / fl["end_to_end"]["wall_s"], 2)
+    fig["floor"] = fl
+    (work / "floor.duckdb").unlink(missing_ok=True)
+
+
+def run_waves(sim: Path, truth: dict, work: Path) -> dict:
+    """The round ingested wave by wave as the demo hands it over (``tubetrail.demo.waves``: the
+    reference data and register, then one wave per hour of event time), on a warehouse of its
+    own: every wave but the last, then the last wave and the nightly report in one child: the
+    time from the last wave's files landing to the report written."""
+    from tubetrail.config import Config
+    from tubetrail.demo import waves
+
+    planned = [(label, [[f.kind, str(f.path), f.label] for f in files]) for label, files in waves(sim, Config().city.timezone)]
+    before = [f for _, files in planned[:-1] for f in files]
+    base = {"warehouse": str(work / "waves" / "warehouse.duckdb"), "truth": truth}
+    (work / "waves").mkdir(parents=True, exist_ok=True)
+    earlier = run_child("take", {**base, "files": before, "open_round": True}, work)
+    last = run_child("last_wave", {**base, "files": planned[-1][1], "out": str(work / "waves" / "report")}, work)
+    shutil.rmtree(work / "waves", ignore_errors=True)
+    return {"waves": len(planned), "last_wave": planned[-1][0], "earlier_waves_s": earlier["wall_s"],
+            "earlier_files": earlier["files"], **last}
 
 
 def report_parts(v: dict) -> list[tuple[str, float, float]]:
@@ -596,7 +684,38 @@ def print_city(fig: dict) -> None:
         gq = g["coverage_s"] + g["orders_s"]
         table.add_row("PostgreSQL 15: same logic", f"{g['wall_s']:.1f}", f"{gq:.2f}", f"{g['peak_gb']:.2f} (client)",
                       f"COPY {g['load_total_s']:.1f} s; {ratio(gq, tt_q)} tubetrail's query time; equal")
+    for row in floor_rows(fig):
+        table.add_row(*row)
     Console(width=170).print(table)
+
+
+def floor_rows(fig: dict) -> list[tuple[str, str, str, str, str]]:
+    """The printout's rows for the floor (per link: time, in child, peak, tubetrail ÷ floor) and
+    for "last file → report"."""
+    rows = []
+    fl = fig.get("floor")
+    if fl and "failed" in fl:
+        rows.append(("floor (plain DuckDB, bulk)", "", "", "", f"failed: {fl['failed']}"))
+    elif fl:
+        from bench.floor import COMPARED
+
+        for name, v in fl["links"].items():
+            rows.append((f"floor: {name}", f"{v['wall_s']:.1f}", f"{v['work_s']:.2f}", f"{v['peak_gb']:.2f}",
+                         f"tubetrail ({' + '.join(COMPARED[name])}) ÷ floor: {ratio_text(fl['ratio'].get(name))}"))
+        e, c = fl["end_to_end"], fl["compared"]
+        rows.append(("[bold]floor end to end (inbox → coverage)[/bold]", f"{e['wall_s']:.1f}", "", f"{e['peak_gb']:.2f}",
+                     f"tubetrail ÷ floor: {ratio_text(fl['ratio'].get('end to end'))}; {c['grids']:,} grids, "
+                     f"{c['sampled']:,} sampled, {c['tubes']:,} tubes, {c['pools']} positive pools: equal"))
+    w = fig.get("last_file_to_report")
+    if w:
+        rows.append(("last file → report (wave by wave)", f"{w['wall_s']:.1f}", f"{w['total_s']:.2f}", f"{w['peak_gb']:.2f}",
+                     f"last wave {w['last_wave']} ({w['files']} files): take {w['take_s']:.1f} s + report "
+                     f"{w['report_s']:.1f} s; {w['waves']} waves"))
+    return rows
+
+
+def ratio_text(r: float | None) -> str:
+    return f"{r:.1f}×" if r else "–"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -667,14 +786,19 @@ def markdown(figures: dict) -> str:
     def s(x: float) -> str:
         return f"{x:,.1f} s" if x < 600 else f"{x / 60:,.1f} min"
 
-    lines = ["| residents | end to end (inbox → report) | peak RSS | 50,000-scan micro-batch | results file → pool orders "
-             "| pandas ÷ tubetrail (queries) | PostgreSQL ÷ tubetrail (queries) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| residents | end to end (inbox → report) | peak RSS | floor (inbox → coverage) | tubetrail ÷ floor "
+             "| last file → report | 50,000-scan micro-batch | results file → pool orders "
+             "| pandas ÷ tubetrail (queries) | PostgreSQL ÷ tubetrail (queries) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in figures["cities"]:
         tt = c["tubetrail"]["coverage_s"] + c["tubetrail"]["orders_s"]
         p, g = c.get("pandas", {}), c.get("postgres", {})
         lat = c["links"].get("positive-pool latency")
-        lines.append("| {:,} | {} | {:.1f} GB | {:.1f} s | {} | {} | {} |".format(
-            c["residents"], s(c["end_to_end"]["wall_s"]), c["end_to_end"]["peak_gb"], c["micro_batch"]["take_s"],
+        fl, w = c.get("floor") or {}, c.get("last_file_to_report")
+        lines.append("| {:,} | {} | {:.1f} GB | {} | {} | {} | {:.1f} s | {} | {} | {} |".format(
+            c["residents"], s(c["end_to_end"]["wall_s"]), c["end_to_end"]["peak_gb"],
+            "failed" if "failed" in fl else f"{s(fl['end_to_end']['wall_s'])} ({fl['end_to_end']['peak_gb']:.1f} GB)" if fl else "–",
+            ratio_text(fl.get("ratio", {}).get("end to end")), s(w["wall_s"]) if w else "–", c["micro_batch"]["take_s"],
             f"{lat['total_s']:.1f} s ({lat['pools']:,} pools, {lat['people']:,} people)" if lat else "–",
             ("out of memory" if "failed" in p else f"{(p['coverage_s'] + p['orders_s']) / tt:.1f}×") if p else "–",
             f"{(g['coverage_s'] + g['orders_s']) / tt:.1f}×" if g else "–"))
@@ -731,7 +855,45 @@ def markdown(figures: dict) -> str:
             gq = g["coverage_s"] + g["orders_s"]
             lines.append(f"| PostgreSQL 15 | COPY + ANALYZE {s(g['load_total_s'])} | {g['coverage_s']:.2f} s "
                          f"| {g['orders_s']:.2f} s | {gq:.2f} s | {gq / tq:.1f}× | {g['peak_gb']:.2f} GB (client) |")
+        lines += floor_markdown(c, s)
     return "\n".join(lines)
+
+
+def floor_markdown(c: dict, s) -> list[str]:
+    """A city's floor table (per link: the floor, tubetrail's same links, tubetrail ÷ floor) and
+    its "last file → report" line, for ``markdown``."""
+    fl, w = c.get("floor"), c.get("last_file_to_report")
+    lines: list[str] = []
+    if fl and "failed" in fl:
+        lines += ["", f"The floor (plain DuckDB, bulk): failed: {fl['failed']}"]
+    elif fl:
+        from bench.floor import COMPARED
+
+        k = fl["compared"]
+        lines += ["", f"The floor (`bench/floor.py`: the same inbox loaded in bulk with plain DuckDB SQL, same row rules, "
+                  f"round rule and re-samples, no ledger): coverage per grid equal to tubetrail's ({k['grids']:,} grids, "
+                  f"{k['sampled']:,} people sampled, {k['tubes']:,} tubes, {k['pools']:,} positive pools):", "",
+                  "| floor link | rows accepted | time | of it, the work | peak RSS | tubetrail's links | tubetrail | "
+                  "tubetrail ÷ floor |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+        for name, v in fl["links"].items():
+            theirs = [n for n in COMPARED[name] if n in c["links"]]
+            tt = sum(c["links"][n]["wall_s"] for n in theirs)
+            rows = f"{v['rows_accepted']:,}" if "rows_accepted" in v else f"{v.get('people', v.get('grids', 0)):,}"
+            theirs_rows = fl.get("rows_tubetrail", {}).get(name)
+            if theirs_rows is not None and theirs_rows != v.get("rows_accepted"):
+                rows += f" (tubetrail {theirs_rows:,})"
+            lines.append(f"| {name} | {rows} | {s(v['wall_s'])} | {s(v['work_s'])} | {v['peak_gb']:.2f} GB "
+                         f"| {' + '.join(theirs)} | {s(tt)} | {ratio_text(fl['ratio'].get(name))} |")
+        e = fl["end_to_end"]
+        lines.append(f"| **end to end** (inbox → coverage) | | **{s(e['wall_s'])}** | | **{e['peak_gb']:.2f} GB** "
+                     f"| inbox → report | {s(c['end_to_end']['wall_s'])} | **{ratio_text(fl['ratio'].get('end to end'))}** |")
+    if w:
+        lines += ["", f"Last file → report: the round taken wave by wave as the demo hands it over ({w['waves']} waves; "
+                  f"the waves before the last {s(w['earlier_waves_s'])}), then the last wave ({w['last_wave']}, "
+                  f"{w['files']} file{'' if w['files'] == 1 else 's'}, {w['rows_accepted']:,} rows) taken in {s(w['take_s'])} and the nightly report "
+                  f"written in {s(w['report_s'])}: **{s(w['wall_s'])}** from its files landing to the report "
+                  f"({w['total_s']:.1f} s of work, peak {w['peak_gb']:.2f} GB)."]
+    return lines
 
 
 if __name__ == "__main__":

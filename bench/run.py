@@ -5,7 +5,9 @@
   memory per link and end to end; a 50,000-scan micro-batch; the time from a results file
   landing to its positive pools' re-sampling orders; baselines: the same coverage and pool logic
   in plain pandas and on PostgreSQL 15 (Debian's, started by the bench on port 5434, loaded with
-  COPY), asserted equal. Figures in ``<workdir>/figures.json`` (default
+  COPY), asserted equal; the floor (``bench.floor``: the same inbox loaded in bulk with plain
+  DuckDB SQL, the same coverage asserted equal, tubetrail ÷ floor per link) and "last file →
+  report" (the round wave by wave, then its last wave and the nightly report). Figures in ``<workdir>/figures.json`` (default
   ``/tmp/tubetrail-bench-city``).
 * ``bench.calls``: results for a Shanghai-scale round (2.43 M pooled tubes, 24.3 M people)
   taken, called, expanded to people and alerted; baseline: the same calls in a Python loop.

@@ -132,3 +132,82 @@ def test_markdown_report_row_counts_the_district_packs(reported):
     work = done["snapshot_s"] + done["write_report_s"] + done["district_packs_s"]
     assert f"({done['districts']} districts, {done['worklists']:,} worklists)" in row
     assert f"| {work:,.1f} s |" in row
+
+
+@pytest.fixture(scope="module")
+def floored(loaded):
+    """The floor (``bench.floor``) on the same tiny city, every link in this process, from the
+    inbox's own files (not the test's merged ones)."""
+    from bench import floor
+    from bench.city import _as_of
+
+    root, base, *_ = loaded
+    links, held = plan_links(root / "inbox")
+    files = floor.floor_files(links, held)
+    spec = {"floor_db": str(root / "floor.duckdb"), "truth": base["truth"], "as_of": _as_of(base["truth"]).isoformat(),
+            "out": str(root / "facts" / "floor_coverage.parquet"), "threads": 2}
+    return {name: floor.child_floor({**spec, "link": name, "files": files[name]}) for name in floor.FLOOR_LINKS}
+
+
+def test_floor_coverage_equals_tubetrail(loaded, floored):
+    from bench.floor import compare
+
+    root, _, _, _, taken, logic = loaded
+    done = compare(floored["coverage"], logic, root / "facts", root / "facts" / "floor_coverage.parquet")
+    assert done["equal"] and (done["grids"], done["sampled"], done["tubes"], done["pools"]) == (
+        logic["grids"], logic["sampled"], logic["tubes"], logic["pools"])
+    assert 0 < done["sampled"] < done["registered"] and done["pools"] >= 1
+    # the same row rules: the floor accepts the rows tubetrail's feeds accepted, link by link
+    for mine, theirs in (("collect", ("collect (scans)",)), ("deliver", ("deliver (boxes, receipts)",)),
+                         ("test", ("test (results)", "positive-pool latency")), ("re-samples", ("re-samples (next morning)",))):
+        accepted = sum(taken[n].get("rows_accepted", taken[n].get("rows", 0)) for n in theirs)
+        assert floored[mine]["rows_accepted"] == accepted, mine
+    truth = loaded[1]["truth"]["register"]
+    assert floored["register"]["people"] == truth["people_registered"] == logic["registered"]
+    # the re-samples joined the round through their orders, none left waiting or outside it
+    assert floored["re-samples"]["placed"] > 0 and floored["re-samples"]["outside_rounds"] == 0
+
+
+def test_floor_fails_loudly_when_it_differs(loaded, floored):
+    from bench.floor import compare
+
+    root, *_, logic = loaded
+    with pytest.raises(AssertionError, match="floor: tubes"):
+        compare(floored["coverage"], {**logic, "tubes": logic["tubes"] + 1}, root / "facts",
+                root / "facts" / "floor_coverage.parquet")
+
+
+def test_figures_carry_tubetrail_over_floor(floored):
+    """The figures and docs/benchmarks.md's tables give tubetrail ÷ floor per link and end to end."""
+    from bench.city import markdown
+    from bench.floor import ratios
+
+    tt_links = {name: {"wall_s": 10.0 * (i + 1)} for i, name in enumerate(LINKS)}
+    fl = {"links": {name: {**v, "wall_s": 2.0, "peak_gb": 0.1} for name, v in floored.items()},
+          "end_to_end": {"wall_s": 12.0, "peak_gb": 0.1},
+          "compared": {"grids": 1, "sampled": 1, "tubes": 1, "pools": 1, "registered": 1, "equal": True}}
+    fl["ratio"] = ratios(tt_links, fl)
+    assert fl["ratio"]["collect"] == 10.0  # collect (scans): 20 s against 2 s
+    assert fl["ratio"]["test"] == 45.0  # test (results) + positive-pool latency: 40 s + 50 s against 2 s
+    assert fl["ratio"]["coverage"] == 35.0  # the report: 70 s against 2 s
+    fl["ratio"]["end to end"] = 23.0
+    city = {"residents": RESIDENTS, "inbox_files": 1, "inbox_gb": 0.0, "simulate": {"wall_s": 1.0, "peak_gb": 0.1},
+            "loadavg_after": [0.0, 0.0, 0.0], "links": {n: {**v, "files": 1, "rows_accepted": 1, "peak_gb": 0.1}
+                                                       for n, v in tt_links.items()},
+            "end_to_end": {"wall_s": 276.0, "peak_gb": 0.5},
+            "micro_batch": {"take_s": 0.1, "wall_s": 1.0, "scans": 1, "accepted": 1, "peak_gb": 0.1},
+            "tubetrail": {"coverage_s": 0.1, "orders_s": 0.1, "grids": 1, "registered": 1, "sampled": 1, "pools": 0,
+                          "order_people": 0, "snapshot_s": 0.1, "peak_gb": 0.1},
+            "floor": fl,
+            "last_file_to_report": {"waves": 3, "last_wave": "04-05 11:00", "earlier_waves_s": 5.0, "files": 2,
+                                    "rows_accepted": 10, "take_s": 1.0, "report_s": 2.0, "total_s": 3.0, "wall_s": 4.0,
+                                    "peak_gb": 0.2}}
+    city["links"]["positive-pool latency"] = {**tt_links["positive-pool latency"], "rows": 1, "take_s": 1.0, "alert_s": 1.0,
+                                              "total_s": 2.0, "pools": 1, "people": 9, "peak_gb": 0.1}
+    city["links"]["report"] = {**tt_links["report"], "snapshot_s": 1.0, "write_report_s": 1.0, "files": 1, "worklists": 0,
+                               "peak_gb": 0.1}
+    text = markdown({"cities": [city]})
+    assert "| 12.0 s (0.1 GB) | 23.0× | 4.0 s |" in text.splitlines()[2]
+    collect = next(line for line in text.splitlines() if line.startswith("| collect |"))
+    assert collect.endswith("| collect (scans) | 20.0 s | 10.0× |")
+    assert "**4.0 s** from its files landing to the report" in text

@@ -65,7 +65,7 @@ def test_a_city_taken_in_batches_equals_it_taken_file_by_file(tmp_path):
     one = opened(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
     by_file = [take_file(f, one) for f in files]
     many = opened(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
-    many = replace(many, ingest=replace(many.ingest, batch_files=7))
+    many = replace(many, ingest=replace(many.ingest, batch_files=7, alert_batch_files=7))
     batches = plan_batches(files, many)
     assert len(batches) < len(files) and max(len(b) for b in batches) == 7
     assert all(len({f.kind for f in b}) == 1 for b in batches)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from flows.feeds import take_file
+from ingest.take import take_file
 from sampling.rounds import look_up_orders
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row, ric
@@ -20,7 +20,7 @@ from tubetrail.scope import scoped_to_tubes
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.inbox import discover
+from ingest.discover import discover
 from warehouse.writer import open_round
 
 SH = ZoneInfo("Asia/Shanghai")
