@@ -22,6 +22,12 @@ import polars as pl
 
 ID_TYPES = ("RIC", "PASSPORT", "HKMO", "OTHER")
 
+#: GB 11643 as the standard writes it: the weights of the 17 digits (2^(17-i) mod 11) and the
+#: check character of (weighted sum mod 11); :func:`ric_check_char` computes the same in one
+#: parse, the bench's plain-SQL floor (``bench.floor``) spells it out with these
+RIC_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+RIC_CHECK_CHARS = "10X98765432"
+
 
 def normalise_id_number(id_type: pl.Expr, id_number: pl.Expr) -> pl.Expr:
     """Strip white space; an RIC is stored upper-case (a trailing lower-case ``x`` becomes ``X``)."""
