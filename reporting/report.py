@@ -147,7 +147,7 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
                 SELECT kind, round_id, tube_barcode, box_id, detail, detected_at FROM tube_anomalies
                 UNION ALL SELECT * FROM custody_anomalies($as_of)
                 UNION ALL SELECT * FROM lab_anomalies($as_of))
-            WHERE round_id = $rid OR round_id IS NULL ORDER BY kind, detected_at, tube_barcode, box_id""", p),
+            WHERE round_id = $rid OR round_id IS NULL ORDER BY kind, detected_at, tube_barcode, box_id, detail""", p),
         "tat": _frame(con, "SELECT * FROM tube_tat($rid, $as_of) ORDER BY collected_at, tube_barcode", p),
         "key_groups_overdue": _frame(con, "SELECT * FROM report_key_groups WHERE compliance <> 'in cycle' "
                                           "ORDER BY compliance, key_group, grid, id_number", {}),
