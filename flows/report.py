@@ -61,9 +61,8 @@ def round_report(round_id: str | None, out: str, as_of: datetime | None = None, 
         round_id = round_id or current_round(con, when)
         folder = Path(out) / round_id / f"{when.astimezone(ZoneInfo(cfg.city.timezone)):%Y-%m-%d}" if dated else Path(out)
         figures = write_report(con, cfg, round_id, when, folder)
-        districts = con.sql("SELECT district, registered, sampled, resulted, untested, coverage "
-                            "FROM coverage($rid, $as_of) WHERE level = 'district' ORDER BY district",
-                            params={"rid": round_id, "as_of": when}).fetchall()
+    # coverage per district as the report computed it (issue 15: not derived a second time)
+    districts = [tuple(row.values()) for row in figures.districts]
     ensure_concurrency_limits(cfg)  # the overdue alerts below are a write
     raise_timed_alerts(when, config_path, warehouse)  # overdue, lost, silent, over capacity at the report's time
     publish_alerts("after the report", config_path, warehouse)

@@ -42,6 +42,8 @@ candidate tubes in a fraction of a second instead of the whole city.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import duckdb
 
 from tubetrail.config import AssayConfig
@@ -194,32 +196,7 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         WHERE tr.finished_at <= as_of
         """
     )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP MACRO tube_calls(as_of, tubes := NULL::VARCHAR[]) AS TABLE
-        WITH h AS (SELECT * FROM tube_call_history(as_of, tubes := tubes)),
-        runs AS (
-            SELECT tube_barcode, count(*) AS runs, count(*) FILTER (WHERE NOT plate_valid) AS invalid_plate_runs,
-                   arg_max(first_call, finished_at) FILTER (WHERE NOT callable) AS uncallable
-            FROM h GROUP BY tube_barcode
-        ), f AS (SELECT * FROM h WHERE attempt = 1), s AS (SELECT * FROM h WHERE attempt = 2),
-        decided AS (
-            SELECT runs.tube_barcode, runs.runs, runs.invalid_plate_runs, f.first_call,
-                   CASE WHEN f.first_call IN ('positive', 'negative') THEN f.first_call
-                        WHEN s.tube_barcode IS NOT NULL THEN s.rerun_call
-                        ELSE 'rerun' END AS call,
-                   CASE WHEN f.tube_barcode IS NULL THEN runs.uncallable
-                        WHEN f.first_call NOT IN ('positive', 'negative') AND s.tube_barcode IS NULL
-                        THEN f.first_call END AS pending_reason,
-                   CASE WHEN f.first_call IN ('positive', 'negative') THEN f ELSE s END AS by_run
-            FROM runs LEFT JOIN f USING (tube_barcode) LEFT JOIN s USING (tube_barcode)
-        )
-        SELECT tube_barcode, call, call <> 'rerun' AS final, pending_reason, first_call, runs, invalid_plate_runs,
-               by_run.lab_id, by_run.run_id, by_run.plate_id, by_run.well,
-               by_run.finished_at AS called_at, by_run.source_hash AS called_by_file
-        FROM decided
-        """
-    )
+    define_tube_calls(con)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO lab_anomalies(as_of) AS TABLE
@@ -260,3 +237,66 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
         WHERE tr.finished_at <= as_of
         """
     )
+
+
+def define_tube_calls(con: duckdb.DuckDBPyConnection) -> None:
+    """``tube_calls(as_of[, tubes := [...]])``, derived from ``tube_call_history`` (see the module
+    docstring); also what :func:`unpin_tube_calls` puts back."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO tube_calls(as_of, tubes := NULL::VARCHAR[]) AS TABLE
+        WITH h AS (SELECT * FROM tube_call_history(as_of, tubes := tubes)),
+        runs AS (
+            SELECT tube_barcode, count(*) AS runs, count(*) FILTER (WHERE NOT plate_valid) AS invalid_plate_runs,
+                   arg_max(first_call, finished_at) FILTER (WHERE NOT callable) AS uncallable
+            FROM h GROUP BY tube_barcode
+        ), f AS (SELECT * FROM h WHERE attempt = 1), s AS (SELECT * FROM h WHERE attempt = 2),
+        decided AS (
+            SELECT runs.tube_barcode, runs.runs, runs.invalid_plate_runs, f.first_call,
+                   CASE WHEN f.first_call IN ('positive', 'negative') THEN f.first_call
+                        WHEN s.tube_barcode IS NOT NULL THEN s.rerun_call
+                        ELSE 'rerun' END AS call,
+                   CASE WHEN f.tube_barcode IS NULL THEN runs.uncallable
+                        WHEN f.first_call NOT IN ('positive', 'negative') AND s.tube_barcode IS NULL
+                        THEN f.first_call END AS pending_reason,
+                   CASE WHEN f.first_call IN ('positive', 'negative') THEN f ELSE s END AS by_run
+            FROM runs LEFT JOIN f USING (tube_barcode) LEFT JOIN s USING (tube_barcode)
+        )
+        SELECT tube_barcode, call, call <> 'rerun' AS final, pending_reason, first_call, runs, invalid_plate_runs,
+               by_run.lab_id, by_run.run_id, by_run.plate_id, by_run.well,
+               by_run.finished_at AS called_at, by_run.source_hash AS called_by_file
+        FROM decided
+        """
+    )
+
+
+# --- issue 15: one report, one derivation of the calls ---------------------------------------------
+
+#: the session's table holding ``tube_calls(as_of)`` of one time (:func:`pin_tube_calls`)
+PINNED_CALLS = "pinned_tube_calls"
+
+
+def pin_tube_calls(con: duckdb.DuckDBPyConnection, as_of: datetime) -> str:
+    """Compute ``tube_calls(as_of)`` of the whole city once into the temporary table
+    :data:`PINNED_CALLS` and shadow the macro with a read of it, for a read session that judges
+    everything at one ``as_of`` (the report: coverage, status, orders, TAT, daily, html all name
+    ``tube_calls``; at 25.7 M residents each derivation is seconds and GBs of working memory).
+    The shadow refuses any other ``as_of`` or a ``tubes`` list (an error, never a wrong answer);
+    :func:`unpin_tube_calls` puts the derived macro back. Needs the snapshot's views."""
+    moment = as_of.astimezone(timezone.utc).isoformat()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {PINNED_CALLS} AS SELECT * FROM tube_calls($as_of)", {"as_of": as_of})
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO tube_calls(as_of, tubes := NULL::VARCHAR[]) AS TABLE
+        SELECT * FROM {PINNED_CALLS}
+        WHERE CASE WHEN as_of::TIMESTAMPTZ = TIMESTAMPTZ '{moment}' AND tubes IS NULL THEN TRUE
+                   ELSE error('tube_calls is pinned at {moment} for the whole city in this session') END
+        """
+    )
+    return PINNED_CALLS
+
+
+def unpin_tube_calls(con: duckdb.DuckDBPyConnection) -> None:
+    """Undo :func:`pin_tube_calls`: the derived ``tube_calls`` again, the table dropped."""
+    define_tube_calls(con)
+    con.execute(f"DROP TABLE IF EXISTS {PINNED_CALLS}")

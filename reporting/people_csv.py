@@ -23,6 +23,7 @@ Files carry a UTF-8 BOM, so Excel on Chinese Windows reads them as UTF-8.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterable
 from typing import IO
 
 import polars as pl
@@ -63,3 +64,21 @@ def write_people_csv(frame: pl.DataFrame, path: Path | IO[bytes]) -> None:
     """The one writer of CSV files for people: times as ISO text, formula cells neutralised,
     a UTF-8 BOM. ``path`` may be a binary buffer (the results export hashes its bytes first)."""
     neutralise_cells(iso_times(frame)).write_csv(path, include_bom=True)
+
+
+# --- issue 15: a list too long to hold at once --------------------------------------------------
+
+def write_people_csv_batches(frames: Iterable[pl.DataFrame], path: Path, empty: pl.DataFrame | None = None) -> int:
+    """:func:`write_people_csv` for a list read chunk by chunk (e.g. a DuckDB result's record
+    batches): the same rules and the same bytes as the whole frame at once (BOM and header
+    before the first chunk only; every cell's rule is the cell's own). ``empty``: the columns,
+    for a header when there is no chunk at all. Returns the rows written."""
+    rows = 0
+    with open(path, "wb") as out:
+        for frame in frames:
+            neutralise_cells(iso_times(frame)).write_csv(out, include_bom=out.tell() == 0,
+                                                         include_header=out.tell() == 0)
+            rows += frame.height
+        if out.tell() == 0 and empty is not None:
+            neutralise_cells(iso_times(empty)).write_csv(out, include_bom=True)
+    return rows

@@ -41,7 +41,7 @@ import polars as pl
 from reporting.coverage import define_coverage_views, worst_grids
 from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, materialise_calls
 from reporting.keygroups import define_key_group_views
-from reporting.people_csv import write_people_csv
+from reporting.people_csv import write_people_csv, write_people_csv_batches
 from reporting.tat import LINKS, define_tat_views
 from reporting.workbook import WORKBOOK, write_workbook
 from tubetrail.config import Config
@@ -88,24 +88,46 @@ class ReportFigures:
     sheets: dict[str, int] = field(default_factory=dict)
     #: the capacity plan of the round at the report's time (``reporting.plan``: figures only)
     plan: dict = field(default_factory=dict)
+    #: coverage per district (the rollup's district rows, by district): for the flow's artifact
+    districts: list[dict] = field(default_factory=list)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
     return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
 
 
+#: the untested list, materialised once per report (``untested.parquet``/``.csv``, ``door_to_door.parquet``)
+REPORT_UNTESTED = "report_untested"
+#: rows per chunk of a person-level CSV streamed from DuckDB (a chunk at a time in Python)
+CSV_CHUNK_ROWS = 100_000
+
+
 def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime) -> dict[str, pl.DataFrame]:
-    """Every table of the report. Needs ``define_views(con, cfg, snapshot=True)`` for a city."""
+    """The report's tables that Python holds (aggregates, and lists bounded by the round's
+    orders, anomalies and tubes), after materialising the whole-city ones it streams:
+    ``report_status`` (``person_status``), ``report_orders`` (``resample_orders``),
+    :data:`REPORT_UNTESTED` and ``report_key_groups`` (``key_group_compliance``). Needs
+    ``define_views(con, cfg, snapshot=True)`` for a city (and, for one derivation of the calls,
+    ``lab.calling.pin_tube_calls``)."""
     p = {"rid": round_id, "as_of": as_of}
     con.execute(
         "CREATE OR REPLACE TEMP TABLE report_status AS SELECT * FROM person_status($rid, $as_of)", p)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE report_orders AS SELECT * FROM resample_orders($as_of) WHERE round_id = $rid", p)
+    # the untested with their door-to-door reason, in the report's order (``ord``: one order for
+    # the three files cut from it)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {REPORT_UNTESTED} AS
+        SELECT st.round_id, st.id_type, st.id_number, reg.name, reg.phone, reg.address, st.district, st.subdistrict,
+               st.community, st.grid, reg.mobility_limited, rt.door_to_door_reason,
+               row_number() OVER (ORDER BY st.district, st.grid, st.id_number) AS ord
+        FROM report_status st JOIN register reg USING (person_key) JOIN sampling_route($as_of) rt USING (person_key)
+        WHERE st.status = 'untested'""", {"as_of": as_of})
+    con.execute("CREATE OR REPLACE TEMP TABLE report_key_groups AS SELECT * FROM key_group_compliance($as_of)",
+                {"as_of": as_of})
     frames = {
         "coverage": _frame(con, "SELECT * FROM coverage($rid, $as_of) ORDER BY level = 'city', district, subdistrict, "
                                 "community, grid NULLS LAST", p),
-        "person_status": _frame(con, "SELECT round_id, id_type, id_number, status, tube_barcode FROM report_status "
-                                     "ORDER BY district, grid, id_number", {}),
         "resample_orders": _frame(con, """
             WITH scanned AS (
                 SELECT person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone FROM scans
@@ -119,29 +141,44 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
             FROM report_orders o LEFT JOIN register reg USING (person_key) LEFT JOIN scanned s USING (person_key)
             LEFT JOIN tubes t ON t.tube_barcode = o.source_tube AND t.round_id = o.round_id
             LEFT JOIN sites site ON site.site_id = t.site_id
-            ORDER BY o.priority = 'normal', o.due_by, reg.grid, o.id_number""", {}),
-        "untested": _frame(con, """
-            SELECT st.round_id, st.id_type, st.id_number, reg.name, reg.phone, reg.address, st.district, st.subdistrict,
-                   st.community, st.grid, reg.mobility_limited, rt.door_to_door_reason
-            FROM report_status st JOIN register reg USING (person_key) JOIN sampling_route($as_of) rt USING (person_key)
-            WHERE st.status = 'untested' ORDER BY st.district, st.grid, st.id_number""", {"as_of": as_of}),
+            ORDER BY o.priority = 'normal', o.due_by, reg.grid, o.id_number, o.source_tube""", {}),
         "anomalies": _frame(con, """
             SELECT kind, tube_barcode, box_id, detail, detected_at FROM (
                 SELECT kind, round_id, tube_barcode, box_id, detail, detected_at FROM tube_anomalies
                 UNION ALL SELECT * FROM custody_anomalies($as_of)
                 UNION ALL SELECT * FROM lab_anomalies($as_of))
-            WHERE round_id = $rid OR round_id IS NULL ORDER BY kind, detected_at, tube_barcode, box_id""", p),
+            WHERE round_id = $rid OR round_id IS NULL ORDER BY kind, detected_at, tube_barcode, box_id, detail""", p),
         "tat": _frame(con, "SELECT * FROM tube_tat($rid, $as_of) ORDER BY collected_at, tube_barcode", p),
-        "key_groups": _frame(con, "SELECT * FROM key_group_compliance($as_of) ORDER BY compliance, key_group, grid, "
-                                  "id_number", {"as_of": as_of}),
+        "key_groups_overdue": _frame(con, "SELECT * FROM report_key_groups WHERE compliance <> 'in cycle' "
+                                          "ORDER BY compliance, key_group, grid, id_number", {}),
     }
     return frames
 
 
+def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+    """Stream a query's rows into a Parquet file with DuckDB's ``COPY`` (zstd, as polars
+    writes): a person-level file never passes through Python."""
+    target = "'" + str(path).replace("'", "''") + "'"
+    con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def copy_people_csv(con: duckdb.DuckDBPyConnection, query: str, path: Path, timezone: str) -> int:
+    """A person-level CSV streamed from DuckDB in chunks of :data:`CSV_CHUNK_ROWS` through the
+    people-CSV rules (``reporting.people_csv``: BOM, formula cells neutralised, city times):
+    the same bytes as the whole frame written at once. Returns the rows written."""
+    reader = con.sql(query).to_arrow_reader(CSV_CHUNK_ROWS)
+    empty = city_times(pl.from_arrow(reader.schema.empty_table()), timezone)
+    return write_people_csv_batches((city_times(pl.from_arrow(batch), timezone) for batch in reader), path, empty)
+
+
 def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime, out: Path) -> ReportFigures:
     """Write every report file of a round to ``out`` (replacing a previous report there, whose
-    district packs are removed: ``reporting.districts`` writes them from these files)."""
-    from reporting.html import render_report
+    district packs are removed: ``reporting.districts`` writes them from these files).
+
+    Issue 15, bounded memory: ``tube_calls(as_of)`` is derived once for the whole report
+    (``lab.calling.pin_tube_calls``); the whole-city lists (person status, untested, door to
+    door) are streamed by DuckDB (``COPY`` to Parquet, chunked CSV), never a frame in Python."""
+    from lab.calling import pin_tube_calls, unpin_tube_calls
 
     define_coverage_views(con)
     define_tat_views(con, cfg.tat)
@@ -150,6 +187,19 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
         raise ValueError(f"round {round_id} is not open in this warehouse")
     figures = ReportFigures(round_id, as_of)
     clock = _PartClock(figures.timings)
+    pin_tube_calls(con, as_of)
+    clock.lap("calls (once for the whole report)")
+    try:
+        _write_report(con, cfg, round_id, as_of, out, figures, clock)
+    finally:
+        unpin_tube_calls(con)
+    return figures
+
+
+def _write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime, out: Path,
+                  figures: ReportFigures, clock: _PartClock) -> None:
+    from reporting.html import render_report
+
     # every time people read is city time with its offset (the warehouse keeps UTC)
     frames = {name: city_times(frame, cfg.city.timezone) for name, frame in report_frames(con, round_id, as_of).items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -166,23 +216,31 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     put("coverage", coverage.filter(pl.col("level") == "grid").select(COVERAGE_COLUMNS))
     coverage.write_parquet(out / "coverage_rollup.parquet")
     figures.files.append("coverage_rollup.parquet")
-    put("person_status", frames["person_status"].select(PERSON_STATUS_COLUMNS))
+    # the whole city's people: streamed by DuckDB (no times in these files: nothing to convert)
+    copy_parquet(con, f"SELECT {', '.join(PERSON_STATUS_COLUMNS)} FROM report_status ORDER BY district, grid, id_number",
+                 out / "person_status.parquet")
+    figures.files.append("person_status.parquet")
     put("resample_orders", frames["resample_orders"].select(ORDER_COLUMNS), csv=True)
     frames["resample_orders"].select(*ORDER_COLUMNS, "fulfilled", "district").sort(
         "district", nulls_last=True, maintain_order=True).write_parquet(out / "district_orders.parquet")
     figures.files.append("district_orders.parquet")
-    put("untested", frames["untested"].select(UNTESTED_COLUMNS), csv=True)
+    untested = f"SELECT {', '.join(UNTESTED_COLUMNS)} FROM {REPORT_UNTESTED} ORDER BY ord"
+    copy_parquet(con, untested, out / "untested.parquet")
+    copy_people_csv(con, untested, out / "untested.csv", cfg.city.timezone)
+    figures.files += ["untested.parquet", "untested.csv"]
     # the untested sampled door to door (sealed zone, limited mobility, controlled zone without a
     # site in the community: ``sampling_route``), the input of the grid workers' worklists
-    frames["untested"].filter(pl.col("door_to_door_reason").is_not_null()).write_parquet(out / DOOR_TO_DOOR)
+    copy_parquet(con, f"SELECT {', '.join(UNTESTED_COLUMNS)}, door_to_door_reason FROM {REPORT_UNTESTED} "
+                      "WHERE door_to_door_reason IS NOT NULL ORDER BY ord", out / DOOR_TO_DOOR)
     figures.files.append(DOOR_TO_DOOR)
     put("anomalies", frames["anomalies"].select(ANOMALY_COLUMNS))
     put("tat", frames["tat"].select(TAT_COLUMNS))
-    overdue = frames["key_groups"].filter(pl.col("compliance") != "in cycle")
+    overdue = frames["key_groups_overdue"]
     overdue.select(KEY_GROUP_COLUMNS).write_parquet(out / "key_groups_overdue.parquet")
     write_people_csv(overdue.select(KEY_GROUP_COLUMNS), out / "key_groups_overdue.csv")
     figures.files += ["key_groups_overdue.parquet", "key_groups_overdue.csv"]
-    for group, state, n in frames["key_groups"].group_by("key_group", "compliance").len().iter_rows():
+    for group, state, n in con.execute("SELECT key_group, compliance, count(*) FROM report_key_groups "
+                                       "GROUP BY ALL ORDER BY ALL").fetchall():
         figures.key_groups.setdefault(group, {})[state] = n
     # issue 14: the daily and zero report (日报告、零报告) and the labs' load per day, from the
     # snapshot and the orders materialised above (``reporting.daily``; city times)
@@ -198,7 +256,10 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
 
     city = coverage.filter(pl.col("level") == "city").to_dicts()
     figures.city = city[0] if city else {}
-    figures.statuses = dict(frames["person_status"].group_by("status").len().sort("status").iter_rows())
+    figures.districts = coverage.filter(pl.col("level") == "district").sort("district", nulls_last=True).select(
+        "district", "registered", "sampled", "resulted", "untested", "coverage").to_dicts()
+    figures.statuses = dict(con.execute("SELECT status, count(*) FROM report_status GROUP BY status "
+                                        "ORDER BY status").fetchall())
     figures.orders = dict(frames["resample_orders"].group_by("reason").len().sort("reason").iter_rows())
     figures.anomalies = dict(frames["anomalies"].group_by("kind").len().sort("kind").iter_rows())
     # --- stock and capacity, pool-size advice (reporting/plan.py, reporting/stock.py, sampling/pool_advice.py):
@@ -220,7 +281,6 @@ def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_
     (out / "report.html").write_text(render_report(con, cfg, figures, frames), encoding="utf-8")
     figures.files.append("report.html")
     clock.lap("report.html")
-    return figures
 
 
 class _PartClock:

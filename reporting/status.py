@@ -29,11 +29,11 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
             SELECT tube_barcode, call, final FROM tube_calls(as_of)
         ), orders AS MATERIALIZED (
             SELECT person_key,
-                   arg_min(source_tube, (NOT urgent_reason(reason), raised_at))
+                   arg_min(source_tube, (NOT urgent_reason(reason), raised_at, source_tube))
                        FILTER (WHERE NOT fulfilled) AS open_tube,
                    bool_or(NOT fulfilled AND urgent_reason(reason)) AS open_urgent,
                    bool_or(NOT fulfilled) AS open_any,
-                   arg_min(source_tube, raised_at) FILTER (WHERE urgent_reason(reason)) AS flag_tube,
+                   arg_min(source_tube, (raised_at, source_tube)) FILTER (WHERE urgent_reason(reason)) AS flag_tube,
                    min(raised_at) FILTER (WHERE urgent_reason(reason)) AS flagged_at
             FROM resample_orders(as_of) WHERE round_id = rid GROUP BY person_key
         ), ranked AS (

@@ -110,6 +110,9 @@ def define_tube_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) 
     con.execute(
         """
         CREATE OR REPLACE TEMP VIEW tube_anomalies AS
+        -- issue 15: the zone policy of every tube once (two rules below read it; a whole-city
+        -- join of members, register and zones, derived twice before)
+        WITH tube_policy AS MATERIALIZED (SELECT * FROM tube_policy)
         SELECT 'over_capacity' AS kind, t.round_id, t.tube_barcode, NULL::VARCHAR AS box_id,
                format('{} people in a tube for {}', t.members, t.capacity) AS detail,
                t.sealed_at AS detected_at

@@ -75,3 +75,33 @@ def test_stock_defaults_and_wrong_values():
                      ({"stock": {"depots": "x"}}, "stock.depots: expected a list")):
         with pytest.raises(ConfigError, match=key):
             parse_config(doc)
+
+
+# --- issue 15: bounded memory -----------------------------------------------------------------------
+
+def test_temp_directory_and_memory_limit_are_applied_to_the_warehouse_connection(tmp_path):
+    from dataclasses import replace
+
+    from tubetrail.secrets import id_hash_key
+    from warehouse.connection import open_configured
+
+    beside = Config().with_warehouse(tmp_path / "w" / "city.duckdb")
+    assert beside.warehouse.spill_directory() == tmp_path / "w" / "city.duckdb.tmp"
+    chosen = replace(beside.warehouse, temp_directory=str(tmp_path / "spill here"), memory_limit="300MB",
+                     max_temp_directory_size="5GB")
+    for wh, folder in ((beside.warehouse, tmp_path / "w" / "city.duckdb.tmp"), (chosen, tmp_path / "spill here")):
+        with open_configured(wh, id_hash_key()) as con:
+            settings = dict(con.execute(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN ('temp_directory', 'memory_limit', "
+                "'max_temp_directory_size')").fetchall())
+        assert settings["temp_directory"] == str(folder) and folder.is_dir()
+    assert settings["memory_limit"] == "286.1 MiB"  # 300 MB as DuckDB shows it
+    assert settings["max_temp_directory_size"] == "4.6 GiB"
+
+
+def test_memory_settings_are_checked():
+    assert Config().warehouse.memory_limit == "3.5GB" and Config().warehouse.temp_directory == ""
+    for doc, key in (({"warehouse": {"max_temp_directory_size": "lots"}}, "warehouse.max_temp_directory_size"),
+                     ({"warehouse": {"memory_limit": "4"}}, "warehouse.memory_limit")):
+        with pytest.raises(ConfigError, match=key):
+            parse_config(doc)

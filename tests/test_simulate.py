@@ -426,3 +426,37 @@ def test_the_simulated_stock_counts_a_delivery_a_bad_row_an_unknown_holder_and_o
     assert districts.height == 16 and districts["counted_at"].unique().to_list() == [
         datetime.fromisoformat("2022-04-04T14:00:00+08:00")]  # the delivery is the last count
     assert (districts["used_since"] > 0).all()  # re-samples the next morning used swabs after it
+
+
+# --- issue 15: bounded memory -----------------------------------------------------------------------
+
+def test_a_report_under_a_tiny_memory_limit_spills_and_writes_the_same_files(ingested, tmp_path):
+    """The report at DuckDB's default-sized limit and at a limit far below what the city's
+    tables take: the second spills into the configured temp directory, and every file of the
+    report (and of the district packs) is the same, byte for byte."""
+    from dataclasses import replace
+
+    from reporting.districts import report_districts, write_district_pack
+    from reporting.report import write_report
+    from warehouse.connection import open_configured
+
+    cfg, _ = ingested
+    as_of = datetime.fromisoformat("2022-04-06T12:00:00+08:00")
+    spill = tmp_path / "spill"
+    # 128 MB: about 10× this city's tables, below what the report's operators take at once (at
+    # 96 MB DuckDB gives up: what it cannot spill, per thread, no longer fits)
+    tiny = replace(cfg, warehouse=replace(cfg.warehouse, memory_limit="128MB", temp_directory=str(spill),
+                                          max_temp_directory_size="2GB"))
+    outs, spilled = {}, {}
+    for name, each in (("default", cfg), ("tiny", tiny)):
+        out = outs[name] = tmp_path / name
+        with open_configured(each.warehouse, id_hash_key()) as con:
+            assert con.execute("SELECT current_setting('temp_directory')").fetchone()[0] == str(each.warehouse.spill_directory())
+            con.execute("SET threads = 2")  # what a thread holds unspilled scales with the threads: as on this machine
+            define_views(con, each, snapshot=True)
+            write_report(con, each, "R20220404", as_of, out)
+            spilled[name] = con.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()").fetchone()[0]
+        for district in report_districts(out):
+            write_district_pack(out, district)
+    assert spilled["tiny"] > 0 and spill.is_dir()
+    assert digest(outs["tiny"]) == digest(outs["default"])

@@ -125,17 +125,35 @@ def check_id_hash_key(cfg: WarehouseConfig, key: bytes) -> None:
         raise WrongIdHashKey(WRONG_KEY_MESSAGE)
 
 
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def bound_memory(con: duckdb.DuckDBPyConnection, memory_limit: str, temp_directory: str | Path,
+                 max_temp_directory_size: str = "") -> None:
+    """Issue 15: DuckDB's working memory under ``memory_limit``, spilling beyond it into
+    ``temp_directory`` (created here; at most ``max_temp_directory_size`` when given)."""
+    Path(temp_directory).mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET memory_limit = {sql_literal(memory_limit)}")
+    con.execute(f"SET temp_directory = {sql_literal(str(temp_directory))}")
+    if max_temp_directory_size:
+        con.execute(f"SET max_temp_directory_size = {sql_literal(max_temp_directory_size)}")
+
+
 @contextmanager
 def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0,
-                   memory_limit: str = "10GB") -> Iterator[duckdb.DuckDBPyConnection]:
-    """Lock, connect, migrate, define the person key; close and unlock on exit."""
+                   memory_limit: str = "3.5GB", temp_directory: str | Path | None = None,
+                   max_temp_directory_size: str = "") -> Iterator[duckdb.DuckDBPyConnection]:
+    """Lock, connect, bound memory (spilling to ``temp_directory``, default ``<warehouse>.tmp``
+    beside the file), migrate, define the person key; close and unlock on exit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path, lock_timeout):
         con = duckdb.connect(str(path))
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"SET memory_limit = '{memory_limit}'")
+            bound_memory(con, memory_limit, temp_directory or path.with_name(path.name + ".tmp"),
+                         max_temp_directory_size)
             migrate(con)
             define_person_key(con, key)
             yield con
@@ -144,5 +162,6 @@ def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0,
 
 
 def open_configured(cfg: WarehouseConfig, key: bytes) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-    """:func:`open_warehouse` with the configured path, lock timeout and memory limit."""
-    return open_warehouse(cfg.path, key, lock_timeout=cfg.lock_timeout_seconds, memory_limit=cfg.memory_limit)
+    """:func:`open_warehouse` with the configured path, lock timeout, memory limit and spill folder."""
+    return open_warehouse(cfg.path, key, lock_timeout=cfg.lock_timeout_seconds, memory_limit=cfg.memory_limit,
+                          temp_directory=cfg.spill_directory(), max_temp_directory_size=cfg.max_temp_directory_size)

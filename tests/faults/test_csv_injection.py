@@ -97,3 +97,30 @@ def test_neutralise_every_text_column_tabs_and_returns_too():
     assert neutralise_cells(frame).to_dict(as_series=False) == {
         "a": ["'\t=1+1", "'\r=1", "ok", None, "+8613800001111", "'+86 138 0000 1111", "'-1"],
         "n": [1, -2, 3, 4, 5, 6, 7]}
+
+
+# --- issue 15: person-level CSVs streamed in chunks ------------------------------------------------
+
+def test_a_people_csv_written_in_chunks_is_the_same_bytes_as_written_whole(tmp_path):
+    import io
+    from datetime import datetime, timezone
+
+    from reporting.people_csv import write_people_csv, write_people_csv_batches
+
+    frame = pl.DataFrame({
+        "name": [*PAYLOADS, "+8613800001111", None, "plain, with a comma", "引号\"在内"] * 3,
+        "phone": ["+86 138", "+8613800001111", "=1", None, "13800138000", "-", "@", "\t1", "x"] * 3,
+        "when": [datetime(2022, 4, 4, 12, i, tzinfo=timezone.utc) for i in range(9)] * 3,
+        "n": [1.5, None, 2e-9, 1e21, 0.1, 3.0, -0.0, 7.25, 2.0] * 3,
+        "flag": [True, False, None] * 9,
+    }).with_columns(pl.col("when").dt.convert_time_zone("Asia/Shanghai"))
+    whole = io.BytesIO()
+    write_people_csv(frame, whole)
+    for cuts in ((0, 27), (0, 1, 27), (0, 5, 5, 13, 26, 27), tuple(range(28))):
+        path = tmp_path / f"chunks-{len(cuts)}.csv"
+        rows = write_people_csv_batches((frame[a:b] for a, b in zip(cuts, cuts[1:])), path)
+        assert rows == frame.height and path.read_bytes() == whole.getvalue()
+    empty = io.BytesIO()
+    write_people_csv(frame.head(0), empty)
+    write_people_csv_batches(iter(()), tmp_path / "none.csv", empty=frame.head(0))
+    assert (tmp_path / "none.csv").read_bytes() == empty.getvalue() == "\ufeffname,phone,when,n,flag\n".encode()

@@ -238,3 +238,29 @@ def test_a_well_given_two_samples_in_one_file_is_an_anomaly(called, tmp_path):
     # neither sample's reading decides anything: the positive control's makes the plate invalid
     assert query(called, "SELECT qc_reason FROM plate_qc WHERE plate_id = 'P9'", []) == [
         ("conflicting readings of a control",)]
+
+
+# --- issue 15: the calls derived once for a read session at one time -----------------------------
+
+def test_pinned_calls_equal_the_derived_ones_and_refuse_another_time(called):
+    import duckdb
+
+    from lab.calling import PINNED_CALLS, pin_tube_calls, unpin_tube_calls
+
+    every = "SELECT * FROM tube_calls(?) ORDER BY tube_barcode"
+    with open_warehouse(called.warehouse.path, id_hash_key()) as con:
+        define_views(con, called, snapshot=True)
+        derived = con.execute(every, [AS_OF]).fetchall()
+        assert len(derived) > 5 and {row[1] for row in derived} >= {"positive", "negative"}
+        pin_tube_calls(con, AS_OF)
+        assert con.execute(every, [AS_OF]).fetchall() == derived
+        # the rules that read the calls read the pinned table: the same status for everyone
+        assert con.execute(f"SELECT count(*) FROM {PINNED_CALLS}").fetchone()[0] == len(derived)
+        for other in ("SELECT * FROM tube_calls(?::TIMESTAMPTZ + INTERVAL 1 HOUR)",
+                      "SELECT * FROM tube_calls(?, tubes := ['TA'])"):
+            with pytest.raises(duckdb.InvalidInputException, match="pinned"):
+                con.execute(other, [AS_OF]).fetchall()
+        unpin_tube_calls(con)
+        later = con.execute("SELECT count(*) FROM tube_calls(?::TIMESTAMPTZ + INTERVAL 1 HOUR)", [AS_OF]).fetchone()[0]
+        assert later >= len(derived) and con.execute(every, [AS_OF]).fetchall() == derived
+        assert not con.execute(f"SELECT 1 FROM duckdb_tables() WHERE table_name = '{PINNED_CALLS}'").fetchall()
