@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 from stdnum.cn import ric as stdnum_ric
 
 
@@ -22,3 +23,12 @@ REGISTER_HEADER = "id_type,id_number,name,phone,district,subdistrict,community,g
 def register_row(id_number: str, name: str = "张三", phone: str = "13800138000", grid: str = "G1", id_type: str = "RIC",
                  address: str = "1 Road", mobility: str = "false", key_group: str = "") -> str:
     return f"{id_type},{id_number},{name},{phone},黄浦区,外滩街道,中山居委,{grid},{address},H1,{mobility},{key_group}"
+
+
+def query(cfg, sql: str, params=()) -> list[tuple]:
+    """A read of a test's warehouse (read only, closed at once): the rows of ``sql``."""
+    con = duckdb.connect(cfg.warehouse.path, read_only=True)
+    try:
+        return con.execute(sql, list(params or [])).fetchall()
+    finally:
+        con.close()

@@ -5,13 +5,12 @@ GBK is refused whole, naming its encoding. Every file: rows read = accepted + qu
 
 import json
 
-import duckdb
 import polars as pl
 import pytest
 
 from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, ric
+from tests.helpers import REGISTER_HEADER, ric, query
 from tubetrail.rules import MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
 from ingest.discover import discover
 
@@ -31,13 +30,6 @@ def person(id_number: str, **kw) -> dict:
             "address": "1 Road", "household_id": "H1", "mobility_limited": "false"}
     return {**base, **kw}
 
-
-def query(cfg, sql, params=()):
-    con = duckdb.connect(cfg.warehouse.path, read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def take_all(inbox, cfg):

@@ -7,14 +7,13 @@ the report."""
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-import duckdb
 import polars as pl
 
 from ingest.take import take_file
 from reporting.stock import (ITEMS, STOCK_FRAME_COLUMNS, UNKNOWN_HOLDER, check_stock, stock_dashboard_lines,
                              stock_frame, stock_low_alerts)
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.helpers import REGISTER_HEADER, register_row, ric, query
 from tests.lab.test_calling import AS_OF, SH, called, ingest  # noqa: F401 - the fixture
 from tubetrail.config import Config
 from tubetrail.rules import LINE
@@ -64,13 +63,6 @@ def test_every_row_rule_of_the_stock_feed():
         ("L1", "reagent_kit", 20, 48, 2), (HP, "swab", 0, 1, 3)]
     assert good[0]["at"] == datetime(2022, 4, 4, 10, tzinfo=SH) and good[1]["at"] == datetime(2022, 4, 4, 18, tzinfo=SH)
 
-
-def query(cfg, sql, params=None):
-    con = duckdb.connect(cfg.warehouse.path, read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def test_the_feed_quarantines_warns_and_takes_a_re_sent_count_once(tmp_path, cfg):

@@ -5,12 +5,11 @@ import hmac
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, bad_check, register_row, ric
+from tests.helpers import REGISTER_HEADER, bad_check, register_row, ric, query
 from warehouse.connection import WrongIdHashKey, open_warehouse
 from ingest.discover import discover
 
@@ -22,13 +21,6 @@ C = ric("31011519850505456")
 def take_all(inbox: Path, cfg):
     return [take_file(f, cfg) for f in discover(inbox)]
 
-
-def query(cfg, sql):
-    con = duckdb.connect(cfg.warehouse.path, read_only=True)
-    try:
-        return con.sql(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_every_register_rule_quarantines_with_line_and_reason(tmp_path, cfg):

@@ -11,7 +11,7 @@ import pytest
 import warehouse.writer as writer
 from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.helpers import REGISTER_HEADER, register_row, ric, query
 from warehouse.connection import open_warehouse
 from ingest.discover import InboxFile
 
@@ -22,13 +22,6 @@ KEY = b"test-key"
 def take(path: Path, cfg):
     return take_file(InboxFile("register", str(path), f"register/{path.name}"), cfg)
 
-
-def query(cfg, sql, params=()):
-    con = duckdb.connect(cfg.warehouse.path, read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def rows(*lines: str) -> str:
