@@ -58,6 +58,9 @@ LINKS = ("reference and register", "collect (scans)", "deliver (boxes, receipts)
 # --- child side ---------------------------------------------------------------------------------
 
 def _cfg(spec: dict):
+    """The step's configuration; tubetrail's ingest is imported here, before any timer starts
+    (``tubetrail_take`` imports it lazily: a step's work never counts the imports)."""
+    import ingest.take  # noqa: F401
     from tubetrail.config import Config
 
     return Config().with_warehouse(Path(spec["warehouse"]))
