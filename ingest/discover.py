@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -31,12 +31,23 @@ class InboxFile:
     label: str
 
 
-def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "Asia/Shanghai") -> list[InboxFile]:
+#: the chain files of one window of first event time are taken kind by kind (issue 15: a wave's
+#: boxes, receipts and results interleave in time; strictly by time a stretch of one kind, and so
+#: a batch, held 1.7–2.2 files at 1 M residents)
+ORDER_WINDOW = timedelta(hours=1)
+
+
+def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "Asia/Shanghai",
+             window: timedelta | None = ORDER_WINDOW) -> list[InboxFile]:
     """Every file under the inbox's kind folders, in dependency order: reference data and the
-    register first (kind order, then path), then the chain files in the order things happened
-    (first event time in the file, then kind order, then path; files without a readable time
-    last). So a re-sample scanned the next morning comes after the receipts and results that
-    ordered it, even when one inbox holds a whole round."""
+    register first (kind order, then path), then the chain files in the order things happened:
+    by the ``window`` (an hour) their first event falls in, within it by kind (scans, boxes,
+    receipts, results: the order a tube travels), then first event time and path; files without
+    a readable time last. So a re-sample scanned the next morning comes after the receipts and
+    results that ordered it, even when one inbox holds a whole round, and a wave's files of one
+    kind lie together (one batch each). A re-sample scan ahead of the results of its own hour
+    waits and is placed by them (``waiting_scans``): the facts are those of the strict time
+    order (tested). ``window=None``: strictly by first event time."""
     found: list[InboxFile] = []
     for kind in kinds:  # hidden files too (see ``is_hidden``): they are reported, not taken
         folder = inbox / kind
@@ -55,7 +66,13 @@ def discover(inbox: Path, kinds: Sequence[str] = KINDS, timezone_name: str = "As
     finally:
         con.close()
     far = datetime.max.replace(tzinfo=timezone.utc)
-    chain.sort(key=lambda f: (times[f.path] or far, KINDS.index(f.kind), f.label))
+    def bucket(f: InboxFile) -> float:
+        t = times[f.path]
+        if t is None:
+            return float("inf")
+        return t.timestamp() if window is None else t.timestamp() // window.total_seconds()
+
+    chain.sort(key=lambda f: (bucket(f), KINDS.index(f.kind), times[f.path] or far, f.label))
     return reference + chain
 
 
