@@ -32,7 +32,7 @@ demo: $(VENV)/.synced
 # data/demo/screenshots). Installs Debian's chromium and a CJK font when missing (needs root).
 browser-check: $(VENV)/.synced
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk)
-	$(VENV)/bin/python -m tubetrail.browser_check --report data/demo/report/report.html --ui http://127.0.0.1:4200 --out data/demo/screenshots
+	$(VENV)/bin/python -m devtools.browser_check --report data/demo/report/report.html --ui http://127.0.0.1:4200 --out data/demo/screenshots
 
 bench: $(VENV)/.synced
 	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/python -m bench.run

@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ingest.take import plan_batches, take_batch
-from tubetrail.config import Config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import Config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 from ingest.discover import discover
 from warehouse.writer import open_round

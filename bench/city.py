@@ -24,7 +24,7 @@ and a micro-batch: one more scan file of 50,000 scans of registered people, take
 The floor (``bench.floor``, issue 15): the same inbox loaded in bulk with plain DuckDB SQL, link
 by link in child processes, its coverage per grid asserted equal to tubetrail's, and tubetrail ÷
 floor per link and end to end. "Last file → report": the round taken again wave by wave
-(``tubetrail.demo.waves``), then the last wave and the nightly report, timed together.
+(``devtools.demo.waves``), then the last wave and the nightly report, timed together.
 
 Every step runs in a child process of its own (``python -m bench.city --child``), timed from
 the parent (start to exit, interpreter start and imports included) and inside the child (the
@@ -61,14 +61,14 @@ def _cfg(spec: dict):
     """The step's configuration; tubetrail's ingest is imported here, before any timer starts
     (``tubetrail_take`` imports it lazily: a step's work never counts the imports)."""
     import ingest.take  # noqa: F401
-    from tubetrail.config import Config
+    from kernel.config import Config
 
     return Config().with_warehouse(Path(spec["warehouse"]))
 
 
 def _as_of(truth: dict) -> datetime:
     """The nightly report's time, as the demo judges it: the day after the round at noon."""
-    from tubetrail.demo import report_time
+    from devtools.demo import report_time
 
     return report_time(datetime.fromisoformat(truth["round"]["end"]), "Asia/Shanghai")
 
@@ -86,7 +86,7 @@ def tubetrail_take(files: list, cfg) -> list:
 
 
 def child_take(spec: dict) -> dict:
-    from tubetrail.secrets import id_hash_key
+    from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
     from warehouse.writer import open_round
 
@@ -112,8 +112,8 @@ def child_take(spec: dict) -> dict:
 
 def child_latency(spec: dict) -> dict:
     from reporting.alerts import positive_pools
-    from tubetrail.secrets import id_hash_key
-    from tubetrail.views import define_views
+    from kernel.secrets import id_hash_key
+    from warehouse.views import define_views
     from warehouse.connection import open_configured
 
     cfg = _cfg(spec)
@@ -131,8 +131,8 @@ def child_latency(spec: dict) -> dict:
 
 def child_report(spec: dict) -> dict:
     from reporting.report import write_report
-    from tubetrail.secrets import id_hash_key
-    from tubetrail.views import define_views
+    from kernel.secrets import id_hash_key
+    from warehouse.views import define_views
     from warehouse.connection import open_configured
 
     cfg = _cfg(spec)
@@ -161,8 +161,8 @@ PK = "(person_key & 9223372036854775807::UHUGEINT)::BIGINT"
 def child_logic(spec: dict) -> dict:
     """tubetrail's coverage per grid and pool orders (timed), its answers and the accepted facts
     exported for the baselines (Parquet for pandas, CSV for PostgreSQL's COPY)."""
-    from tubetrail.secrets import id_hash_key
-    from tubetrail.views import define_views
+    from kernel.secrets import id_hash_key
+    from warehouse.views import define_views
     from reporting.coverage import define_coverage_views
     from warehouse.connection import open_configured
 
@@ -324,7 +324,7 @@ def child_microbatch(spec: dict) -> dict:
     identities, spread over the city by a hash), pools of 10 at the city's sites, then taken."""
     import duckdb
 
-    from tubetrail.secrets import id_hash_key
+    from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
 
     cfg = _cfg(spec)
@@ -618,12 +618,12 @@ def run_floor(fig: dict, sim: Path, links: dict, held: list | None, work: Path, 
 
 
 def run_waves(sim: Path, truth: dict, work: Path) -> dict:
-    """The round ingested wave by wave as the demo hands it over (``tubetrail.demo.waves``: the
+    """The round ingested wave by wave as the demo hands it over (``devtools.demo.waves``: the
     reference data and register, then one wave per hour of event time), on a warehouse of its
     own: every wave but the last, then the last wave and the nightly report in one child: the
     time from the last wave's files landing to the report written."""
-    from tubetrail.config import Config
-    from tubetrail.demo import waves
+    from kernel.config import Config
+    from devtools.demo import waves
 
     planned = [(label, [[f.kind, str(f.path), f.label] for f in files]) for label, files in waves(sim, Config().city.timezone)]
     before = [f for _, files in planned[:-1] for f in files]
@@ -739,7 +739,7 @@ def main(argv: list[str] | None = None) -> None:
         result = CHILDREN[spec["task"]](spec)
         Path(spec["result"]).write_text(json.dumps(result, default=str))
         return
-    from tubetrail.secrets import id_hash_key
+    from kernel.secrets import id_hash_key
 
     id_hash_key()  # fail fast without the key
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,8 @@ COMPARED = {
 def connect(spec: dict) -> duckdb.DuckDBPyConnection:
     """The floor's database (a file of its own), with tubetrail's memory limit, a temp directory
     beside it, the city's time zone, and the rules' macros."""
-    from tubetrail.config import Config
-    from tubetrail.secrets import id_hash_key
+    from kernel.config import Config
+    from kernel.secrets import id_hash_key
 
     cfg = Config()
     path = Path(spec["floor_db"])
@@ -77,7 +77,7 @@ def connect(spec: dict) -> duckdb.DuckDBPyConnection:
 def define_macros(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     from lab.instruments.common import GENERIC_NOT_DETECTED, WELL_PATTERN
     from sampling.identity import RIC_CHECK_CHARS, RIC_WEIGHTS
-    from tubetrail.rules import CONTROL_CHARACTERS, MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
+    from kernel.rules import CONTROL_CHARACTERS, MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
 
     block = key.ljust(64, b"\0")
     inner = bytes(b ^ 0x36 for b in block).hex()
@@ -120,7 +120,7 @@ def define_macros(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
 def rough_text(columns) -> str:
     """A first pass of the text rules over a whole row (one regular expression over its fields
     joined, their longest length): only a row it flags has each field judged (``bad_text``)."""
-    from tubetrail.rules import CONTROL_CHARACTERS, MAX_FIELD_CHARS
+    from kernel.rules import CONTROL_CHARACTERS, MAX_FIELD_CHARS
 
     return (f"coalesce(regexp_matches(concat_ws('|', {', '.join(columns)}), '{CONTROL_CHARACTERS}') "
             f"OR greatest({', '.join(f'length({c})' for c in columns)}) > {MAX_FIELD_CHARS}, FALSE)")
@@ -418,7 +418,7 @@ def link_test(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
 def define_rules(con: duckdb.DuckDBPyConnection) -> None:
     """Tube members, tubes, custody and calls as plain SQL macros over the floor's tables (the
     same rules as tubetrail's views, written once here for the floor)."""
-    from tubetrail.config import Config
+    from kernel.config import Config
 
     cfg = Config()
     a = cfg.assay

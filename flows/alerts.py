@@ -72,7 +72,6 @@ from reporting.alerts import (
     PoolAlert,
     file_refused_markdown,
     GENERIC_KINDS,
-    TIMED_ALERT_RULES,
     artifact_slug,
     city_value,
     generic_alert_markdown,
@@ -80,9 +79,10 @@ from reporting.alerts import (
     pool_alert_from_payload,
     pool_alert_markdown,
 )
-from tubetrail.config import Config, load_config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from reporting.timed_alerts import TIMED_ALERT_RULES
+from kernel.config import Config, load_config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import (
     PendingAlert,
@@ -312,7 +312,7 @@ def ensure_alert_automations(webhook_url: str) -> dict[str, str]:
 
 
 def raise_timed_alerts_at(cfg: Config, as_of: datetime, *, write_guard: Callable[[], AbstractContextManager[object]]) -> int:
-    """Record the alerts judged at ``as_of`` (``reporting.alerts.TIMED_ALERT_RULES``: urgent
+    """Record the alerts judged at ``as_of`` (``reporting.timed_alerts.TIMED_ALERT_RULES``: urgent
     re-samples overdue, ...) in the outbox, one transaction under the write slot;
     :func:`publish_pending_alerts` sends them. Returns how many rules' alerts were found (an
     alert recorded before is not recorded again)."""

@@ -23,9 +23,9 @@ from reporting.dashboard import (
     round_dashboard,
 )
 from reporting.summary import latest_fact_time
-from tubetrail.config import load_config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import load_config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 
 

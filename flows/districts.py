@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner
 
 from reporting.districts import write_district_pack
-from tubetrail.config import ScaleConfig
+from kernel.config import ScaleConfig
 
 
 def dask_task_runner(scale: ScaleConfig) -> DaskTaskRunner:

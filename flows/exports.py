@@ -38,9 +38,9 @@ from reporting.exports import (
     render_export,
     write_export_files,
 )
-from tubetrail.config import Config, load_config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import Config, load_config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import ResultExport, find_result_export, record_result_export
 

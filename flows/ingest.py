@@ -23,11 +23,11 @@ from flows.dashboard import publish_dashboard
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.stock import stock_judged_at, stock_low_alerts
 from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
-from tubetrail.config import load_config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import load_config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from ingest.discover import InboxFile, discover, is_hidden
-from ingest.read import staging_in, staging_root_of
+from kernel.tables import staging_in, staging_root_of
 from ingest.take import plan_batches, take_batch
 from warehouse.connection import open_configured
 from warehouse.writer import FileOutcome, raise_alerts

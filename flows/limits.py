@@ -40,7 +40,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Crashed
 
-from tubetrail.config import Config
+from kernel.config import Config
 
 #: flow run tags naming the process that runs it (no personal data: a host name and a number)
 HOST_TAG = "tubetrail.host:"

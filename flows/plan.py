@@ -16,9 +16,9 @@ from flows.alerts import publish_alerts
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.plan import capacity_plan, plan_markdown
 from reporting.stock import stock_alerts
-from tubetrail.config import load_config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import load_config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import raise_alerts
 

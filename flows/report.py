@@ -22,10 +22,10 @@ from flows.limits import ensure_concurrency_limits
 from reporting.districts import report_districts
 from reporting.daily import ROUND_TAIL_DAYS
 from reporting.report import write_report
-from tubetrail.config import load_config
-from tubetrail.report_server import report_link
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import load_config
+from reporting.html import report_link
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 
 

@@ -9,8 +9,8 @@ from prefect.runtime import flow_run
 
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from sampling.rounds import Round, check_round
-from tubetrail.config import load_config
-from tubetrail.secrets import id_hash_key
+from kernel.config import load_config
+from kernel.secrets import id_hash_key
 from warehouse.connection import open_configured
 from warehouse.writer import open_round as write_round
 

@@ -11,6 +11,8 @@ import yaml
 from prefect.schedules import Cron
 
 REPO = Path(__file__).resolve().parents[1]
+#: where the deployments are declared
+DEPLOYMENT_FILE = REPO / "prefect.yaml"
 
 
 def load_flow(entrypoint: str):
@@ -20,19 +22,17 @@ def load_flow(entrypoint: str):
     return getattr(module, name)
 
 
-def build_deployments(prefect_yaml: Path = REPO / "prefect.yaml") -> list:
-    spec = yaml.safe_load(prefect_yaml.read_text(encoding="utf-8"))
+def deployment_specs(prefect_yaml: Path = DEPLOYMENT_FILE) -> list[dict]:
+    """The ``deployments`` entries of ``prefect.yaml`` as written."""
+    return yaml.safe_load(prefect_yaml.read_text(encoding="utf-8")).get("deployments", [])
+
+
+def build_deployments(prefect_yaml: Path = DEPLOYMENT_FILE) -> list:
     deployments = []
-    for d in spec.get("deployments", []):
+    for d in deployment_specs(prefect_yaml):
         schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in d.get("schedules") or [] if "cron" in s]
         deployments.append(load_flow(d["entrypoint"]).to_deployment(
             name=d["name"], description=d.get("description"), parameters=d.get("parameters") or {},
             tags=d.get("tags") or [], schedules=schedules or None,
         ))
     return deployments
-
-
-def serve_all(prefect_yaml: Path = REPO / "prefect.yaml") -> None:
-    from prefect import serve
-
-    serve(*build_deployments(prefect_yaml))

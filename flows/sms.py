@@ -27,9 +27,9 @@ from reporting.reminders import plan_reminders
 from sampling.rounds import round_open_at
 from reporting.sms import (AccountRefused, Message, MissingCredentials, SendResult, lookup_messages, provider_for,
                            send_messages)
-from tubetrail.config import load_config
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import load_config
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import claim_reminders, claim_unsettled, record_planned_reminders, record_reminder_results
 

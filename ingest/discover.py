@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.feeds import EVENT_TIME, KINDS
-from ingest.read import _csv_header, sniff_format
+from kernel.tables import _csv_header, sniff_format
 from lab.instruments import ParsedExport, UnrecognisedExport, parse_export
 
 

@@ -27,8 +27,8 @@ from sampling.rounds import ROUND_RULE
 from sampling.scans import REQUIRED as SCAN_REQUIRED
 from sampling.scans import check_scans
 from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUIRED, check_sites, check_zones
-from tubetrail.config import Config
-from tubetrail.rules import Checked, StageRule, StageWarning
+from kernel.config import Config
+from kernel.rules import Checked, StageRule, StageWarning
 from warehouse.writer import (
     apply_manifests,
     apply_receipts,

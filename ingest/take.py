@@ -23,14 +23,14 @@ import polars as pl
 
 from ingest.discover import InboxFile, export_written_at, is_hidden, parsed_export
 from ingest.feeds import FEEDS, Feed
-from ingest.read import (CHUNK_ROWS, REJECT_SCHEMA, RefusedFile, content_hash, read_file, staging_folder,
+from kernel.tables import (CHUNK_ROWS, REJECT_SCHEMA, RefusedFile, content_hash, read_file, staging_folder,
                          staging_in, staging_root_of)
 from lab.instruments import UnrecognisedExport
 from reporting.alerts import file_refused_alert
-from tubetrail.config import Config
-from tubetrail.rules import LINE, WARNING_PREFIX
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import Config
+from kernel.rules import LINE, WARNING_PREFIX
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import (
     FILE_LINE_SHIFT,

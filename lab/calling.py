@@ -46,8 +46,8 @@ from datetime import datetime, timezone
 
 import duckdb
 
-from tubetrail.config import AssayConfig
-from tubetrail.sql import sql_text
+from kernel.config import AssayConfig
+from kernel.sql import sql_text
 
 
 def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> None:

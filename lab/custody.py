@@ -21,8 +21,8 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from tubetrail.config import TatConfig
-from tubetrail.rules import (
+from kernel.config import TatConfig
+from kernel.rules import (
     LINE,
     Checked,
     concat_quarantine,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from tubetrail.rules import (
+from kernel.rules import (
     LINE,
     Checked,
     concat_quarantine,

@@ -24,7 +24,7 @@ good tubes are looked at (materialised once), so the macro stays within memory f
 those tubes and judges them on those tubes alone: pass *every* tube of the people concerned
 (the dashboard and the overdue alerts pass the tubes of the people they look up). The round
 rule of the scans feed instead derives the orders of its people in a scope holding only their
-tubes' facts (``tubetrail.scope.scoped_to_tubes``): there no view aggregates the city's scans.
+tubes' facts (``kernel.scope.scoped_to_tubes``): there no view aggregates the city's scans.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from tubetrail.config import ResampleConfig
+from kernel.config import ResampleConfig
 
 
 def urgent_due_by(called_at: datetime, resample: ResampleConfig) -> datetime:

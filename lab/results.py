@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 import polars as pl
 
-from tubetrail.rules import LINE, Checked, Rule, blank, concat_quarantine, split_by_rules, text_rules
+from kernel.rules import LINE, Checked, Rule, blank, concat_quarantine, split_by_rules, text_rules
 
 #: the text columns of a parsed export (well, ct and finished_at are typed by the parser)
 TEXT_COLUMNS = ("lab_id", "run_id", "plate_id", "sample", "target")

@@ -29,9 +29,9 @@ import duckdb
 
 from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
-from tubetrail.config import Config
-from tubetrail.scope import scoped_to_tubes
-from tubetrail.sql import sql_in_list, sql_text_list
+from kernel.config import Config
+from kernel.scope import scoped_to_tubes
+from kernel.sql import sql_in_list, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
@@ -183,7 +183,7 @@ def positive_pools(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
 def positive_calls(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str], as_of: datetime) -> list[PoolAlert]:
     """Every tube the given results files called positive (or persisting single target): pooled
     tubes, whose people are flagged, and single tubes (a single sample or a re-sample), whose
-    person is positive. Needs the views of :func:`tubetrail.views.define_views`."""
+    person is positive. Needs the views of :func:`warehouse.views.define_views`."""
     if not files:
         return []
     candidates = [r[0] for r in con.execute(
@@ -293,7 +293,7 @@ def positive_alerts_of_file(con: duckdb.DuckDBPyConnection, cfg: Config, content
     """Every positive call a results file decided (DESIGN §8: pooled, single tube, re-sample),
     judged as of the file's last reading (its event time, not the clock), each raised at its
     call: ``pool_positive`` for a pooled tube, ``positive_single`` for a single tube. Needs the views of
-    :func:`tubetrail.views.define_views` and the file's results and ledger entry (the writer
+    :func:`warehouse.views.define_views` and the file's results and ledger entry (the writer
     calls it inside the file's transaction)."""
     (as_of,) = con.execute(
         """SELECT max(coalesce(r.finished_at, l.ingested_at)) FROM results r
@@ -330,7 +330,7 @@ def overdue_urgent_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: da
     people not re-sampled yet (DESIGN §8: an urgent order overdue), one alert per pool, raised at
     the due time; a pool alerted once is not alerted again. The pools are those the outbox
     announced (``pool_positive``), so only their people's tubes are looked at. Needs the views of
-    :func:`tubetrail.views.define_views` and the outbox."""
+    :func:`warehouse.views.define_views` and the outbox."""
     pools = [r[0] for r in con.execute(
         """SELECT subject FROM alert_outbox
            WHERE kind = $pool AND CAST(payload->>'due_by' AS TIMESTAMPTZ) < $as_of
@@ -415,7 +415,7 @@ def lost_custody_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: date
 
     Raised at the moment of loss (round end + threshold); facts are counts, places and ISO
     times; never a person. A tube of that round, site and box found lost later (a late file)
-    adds no second alert. Needs the views of :func:`tubetrail.views.define_views`."""
+    adds no second alert. Needs the views of :func:`warehouse.views.define_views`."""
     lost_us = int(timedelta(hours=cfg.tat.lost_after_round_end_hours).total_seconds() * 1_000_000)
     rounds = con.execute("SELECT round_id FROM rounds WHERE ends_at + to_microseconds(?) <= ?", [lost_us, as_of]).fetchall()
     if not rounds:  # before any round's end + threshold nothing is lost: custody is not looked at
@@ -486,24 +486,3 @@ def lost_custody_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: date
                           "departed_at": _iso(departed), "lost_at": _iso(lost_at)})))
     con.execute("DROP TABLE lost_boxes_now")
     return alerts
-
-
-#: the alerts judged at a time, not raised by one file: each ``(con, cfg, as_of) -> alerts``,
-#: run by ``flows.alerts.raise_timed_alerts`` at the latest fact of every ingest run and at the
-#: report's time (the views of :func:`tubetrail.views.define_views` are defined). An alert is
-#: recorded once per kind and subject, so a rule may return what it returned before.
-TIMED_ALERT_RULES: list = [
-    overdue_urgent_alerts,
-    lost_custody_alerts,  # box_lost and tube_lost
-]
-
-# issue 14: silent districts and labs (漏报) and labs over their daily capacity, judged at a time
-# (``reporting.daily``, which imports this module's kinds when it raises them)
-from reporting.daily import lab_over_capacity_alerts, silent_unit_alerts  # noqa: E402
-
-TIMED_ALERT_RULES += [silent_unit_alerts, lab_over_capacity_alerts]
-
-# --- stock (reporting/stock.py): reagents or consumables under [stock] min_days in hand --------------
-from reporting.stock import stock_low_alerts  # noqa: E402 - after the kinds it raises
-
-TIMED_ALERT_RULES.append(stock_low_alerts)

@@ -20,7 +20,7 @@ import polars as pl
 
 
 def define_coverage_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Needs :func:`tubetrail.views.define_views`."""
+    """Needs :func:`warehouse.views.define_views`."""
     con.execute(
         """
         CREATE OR REPLACE TEMP MACRO coverage(rid, as_of) AS TABLE

@@ -72,8 +72,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
-from tubetrail.config import Config
-from tubetrail.sql import sql_text
+from kernel.config import Config
+from kernel.sql import sql_text
 
 #: how long after its window a round still has days in the daily report (its re-samples, the
 #: next morning's results); the nightly report follows a round as long (``flows.report``)
@@ -92,7 +92,7 @@ DAILY_CALLS = "daily_calls"
 
 
 def define_daily_views(con: duckdb.DuckDBPyConnection, cfg: Config) -> None:
-    """The macros of this module. Needs :func:`tubetrail.views.define_views` and
+    """The macros of this module. Needs :func:`warehouse.views.define_views` and
     :func:`reporting.tat.define_tat_views` (``lab_load``)."""
     from reporting.tat import define_tat_views
 
@@ -338,7 +338,7 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFra
 
 
 def _city(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
-    from reporting.report import city_times  # the report imports this module
+    from reporting.people_csv import city_times
 
     return city_times(frame, timezone)
 
@@ -357,7 +357,7 @@ def daily_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_o
     :data:`DAILY_COLUMNS`, times in city time), ordered by day, level (districts first), unit.
     ``orders``: a table holding the round's ``resample_orders(as_of)`` (the report's
     ``report_orders``), ``calls`` one from :func:`materialise_calls` at ``as_of``; without them
-    they are derived here. Needs :func:`tubetrail.views.define_views` (``snapshot=True`` for a city)."""
+    they are derived here. Needs :func:`warehouse.views.define_views` (``snapshot=True`` for a city)."""
     define_daily_views(con, cfg)
     if orders is None:
         orders = DAILY_ORDERS
@@ -373,7 +373,7 @@ def lab_load_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, a
                    calls: str | None = None) -> pl.DataFrame:
     """``lab_load.parquet``: every lab's load per day of the round (:data:`LAB_LOAD_COLUMNS`),
     ordered by lab and day; ``calls`` as for :func:`daily_frame`. Needs
-    :func:`tubetrail.views.define_views`."""
+    :func:`warehouse.views.define_views`."""
     define_daily_views(con, cfg)
     calls = calls or materialise_calls(con, as_of)
     return _frame(con, f"SELECT {', '.join(LAB_LOAD_COLUMNS)} FROM lab_load($rid, $as_of, {sql_text(calls)}) "
@@ -399,7 +399,7 @@ def _local(at: datetime, zone: ZoneInfo) -> str:
 def daily_dashboard_lines(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime) -> list[str]:
     """Markdown lines for the live round dashboard: per lab today's received, capacity,
     utilisation, backlog and TAT breaches; the silent districts and labs. Counts and places
-    only. Needs :func:`tubetrail.views.define_views`."""
+    only. Needs :func:`warehouse.views.define_views`."""
     zone = ZoneInfo(cfg.city.timezone)
     load = lab_load_frame(con, cfg, round_id, as_of)
     today = load.filter(pl.col("day") == as_of.astimezone(zone).date())
@@ -427,12 +427,12 @@ def daily_dashboard_lines(con: duckdb.DuckDBPyConnection, cfg: Config, round_id:
     return [*lines, ""]
 
 
-# --- alerts judged at a time (``reporting.alerts.TIMED_ALERT_RULES``) ------------------------------
+# --- alerts judged at a time (``reporting.timed_alerts.TIMED_ALERT_RULES``) ------------------------------
 
 def silent_unit_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: datetime) -> list:
     """``DISTRICT_SILENT`` / ``LAB_SILENT`` for every unit silent at ``as_of`` in a round open
     then; subject ``<round>:<unit>:<last heard at, city time | never>``, raised when it became
-    silent. Needs :func:`tubetrail.views.define_views`."""
+    silent. Needs :func:`warehouse.views.define_views`."""
     from reporting.alerts import DISTRICT_SILENT, LAB_SILENT, generic_alert
 
     define_daily_views(con, cfg)

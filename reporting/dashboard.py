@@ -27,7 +27,7 @@ thousands of lines: counts, and per kind the top :data:`TOP_N` groups with the r
 Aggregate and masked only (DESIGN §7): a collector id is masked like any id (``mask_id``), no
 name, ID or phone is ever read. Every time is city time with its offset. Everything is judged
 at ``as_of`` (the facts' time, never the clock), so the same warehouse gives the same page.
-Needs the views of :func:`tubetrail.views.define_views` (a whole city: ``snapshot=True``).
+Needs the views of :func:`warehouse.views.define_views` (a whole city: ``snapshot=True``).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from reporting.coverage import define_coverage_views
 from reporting.daily import daily_dashboard_lines
 from reporting.masking import define_masking_macros
 from reporting.stock import stock_dashboard_lines
-from tubetrail.config import Config
-from tubetrail.sql import sql_in_list, sql_text_list
+from kernel.config import Config
+from kernel.sql import sql_in_list, sql_text_list
 
 #: how many groups each list to chase shows (the rest are counted)
 TOP_N = 10

@@ -56,7 +56,7 @@ import duckdb
 import polars as pl
 
 from reporting.people_csv import write_people_csv
-from reporting.report import city_times
+from reporting.people_csv import city_times
 
 #: the columns of an export's files, in order
 EXPORT_COLUMNS = ("round_id", "id_type", "id_number", "name", "result", "sampled_at", "called_at", "lab_id",
@@ -67,7 +67,7 @@ EMPTY_WINDOW = timedelta(seconds=1)
 
 
 def define_export_views(con: duckdb.DuckDBPyConnection) -> None:
-    """``final_results(as_of)``. Needs :func:`tubetrail.views.define_views`."""
+    """``final_results(as_of)``. Needs :func:`warehouse.views.define_views`."""
     con.execute(
         """
         CREATE OR REPLACE TEMP MACRO final_results(as_of) AS TABLE

@@ -42,10 +42,12 @@ from markupsafe import Markup  # noqa: E402
 from reporting.coverage import worst_grids  # noqa: E402
 from reporting.tat import LINKS  # noqa: E402
 from reporting.workbook import WORKBOOK  # noqa: E402
-from tubetrail.config import Config  # noqa: E402
+from kernel.config import Config  # noqa: E402
 
 if TYPE_CHECKING:
-    from reporting.report import ReportFigures
+    from pathlib import Path
+
+    from reporting.figures import ReportFigures
 
 #: the sections every report has (the browser check looks for each heading)
 SECTIONS = ("Headline", "Workbook", "Coverage by district", "Worst grids", "Grid heat table",
@@ -280,3 +282,11 @@ def city_offset(at: datetime, zone) -> str:
     report carries no wall-clock time of its own: two runs of one inbox as of one time give the
     same page, byte for byte."""
     return at.astimezone(zone).strftime("%z")[:3] + ":" + at.astimezone(zone).strftime("%z")[3:]
+
+
+def report_link(link_base: str, page: Path) -> str:
+    """The URL of ``page`` (a report.html) on the report server at ``link_base``
+    (``tubetrail.report_server``: pages are addressed by their absolute path)."""
+    from urllib.parse import quote
+
+    return link_base.rstrip("/") + quote(str(page.resolve()))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import duckdb
 
-from tubetrail.sql import sql_text
+from kernel.sql import sql_text
 
 
 def define_key_group_views(con: duckdb.DuckDBPyConnection, cycles: dict[str, float]) -> None:
-    """Needs :func:`tubetrail.views.define_views`."""
+    """Needs :func:`warehouse.views.define_views`."""
     values = ", ".join(f"({sql_text(g)}, {float(days)})" for g, days in cycles.items()) or "(NULL, NULL)"
     con.execute(
         f"""

@@ -82,3 +82,10 @@ def write_people_csv_batches(frames: Iterable[pl.DataFrame], path: Path, empty: 
         if out.tell() == 0 and empty is not None:
             neutralise_cells(iso_times(empty)).write_csv(out, include_bom=True)
     return rows
+
+
+def city_times(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
+    """Every time column in the city's time zone: the same instants, read as city time with its
+    offset in the CSVs people open (``2022-04-04T20:00:00+08:00``, not ``…12:00:00+00:00``)."""
+    return frame.with_columns(pl.col(c).dt.convert_time_zone(timezone)
+                              for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone)

@@ -28,7 +28,7 @@ import polars as pl
 from reporting.stock import stock_frame, stock_summary
 from sampling.pool_advice import pool_advice_frame
 from sampling.rounds import round_in_view
-from tubetrail.config import Config
+from kernel.config import Config
 
 
 class PlanRefused(ValueError):
@@ -60,7 +60,7 @@ def capacity_plan(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | N
                   calls: str | None = None) -> CapacityPlan:
     """The plan of ``round_id`` (None: the round open at ``as_of``, else the latest; no round at
     all: the whole register at the default pool size) judged at ``as_of``. ``calls``: a table of
-    the final calls at ``as_of`` (the report's). Needs the views of ``tubetrail.views.define_views``."""
+    the final calls at ``as_of`` (the report's). Needs the views of ``warehouse.views.define_views``."""
     zone = ZoneInfo(cfg.city.timezone)
     if round_id is not None:
         if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():

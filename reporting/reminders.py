@@ -30,7 +30,7 @@ import duckdb
 import polars as pl
 
 from sampling.identity import is_mobile
-from tubetrail.config import SmsConfig
+from kernel.config import SmsConfig
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _fill(template: str, round_id: str, deadline: pl.Expr) -> pl.Expr:
 
 def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str, round_id: str,
                    as_of: datetime, key_group_cycles: dict[str, float] | None = None) -> ReminderPlan:
-    """Needs :func:`tubetrail.views.define_views`. With ``key_group_cycles`` (``[key_groups]``),
+    """Needs :func:`warehouse.views.define_views`. With ``key_group_cycles`` (``[key_groups]``),
     key-group members overdue on their cycle are reminded too, with their cycle's due date
     (``sms.key_group_template``), by the same rules and within the same cool-down."""
     if key_group_cycles:

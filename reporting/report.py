@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -39,12 +38,13 @@ import duckdb
 import polars as pl
 
 from reporting.coverage import define_coverage_views, worst_grids
+from reporting.figures import ReportFigures
 from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, materialise_calls
 from reporting.keygroups import define_key_group_views
-from reporting.people_csv import write_people_csv, write_people_csv_batches
+from reporting.people_csv import city_times, write_people_csv, write_people_csv_batches
 from reporting.tat import LINKS, define_tat_views
 from reporting.workbook import WORKBOOK, write_workbook
-from tubetrail.config import Config
+from kernel.config import Config
 
 COVERAGE_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
                     "untested", "coverage", "outside_register")
@@ -68,28 +68,6 @@ DISTRICT_SHEET_COLUMNS = ("round_id", "level", "district", "registered", "sample
 GRID_SHEET_COLUMNS = ("round_id", "district", "subdistrict", "community", "grid", "registered", "sampled", "resulted",
                       "untested", "coverage")
 WORST_GRIDS_SHEET = 50
-
-
-@dataclass
-class ReportFigures:
-    """What the report found, in counts: safe for artifacts and logs."""
-
-    round_id: str
-    as_of: datetime
-    files: list[str] = field(default_factory=list)
-    city: dict = field(default_factory=dict)
-    statuses: dict[str, int] = field(default_factory=dict)
-    orders: dict[str, int] = field(default_factory=dict)
-    anomalies: dict[str, int] = field(default_factory=dict)
-    key_groups: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: seconds per part of the report (``make bench`` shows them: what each part adds)
-    timings: dict[str, float] = field(default_factory=dict)
-    #: report.xlsx: data rows per sheet, in the workbook's order
-    sheets: dict[str, int] = field(default_factory=dict)
-    #: the capacity plan of the round at the report's time (``reporting.plan``: figures only)
-    plan: dict = field(default_factory=dict)
-    #: coverage per district (the rollup's district rows, by district): for the flow's artifact
-    districts: list[dict] = field(default_factory=list)
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFrame:
@@ -315,10 +293,3 @@ def workbook_sheets(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         "stock": frames["stock"],
         "pool-size advice": frames["pool_advice"],
     }
-
-
-def city_times(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
-    """Every time column in the city's time zone: the same instants, read as city time with its
-    offset in the CSVs people open (``2022-04-04T20:00:00+08:00``, not ``…12:00:00+00:00``)."""
-    return frame.with_columns(pl.col(c).dt.convert_time_zone(timezone)
-                              for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone)

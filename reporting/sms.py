@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from tubetrail.config import SmsConfig
+from kernel.config import SmsConfig
 
 #: a sender gives up for now (``pending``) rather than wait longer than this for one retry
 MAX_RETRY_WAIT = 60.0
@@ -303,12 +303,12 @@ def _json(response: httpx.Response) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+#: the SMS providers by their ``[sms] provider`` name
+PROVIDERS = {"webhook": WebhookProvider, "twilio": TwilioProvider, "aliyun": AliyunProvider}
+
+
 def provider_for(sms: SmsConfig):
-    if sms.provider == "webhook":
-        return WebhookProvider(sms)
-    if sms.provider == "twilio":
-        return TwilioProvider(sms)
-    return AliyunProvider(sms)
+    return PROVIDERS[sms.provider](sms)
 
 
 #: transport errors raised before the request left this machine: safe to send again

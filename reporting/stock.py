@@ -49,8 +49,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
-from tubetrail.config import Config, StockConfig
-from tubetrail.rules import (
+from kernel.config import Config, StockConfig
+from kernel.rules import (
     LINE,
     Checked,
     Rule,
@@ -66,7 +66,7 @@ from tubetrail.rules import (
     time_rule,
     with_columns_present,
 )
-from tubetrail.sql import sql_text_list
+from kernel.sql import sql_text_list
 
 if TYPE_CHECKING:
     from reporting.alerts import OutboxAlert
@@ -237,7 +237,7 @@ def stock_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str | Non
     scope; None: the whole register at the default pool size), days in hand and whether that is
     under ``[stock] min_days``. Quantities in units (:data:`UNITS`). ``need``: a table already
     holding ``scope_need(round_id, as_of)`` (the capacity plan computes it once). Needs the views
-    of ``tubetrail.views.define_views``."""
+    of ``warehouse.views.define_views``."""
     s = cfg.stock
     items = sql_text_list(ITEMS)
     tubes = "(tubes_pooled + tubes_single)"
@@ -315,7 +315,7 @@ def stock_alerts(frame: pl.DataFrame, cfg: Config, round_id: str | None, as_of: 
 
 
 def stock_low_alerts(con: duckdb.DuckDBPyConnection, cfg: Config, as_of: datetime) -> list[OutboxAlert]:
-    """The timed rule (``reporting.alerts.TIMED_ALERT_RULES``): reagents or consumables under the
+    """The timed rule (``reporting.timed_alerts.TIMED_ALERT_RULES``): reagents or consumables under the
     minimum days in hand at ``as_of``, judged for the round in view then
     (``sampling.rounds.round_in_view``). Nothing counted by ``as_of``: nothing to judge."""
     from sampling.rounds import round_in_view
@@ -364,7 +364,7 @@ def stock_dashboard_lines(con: duckdb.DuckDBPyConnection, cfg: Config, round_id:
                           as_of: datetime) -> list[str]:
     """Markdown lines for the live round dashboard: per item, the city's days of
     whole-population testing in hand and the worst holder's, ⚠ under ``[stock] min_days``.
-    Needs the views of ``tubetrail.views.define_views``."""
+    Needs the views of ``warehouse.views.define_views``."""
     frame = stock_frame(con, cfg, round_id, as_of)
     lines = [f"## Stock: days of whole-population testing in hand (minimum {cfg.stock.min_days:g}; ⚠ under it)", ""]
     if frame.is_empty():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import duckdb
 
-from tubetrail.config import TatConfig
+from kernel.config import TatConfig
 
 LINKS = ("collected_to_sealed", "sealed_to_departed", "departed_to_received", "received_to_called",
          "called_to_published")
@@ -24,7 +24,7 @@ def define_tat_views(con: duckdb.DuckDBPyConnection, tat: TatConfig) -> None:
     """``key_group_tubes`` (the tubes holding a key-group member), ``tat_target_hours(key_group)``
     and ``tat_breach(collected_at, called_at, key_group)`` (the TAT target, collected → called,
     and whether a tube missed it), and ``tube_tat(rid, as_of)``.
-    Needs :func:`tubetrail.views.define_views`."""
+    Needs :func:`warehouse.views.define_views`."""
     hours = lambda a, b: f"round(epoch({b} - {a}) / 3600, 2)"  # noqa: E731
     con.execute(
         """

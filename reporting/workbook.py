@@ -162,7 +162,7 @@ def _write_sheet(sheet, frame: pl.DataFrame, sheet_name: str, styles: _Styles, t
         elif kind == "time":
             if frame.schema[c].time_zone is None:
                 raise ValueError(f"sheet {sheet_name!r}, column {c!r}: a time without a zone (the warehouse keeps "
-                                 "instants: convert with reporting.report.city_times)")
+                                 "instants: convert with reporting.people_csv.city_times)")
             local = col.dt.convert_time_zone(timezone)
             values.append(local.dt.replace_time_zone(None).alias(f"v{len(values)}"))
             aux.append(local.dt.strftime("%:z").alias(f"a{len(aux)}"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import duckdb
 
-from tubetrail.config import PoolPolicyConfig
+from kernel.config import PoolPolicyConfig
 
 
 def define_need_views(con: duckdb.DuckDBPyConnection, policy: PoolPolicyConfig) -> None:

@@ -26,7 +26,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from tubetrail.config import Config
+from kernel.config import Config
 
 ADVICE_SCHEMA = {"district": pl.Utf8, "registered": pl.Int64, "tubes_called": pl.Int64, "tubes_positive": pl.Int64,
                  "mean_pool_people": pl.Float64, "positivity": pl.Float64, "current_size": pl.Int64,
@@ -67,7 +67,7 @@ def pool_advice_frame(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str
     among ``[pool_policy] allowed_sizes`` above 1 (no round: no rows). ``need``: a table already
     holding ``scope_need(round_id, as_of)``; ``calls``: one holding the final calls at ``as_of``
     (``tube_barcode``, ``call``: the report's). Needs the views of
-    ``tubetrail.views.define_views`` (``scope_need``, ``tube_calls``, ``tubes``)."""
+    ``warehouse.views.define_views`` (``scope_need``, ``tube_calls``, ``tubes``)."""
     if round_id is None:
         return pl.DataFrame(schema=ADVICE_SCHEMA)
     rows = con.execute(

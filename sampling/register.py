@@ -20,7 +20,7 @@ from sampling.identity import (
     ric_check_ok,
     ric_shape_ok,
 )
-from tubetrail.rules import (
+from kernel.rules import (
     LINE,
     Checked,
     WARNING_PREFIX,

@@ -15,8 +15,8 @@ from datetime import datetime
 
 import duckdb
 
-from tubetrail.rules import StageRule
-from tubetrail.scope import scoped_to_tubes
+from kernel.rules import StageRule
+from kernel.scope import scoped_to_tubes
 
 
 class RoundRefused(ValueError):
@@ -144,7 +144,7 @@ def look_up_orders(con: duckdb.DuckDBPyConnection) -> int:
     """The round rule's order look-up for the candidates of ``incoming`` into the temporary
     table ``round_rule_orders`` (``person_key``, ``round_id``); returns its rows. The orders are
     derived by ``resample_orders`` itself, over the facts of the candidates' own stored tubes
-    (``tubetrail.scope.scoped_to_tubes``): an order of a person is raised by one of their tubes
+    (``kernel.scope.scoped_to_tubes``): an order of a person is raised by one of their tubes
     and judged on their tubes, so those facts give the same orders as the whole city's, and a
     next-morning file costs its people's tubes, not the city's (at 25.7 M residents the
     whole-city rule took minutes a file)."""

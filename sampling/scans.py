@@ -7,7 +7,7 @@ import polars as pl
 
 from sampling.identity import ID_TYPES, normalise_id_number, normalise_phone
 from sampling.register import ric_rules
-from tubetrail.rules import (
+from kernel.rules import (
     LINE,
     Checked,
     Rule,

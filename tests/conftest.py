@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("tubetrail", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("tubetrail")
 
-from tubetrail.config import Config  # noqa: E402
+from kernel.config import Config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from bench.city import LINKS, child_latency, child_logic, child_microbatch, child_pandas, child_take, plan_links
-from tubetrail.simcity import simulate_city
+from devtools.simcity import simulate_city
 
 RESIDENTS = 3000
 

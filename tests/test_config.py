@@ -1,6 +1,6 @@
 import pytest
 
-from tubetrail.config import Config, ConfigError, load_config, parse_config
+from kernel.config import Config, ConfigError, load_config, parse_config
 
 
 def test_defaults_match_the_design():
@@ -82,7 +82,7 @@ def test_stock_defaults_and_wrong_values():
 def test_temp_directory_and_memory_limit_are_applied_to_the_warehouse_connection(tmp_path):
     from dataclasses import replace
 
-    from tubetrail.secrets import id_hash_key
+    from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
 
     beside = Config().with_warehouse(tmp_path / "w" / "city.duckdb")

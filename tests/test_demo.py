@@ -4,7 +4,7 @@ order things happened, reference data first, an export's write time kept."""
 import os
 
 from tests.lab.test_calling import build, resamples
-from tubetrail.demo import play, waves
+from devtools.demo import play, waves
 
 
 def test_waves_hand_over_every_file_once_in_time_order(tmp_path):

@@ -6,7 +6,8 @@ import httpx
 
 from tests.lab.test_calling import called  # noqa: F401 - the fixture
 
-from tubetrail.report_server import ReportServer, report_link, servable
+from reporting.html import report_link
+from tubetrail.report_server import ReportServer, servable
 
 
 def test_only_report_pages_inside_the_root_are_served(tmp_path):
@@ -94,7 +95,7 @@ def test_browser_check_opens_the_workbook_through_the_served_link(called, tmp_pa
     """What ``make browser-check`` does with the report link: the page names its workbook, the
     server serves it, openpyxl opens it, its sheets and rows are those the page lists."""
     from tests.reporting.test_report import report
-    from tubetrail.browser_check import report_problems, served_workbook_problems, workbook_problems
+    from devtools.browser_check import report_problems, served_workbook_problems, workbook_problems
 
     report(called, tmp_path / "out")
     page = tmp_path / "out" / "report.html"
@@ -117,7 +118,7 @@ def test_browser_check_opens_the_workbook_through_the_served_link(called, tmp_pa
 def test_browser_check_says_so_without_openpyxl(monkeypatch):
     import sys
 
-    from tubetrail.browser_check import workbook_problems
+    from devtools.browser_check import workbook_problems
 
     monkeypatch.setitem(sys.modules, "openpyxl", None)  # import openpyxl raises ImportError
     assert workbook_problems(b"", "") == [

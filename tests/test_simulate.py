@@ -15,10 +15,10 @@ from lab.labs import LAB_REQUIRED
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.scans import REQUIRED as SCAN_REQUIRED
 from sampling.sites import SITE_REQUIRED, ZONE_REQUIRED
-from tubetrail.config import Config
-from tubetrail.secrets import id_hash_key
-from tubetrail.simcity import simulate_city
-from tubetrail.views import define_views
+from kernel.config import Config
+from kernel.secrets import id_hash_key
+from devtools.simcity import simulate_city
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round
@@ -338,7 +338,7 @@ def test_district_packs_partition_the_city_report(ingested, tmp_path):
 def test_orders_scoped_to_some_peoples_tubes_equal_the_city_wide_orders_of_those_people(ingested):
     """The round rule looks orders up with ``resample_orders(as_of, tubes := [...])`` (every tube
     of its people): the same orders as the city-wide macro, for those people."""
-    from tubetrail.sql import sql_text_list
+    from kernel.sql import sql_text_list
 
     cfg, _ = ingested
     as_of = "TIMESTAMPTZ '2022-04-06 12:00:00+08'"
@@ -364,7 +364,7 @@ def test_zones_and_areas_for_a_hundred_and_one_seeds():
     zone names and None that polars cannot cast)."""
     import numpy as np
 
-    from tubetrail.simcity import _areas
+    from devtools.simcity import _areas
 
     for seed in range(101):
         areas = _areas(20_000, np.random.default_rng(seed))

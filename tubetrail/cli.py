@@ -16,19 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import click
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tubetrail.alert_inbox import AlertInbox
-from tubetrail.config import Config, ConfigError, load_config
-from tubetrail.secrets import MissingSecret, id_hash_key
+from kernel.config import Config, ConfigError, load_config
+from kernel.secrets import MissingSecret, id_hash_key
 
 # Prefect's own telemetry has nowhere to go from a city's network: off unless said otherwise.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -157,42 +154,6 @@ def main(
     warehouse: Annotated[Optional[str], typer.Option("--warehouse", help="DuckDB warehouse file")] = None,
 ) -> None:
     ctx.obj = State(config, warehouse)
-
-
-@app.command()
-def simulate(
-    residents: Annotated[int, typer.Option("--residents", min=100, help="registered residents")],
-    out: Annotated[Path, typer.Option("--out", help="inbox folder to write")],
-    seed: Annotated[int, typer.Option("--seed")] = 20220404,
-    pool_size: Annotated[int, typer.Option("--pool-size")] = 10,
-    prevalence: Annotated[float, typer.Option("--prevalence", min=0.0, max=0.2)] = 0.0005,
-    file_format: Annotated[str, typer.Option("--format", help="csv or parquet for register and scans")] = "csv",
-) -> None:
-    """Write a simulated city's inbox with the faults real rounds have."""
-    from tubetrail.simcity import simulate_city
-
-    if pool_size not in (1, 5, 10, 20):
-        errors.print("--pool-size must be 1, 5, 10 or 20")
-        raise typer.Exit(EXIT_USAGE)
-    if file_format not in ("csv", "parquet"):
-        errors.print("--format must be csv or parquet")
-        raise typer.Exit(EXIT_USAGE)
-    started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        job = bar.add_task("simulating", total=1.0)
-
-        def progress(stage: str, fraction: float) -> None:
-            bar.update(job, description=stage, completed=fraction)
-
-        result = simulate_city(
-            residents, out, seed=seed, pool_size=pool_size, prevalence=prevalence,
-            file_format=file_format, progress=progress,
-        )
-    table = Table("kind", "files")
-    for kind, n in result.files.items():
-        table.add_row(kind, str(n))
-    console.print(table)
-    console.print(f"wrote {out} in {time.perf_counter() - started:.1f} s")
 
 
 def _run_ingest(state: State, inbox: Path) -> int:
@@ -455,13 +416,15 @@ def export_results_command(
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Serve every deployment of prefect.yaml from this process (a local setup without workers)."""
-    from flows.serve import build_deployments, serve_all
+    from prefect import serve as prefect_serve
+
+    from tubetrail.definitions import deployments
 
     ctx.obj.config()  # the served flows need the ID-hash key and a Prefect server
 
-    names = ", ".join(d.name for d in build_deployments())
-    console.print(f"serving {names}; runs show in the Prefect UI (stop with Ctrl-C)")
-    serve_all()
+    served = deployments()
+    console.print(f"serving {', '.join(d.name for d in served)}; runs show in the Prefect UI (stop with Ctrl-C)")
+    prefect_serve(*served)
 
 
 PREFECT_UI = "http://127.0.0.1:4200"
@@ -519,175 +482,24 @@ def prefect_api(url: str) -> Iterator[str]:
         yield api
 
 
-def _open_demo_round(state: State, rnd: dict) -> None:
-    """Open the simulated round (once: a re-run of the demo finds it open)."""
-    from flows.rounds import open_round
-    from sampling.rounds import RoundRefused
+def add_plugin_commands(cli: typer.Typer) -> list[str]:
+    """The commands other folders add (entry point group ``tubetrail.commands``): ``simulate`` and
+    ``demo`` come from ``devtools/``, which a source checkout has and the wheel does not ship.
+    Returns the names of the plug-ins that were found."""
+    from importlib.metadata import entry_points
 
-    cfg = state.config()
-    try:
-        open_round(rnd["id"], datetime.fromisoformat(rnd["start"]), datetime.fromisoformat(rnd["end"]),
-                   rnd.get("districts"), rnd.get("pool_size"), state.config_path, cfg.warehouse.path)
-        console.print(f"opened round {rnd['id']}")
-    except RoundRefused as exc:
-        if "already open" not in str(exc):
-            raise
-        console.print(f"round {rnd['id']} already open")
-
-
-@app.command()
-def demo(
-    ctx: typer.Context,
-    residents: Annotated[int, typer.Option("--residents")] = 500_000,
-    workdir: Annotated[Path, typer.Option("--workdir", help="where the demo city and warehouse live")] = Path("data/demo"),
-    pause: Annotated[float, typer.Option("--pause", help="seconds between the round's hourly waves")] = 2.0,
-) -> None:
-    """Simulate a city and play its round through every link, live in the Prefect UI."""
-    from flows.ingest import ingest_inbox
-    from flows.report import round_report
-    from flows.sms import sms_reminders
-    from flows.limits import ensure_concurrency_limits
-    from tubetrail.demo import (REPORT_PORT, ensure_report_server, ensure_served, ensure_work_pool, play,
-                                report_time, sweep_time)
-    from tubetrail.sms_gateway import LoopbackGateway
-
-    state: State = ctx.obj
-    with console.status("Prefect server on 127.0.0.1:4200 …"):
-        started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log")
-    console.print(f"Prefect server {'started' if started else 'already running'}: {PREFECT_UI}")
-    ctx.with_resource(prefect_api(PREFECT_UI))
-    if state.warehouse is None:
-        state.warehouse = str(workdir / "tubetrail.duckdb")
-    cfg = state.config()
-    workdir = workdir.resolve()
-    city = workdir / "city"
-    ctx.invoke(simulate, residents=residents, out=city)
-    truth = json.loads((city / "_truth.json").read_text(encoding="utf-8"))["round"]
-    _open_demo_round(state, truth)
-    if ensure_work_pool("tubetrail-process"):
-        console.print("created work pool tubetrail-process")
-    ensure_concurrency_limits(cfg)
-    console.print(f"global concurrency limit {cfg.warehouse.write_limit}: 1 slot (one warehouse writer at a time)")
-    # the served deployments run in workdir with the demo's warehouse (the defaults otherwise),
-    # the loopback SMS gateway takes 1,000 messages a second (not a provider's 50), and every
-    # report run links its page on the demo's report server
-    report_base = f"http://127.0.0.1:{REPORT_PORT}"
-    served_config = workdir / "served.toml"
-    served_config.write_text(f'[warehouse]\npath = "{Path(cfg.warehouse.path).resolve()}"\n\n'
-                             f'[report]\nlink_base = "{report_base}"\n\n'
-                             f'[sms]\nrate_per_second = 1000.0\n', encoding="utf-8")
-    # the simulated city's depot holds stock ([stock] depots); the waves are taken with this
-    # configuration too unless one was given, so its counts are a depot's, not an unknown holder's
-    depot = json.loads((city / "_truth.json").read_text(encoding="utf-8")).get("stock", {}).get("depot")
-    if depot:
-        with served_config.open("a", encoding="utf-8") as conf:
-            conf.write(f'\n[stock]\ndepots = ["{depot}"]\n')
-    ingest_config = state.config_path or os.environ.get("TUBETRAIL_CONFIG") or str(served_config)
-    serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
-    pid, served_now = ensure_served(workdir, serve_env)
-    console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
-    report_pid, report_now = ensure_report_server(workdir, REPORT_PORT, serve_env)
-    if report_now:
-        time.sleep(1.0)  # a server that cannot bind its port exits at once
-    if not report_now or os.waitpid(report_pid, os.WNOHANG)[0] == 0:
-        console.print(f"report pages on {report_base} (pid {report_pid}; report.html files only)")
-    else:
-        errors.print(f"[yellow]the report server did not start (port {REPORT_PORT} taken?): see "
-                     f"{workdir / 'report-server.log'}; open report.html from its folder[/yellow]")
-    alerts_file = workdir / "pool-alerts.jsonl"
-    refused = 0
-    try:
-        with _demo_alert_inbox(cfg.alerts.webhook_url, alerts_file) as alert_inbox:
-
-            def take(label: str, folder: Path) -> None:
-                nonlocal refused
-                outcomes = ingest_inbox(str(folder), ingest_config, cfg.warehouse.path, label=f"wave {label}")
-                refused += sum(o.status == "refused" for o in outcomes)
-
-            def shown(n: int, total: int, label: str, files: int) -> None:
-                console.print(f"[bold]wave {n}/{total}[/bold] {label}: {files} file(s)")
-
-            play(city, workdir / "inbox", cfg.city.timezone, take, pause, on_wave=shown)
-            _wait_for_quiet(alert_inbox)
-    except MissingSecret as exc:
-        errors.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from exc
-    # the reminder sweep of the afternoon, to an SMS gateway on loopback
-    sweep_at = sweep_time(datetime.fromisoformat(truth["end"]), cfg.city.timezone)
-    gateway_url = urlsplit(cfg.sms.base_url)
-    if cfg.sms.provider == "webhook" and gateway_url.hostname in ("127.0.0.1", "localhost"):
-        with LoopbackGateway(gateway_url.port or 80) as gateway:
-            swept = sms_reminders(truth["id"], False, sweep_at, str(served_config), cfg.warehouse.path)
-        console.print(f"reminder sweep at {sweep_at:%H:%M}: {swept['sent']:,} SMS sent to the loopback gateway "
-                      f"({len(gateway.state.deliveries):,} delivered), {swept['counts']['no_phone']:,} without phone")
-    # the nightly report of the round, judged the next day at noon (the re-samples are in by then)
-    next_noon = report_time(datetime.fromisoformat(truth["end"]), cfg.city.timezone)
-    reported = round_report(truth["id"], str(workdir / "report"), next_noon, str(served_config), cfg.warehouse.path)
-    # the capacity plan at the same time: the artifact capacity-plan, and the stock alerts it finds
-    from flows.plan import plan_capacity
-
-    planned = plan_capacity(truth["id"], next_noon, str(served_config), cfg.warehouse.path)
-    console.print(f"\nOpen the Prefect UI: [bold]{PREFECT_UI}/runs[/bold] (flow runs, logs, artifacts)")
-    console.print(f"Report of {truth['id']} as of {next_noon:%Y-%m-%d %H:%M}: coverage "
-                  f"{100 * (reported['coverage'] or 0):.2f} %, {reported['worklists']} door-to-door worklists; "
-                  f"open [bold]{reported['link']}[/bold] (file {workdir / 'report' / 'report.html'})")
-    from reporting.dashboard import dashboard_key, positive_pools_key
-
-    console.print(f"Live dashboard of {truth['id']} (updated by every wave and the report): "
-                  f"[bold]{PREFECT_UI}/artifacts/key/{dashboard_key(truth['id'])}[/bold] (artifact key "
-                  f"'{dashboard_key(truth['id'])}'; every positive pool in one table: '{positive_pools_key(truth['id'])}')")
-    console.print(f"Positive-pool alerts: artifacts 'positive-pool-*' in {PREFECT_UI}/artifacts, events in "
-                  f"{PREFECT_UI}/events, notifications received: {len(alert_inbox.received) if alert_inbox else 0} "
-                  f"(kept in {alerts_file})")
-    console.print(f"Capacity plan (artifact 'capacity-plan'): {planned['tubes']:,} tubes for everyone, "
-                  f"{planned['hours_to_test']} h at the labs' {planned['daily_capacity_tubes']:,} a day; "
-                  + (f"under {planned['min_days']:g} days in hand: " + ", ".join(
-                      f"{u['item']} at {u['holder']}" for u in planned["under_minimum"])
-                     + " (stock_low alerts; `tubetrail plan` exits 1)" if planned["under_minimum"]
-                     else "every item above the minimum days in hand"))
-    console.print(f"Deployments: {PREFECT_UI}/deployments (nightly-report, reminder-sweep, ingest-inbox; "
-                  f"served by pid {pid}, log {workdir / 'serve.log'})")
-    console.print(f"Warehouse: {state.warehouse}")
-    raise typer.Exit(EXIT_REFUSED if refused else 0)
+    found = []
+    for point in entry_points(group="tubetrail.commands"):
+        try:
+            register = point.load()
+        except ModuleNotFoundError:  # installed from the wheel: no devtools/
+            continue
+        register(cli)
+        found.append(point.name)
+    return found
 
 
-@contextmanager
-def _demo_alert_inbox(url: str, store: Path) -> Iterator[AlertInbox | None]:
-    """One automation per alert event (``flows.alerts.AUTOMATIONS``), and (for a loopback webhook)
-    the inbox that receives their notifications."""
-    from flows.alerts import ensure_alert_automations
-
-    created = ensure_alert_automations(url)  # one per alert event of DESIGN §8
-    console.print(f"automations: {len(created)}, one per alert event ({', '.join(sorted(created))}) "
-                  f"-> notifications to {url}")
-    if urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
-        yield None
-        return
-
-    def show(alert: dict) -> None:
-        console.print(f"[bold red]ALERT[/bold red] {alert.get('body', '')}")
-
-    try:
-        inbox = AlertInbox(url, store, on_alert=show)
-    except OSError as exc:  # the port is taken: someone else receives them
-        console.print(f"alert inbox not started ({exc}); notifications go to whatever listens on {url}")
-        yield None
-        return
-    with inbox:
-        yield inbox
-
-
-def _wait_for_quiet(inbox: AlertInbox | None, quiet: float = 10.0, limit: float = 90.0) -> None:
-    """Automations act within seconds of an event: wait until notifications stop arriving."""
-    if inbox is None:
-        return
-    start = last_count_change = time.monotonic()
-    count = len(inbox.received)
-    while time.monotonic() - last_count_change < quiet and time.monotonic() - start < limit:
-        time.sleep(0.5)
-        if len(inbox.received) != count:
-            count, last_count_change = len(inbox.received), time.monotonic()
-
+add_plugin_commands(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -23,7 +23,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from reporting.workbook import WORKBOOK
 from tubetrail.loopback import LoopbackServer
@@ -34,11 +34,6 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 SERVED = {PAGE: ("text/html; charset=utf-8", False), WORKBOOK: (XLSX, True)}
 #: folders of personal files (the district packs and their worklists): nothing under them is served
 PERSONAL_FOLDERS = frozenset({"districts", "worklists"})
-
-
-def report_link(link_base: str, page: Path) -> str:
-    """The URL of ``page`` (a report.html) on the report server at ``link_base``."""
-    return link_base.rstrip("/") + quote(str(page.resolve()))
 
 
 def servable(root: Path, url_path: str) -> Path | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from tubetrail.config import WarehouseConfig
+from kernel.config import WarehouseConfig
 from warehouse.schema import MIGRATIONS
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
-from tubetrail.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
+from kernel.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
 from warehouse.schema import INDEXED_UPSERT_KEYS, UPSERT_KEYS
 
 if TYPE_CHECKING:

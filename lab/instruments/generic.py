@@ -39,8 +39,8 @@ LINE = "_line"
 
 def read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Every row as text with lower-case column names and ``_line``; and the unreadable lines."""
-    from tubetrail.rules import LINE as STAGED_LINE
-    from ingest.read import RefusedFile, read_table
+    from kernel.rules import LINE as STAGED_LINE
+    from kernel.tables import RefusedFile, read_table
 
     assert STAGED_LINE == LINE
     try:
@@ -63,7 +63,7 @@ def read(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 # --- 2. typed records: vectorised Ct, well and time parsing; row-level rejects --------------------
 
 def records(raw: pl.DataFrame, timezone: str = DEFAULT_TIMEZONE) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from tubetrail.rules import parse_time
+    from kernel.rules import parse_time
 
     text = pl.col("ct").str.strip_chars()
     not_detected = text.is_null() | text.str.to_lowercase().is_in(list(GENERIC_NOT_DETECTED))
@@ -110,7 +110,7 @@ def to_table(good: pl.DataFrame, bad: pl.DataFrame, unreadable: pl.DataFrame, fi
 
 
 def parse(path: Path, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
-    from ingest.read import sniff_format
+    from kernel.tables import sniff_format
 
     raw, unreadable = read(path)
     good, bad = records(raw, timezone)

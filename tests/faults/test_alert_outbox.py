@@ -19,8 +19,8 @@ from ingest.feeds import FEEDS
 from ingest.take import take_file
 from tests.conftest import REPO, write
 from tests.lab.test_calling import P, SH, build
-from tubetrail.alert_inbox import AlertInbox
-from tubetrail.secrets import id_hash_key
+from devtools.alert_inbox import AlertInbox
+from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round
@@ -30,7 +30,7 @@ TAKE_THEN_DIE = """
 import os, signal, sys
 from pathlib import Path
 from ingest.take import take_file
-from tubetrail.config import Config
+from kernel.config import Config
 from ingest.discover import discover
 cfg = Config().with_warehouse(sys.argv[2])
 for f in discover(Path(sys.argv[1])):
@@ -69,7 +69,7 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
                               single_artifact_key)
     from flows.ingest import ingest_inbox
     from tests.flows.test_ingest_flow import read_artifacts
-    from ingest.read import content_hash
+    from kernel.tables import content_hash
 
     url, received = receiver
     ensure_alert_automations(url)
@@ -157,7 +157,7 @@ def test_alerts_are_written_in_the_transaction_of_their_file(tmp_path, cfg, monk
     """A results file whose transaction fails after its alerts were inserted leaves no alert and
     no fact; taken again, the file and its alerts appear together, once."""
     from reporting.alerts import OutboxAlert, positive_alerts_of_file
-    from tubetrail.views import define_views
+    from warehouse.views import define_views
     from warehouse.writer import record_alerts
 
     opened(cfg)

@@ -11,7 +11,7 @@ import pytest
 from ingest.take import take_file
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, ric, query
-from tubetrail.rules import MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
+from kernel.rules import MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
 from ingest.discover import discover
 
 A = ric("31010119900101001")
@@ -104,7 +104,7 @@ def test_every_feed_keeps_the_rules(tmp_path, cfg):
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from tubetrail.secrets import id_hash_key
+    from kernel.secrets import id_hash_key
     from warehouse.connection import open_warehouse
     from warehouse.writer import open_round
 

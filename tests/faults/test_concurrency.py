@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO, write
 from tests.flows.test_ingest_flow import small_inbox
 from tests.helpers import ric
-from tubetrail.config import load_config
+from kernel.config import load_config
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -99,7 +99,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
-from tubetrail.config import load_config
+from kernel.config import load_config
 
 @flow(name="hold-writer-slot")
 def hold(config_path: str, marker: str) -> None:

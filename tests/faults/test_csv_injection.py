@@ -12,8 +12,8 @@ from reporting.districts import report_districts, write_district_pack
 from reporting.people_csv import neutralise_cells
 from reporting.report import write_report
 from tests.lab.test_calling import AS_OF, P, build, ingest
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 

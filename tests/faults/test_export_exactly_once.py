@@ -17,7 +17,7 @@ from tests.conftest import REPO
 from tests.faults.test_concurrency import config_file
 from tests.lab.test_calling import SH, build, resamples
 from tests.reporting.test_exports import DAY, export, opened, take  # noqa: F401 - opened is a fixture
-from tubetrail.secrets import id_hash_key
+from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 

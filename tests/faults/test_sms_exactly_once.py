@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.flows.test_sms_flow import MORNING, city, config_file, free_dead_writers_slot, outbox
-from tubetrail.secrets import id_hash_key
-from tubetrail.sms_gateway import LoopbackGateway
+from kernel.secrets import id_hash_key
+from devtools.sms_gateway import LoopbackGateway
 from warehouse.connection import open_warehouse
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

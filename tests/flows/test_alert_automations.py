@@ -12,9 +12,9 @@ import pytest
 from prefect import flow
 
 from tests.lab.test_lost import P, SH, build
-from tubetrail.alert_inbox import AlertInbox
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from devtools.alert_inbox import AlertInbox
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round, record_alerts
@@ -27,7 +27,7 @@ def publish_flow(warehouse: str) -> int:
     """The publishing task as the ingest and report flows run it (under the writer slot)."""
     from flows.alerts import publish_alerts
     from flows.limits import ensure_concurrency_limits
-    from tubetrail.config import Config
+    from kernel.config import Config
 
     ensure_concurrency_limits(Config().with_warehouse(warehouse))
     return publish_alerts("in the test", None, warehouse)

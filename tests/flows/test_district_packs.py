@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, ric
 from tests.lab.test_calling import AS_OF, P, SH, build, ingest
-from tubetrail.secrets import id_hash_key
+from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 

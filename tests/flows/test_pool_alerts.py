@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.lab.test_calling import P, SH, build
-from tubetrail.alert_inbox import AlertInbox
-from tubetrail.secrets import id_hash_key
+from devtools.alert_inbox import AlertInbox
+from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 

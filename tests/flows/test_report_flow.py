@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.lab.test_calling import AS_OF, P, SH, build
-from tubetrail.secrets import id_hash_key
+from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 
@@ -127,10 +127,10 @@ def test_a_report_run_publishes_the_link_to_its_page(prefect_server, tmp_path, c
         page = httpx.get(result["link"])
         assert page.status_code == 200
         assert page.text == (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
-        from tubetrail.browser_check import served_workbook_problems  # the page's workbook opens through its link
+        from devtools.browser_check import served_workbook_problems  # the page's workbook opens through its link
 
         assert served_workbook_problems(result["link"], page.text) == [] and "report.xlsx" in result["files"]
         assert result["link"] in read_artifacts("round-report")[0].data
-        from tubetrail.browser_check import report_link_of  # what make browser-check opens
+        from devtools.browser_check import report_link_of  # what make browser-check opens
 
         assert report_link_of(prefect_server.removesuffix("/api")) == result["link"]

@@ -16,8 +16,8 @@ import pytest
 from ingest.take import take_file
 from tests.conftest import REPO, write
 from tests.helpers import REGISTER_HEADER, register_row, ric
-from tubetrail.secrets import id_hash_key
-from tubetrail.sms_gateway import LoopbackGateway
+from kernel.secrets import id_hash_key
+from devtools.sms_gateway import LoopbackGateway
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round

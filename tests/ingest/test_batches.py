@@ -15,9 +15,9 @@ from ingest.discover import discover
 from ingest.take import plan_batches, take_batch, take_file
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row, ric
-from tubetrail.config import Config
-from tubetrail.secrets import id_hash_key
-from tubetrail.simcity import simulate_city
+from kernel.config import Config
+from kernel.secrets import id_hash_key
+from devtools.simcity import simulate_city
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 

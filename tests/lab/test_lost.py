@@ -11,8 +11,8 @@ import pytest
 from ingest.take import take_file
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row, ric
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round, record_alerts

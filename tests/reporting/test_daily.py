@@ -23,8 +23,8 @@ from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_lo
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, ric
 from tests.lab.test_calling import CONTROLS, ND, SH, ingest, results_csv
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 
@@ -207,7 +207,8 @@ def silent_at(cfg, as_of, record=False):
 
 
 def test_silent_districts_and_labs_alert_once_per_silence(first, tmp_path):
-    from reporting.alerts import TIMED_ALERT_RULES, silent_unit_alerts
+    from reporting.daily import silent_unit_alerts
+    from reporting.timed_alerts import TIMED_ALERT_RULES
 
     assert silent_unit_alerts in TIMED_ALERT_RULES
     noon = datetime(2022, 4, 4, 12, 30, tzinfo=SH)
@@ -246,7 +247,7 @@ def test_silent_hours_come_from_the_config(first):
 
 
 def test_a_lab_over_capacity_alerts_once_for_the_day_not_the_next(both):
-    from reporting.alerts import TIMED_ALERT_RULES
+    from reporting.timed_alerts import TIMED_ALERT_RULES
     from reporting.daily import lab_over_capacity_alerts
 
     assert lab_over_capacity_alerts in TIMED_ALERT_RULES

@@ -15,8 +15,8 @@ from reporting.exports import EXPORT_COLUMNS, counts_by_result, define_export_vi
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row
 from tests.lab.test_calling import PLATES, P, SH, build, ingest, resamples, results_csv
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round

@@ -8,7 +8,7 @@ import pytest
 
 from reporting.reminders import in_quiet_hours
 from reporting.sms import AliyunProvider, aliyun_percent
-from tubetrail.config import SmsConfig
+from kernel.config import SmsConfig
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -46,8 +46,8 @@ def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n",
     from reporting.reminders import plan_reminders
     from tests.conftest import write
     from tests.helpers import REGISTER_HEADER
-    from tubetrail.secrets import id_hash_key
-    from tubetrail.views import define_views
+    from kernel.secrets import id_hash_key
+    from warehouse.views import define_views
     from warehouse.connection import open_warehouse
     from ingest.discover import discover
     from warehouse.writer import open_round
@@ -123,8 +123,8 @@ def test_the_door_to_door_people_are_on_their_grids_worklist(tmp_path, cfg):
     from reporting.districts import write_district_pack
     from reporting.report import write_report
     from tests.helpers import register_row, ric
-    from tubetrail.secrets import id_hash_key
-    from tubetrail.views import define_views
+    from kernel.secrets import id_hash_key
+    from warehouse.views import define_views
     from warehouse.connection import open_warehouse
 
     def person(i, grid, mobility="false", community="中山居委"):
@@ -194,7 +194,7 @@ def test_the_cool_down_is_judged_in_the_sweeps_time(tmp_path, cfg):
     """Issue 13.2: a backdated sweep made every person "cooled_down" for any later --as-of (the
     outbox kept the wall-clock time of planning)."""
     from tests.helpers import register_row, ric
-    from tubetrail.secrets import id_hash_key
+    from kernel.secrets import id_hash_key
     from warehouse.connection import open_warehouse
     from warehouse.writer import record_planned_reminders
 

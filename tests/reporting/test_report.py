@@ -8,8 +8,8 @@ from reporting.report import (ANOMALY_COLUMNS, COVERAGE_COLUMNS, ORDER_COLUMNS, 
                               UNTESTED_COLUMNS, write_report)
 from tests.lab.test_calling import AS_OF, P, called, resamples  # noqa: F401 - the fixture
 from tests.lab.test_calling import ingest
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 
 
@@ -110,7 +110,7 @@ def test_key_group_cycles_name_who_is_overdue(called, tmp_path):
 
 
 def test_the_browser_check_finds_a_missing_or_empty_section(called, tmp_path):
-    from tubetrail.browser_check import report_problems
+    from devtools.browser_check import report_problems
 
     report(called, tmp_path / "out")
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")

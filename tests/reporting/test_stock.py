@@ -15,10 +15,10 @@ from reporting.stock import (ITEMS, STOCK_FRAME_COLUMNS, UNKNOWN_HOLDER, check_s
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row, ric, query
 from tests.lab.test_calling import AS_OF, SH, called, ingest  # noqa: F401 - the fixture
-from tubetrail.config import Config
-from tubetrail.rules import LINE
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.config import Config
+from kernel.rules import LINE
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round

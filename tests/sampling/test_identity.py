@@ -106,7 +106,7 @@ def test_vectorised_ric_rules_and_region_warning_equal_python_stdnum(numbers):
     character, the birth date once, the region per distinct region and year), decides as
     python-stdnum does for every ID."""
     from sampling.register import ric_rules
-    from tubetrail.rules import LINE, split_by_rules
+    from kernel.rules import LINE, split_by_rules
 
     frame = pl.DataFrame({LINE: list(range(len(numbers))), "id_type": ["RIC"] * len(numbers), "id_number": numbers})
     good, _ = split_by_rules(frame, ric_rules())

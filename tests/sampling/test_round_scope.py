@@ -1,5 +1,5 @@
 """The round rule's order look-up (issue 15.3) derives a re-sample's orders from the facts of its
-person's own tubes (``tubetrail.scope.scoped_to_tubes``), not the city's: it must give the very
+person's own tubes (``kernel.scope.scoped_to_tubes``), not the city's: it must give the very
 orders the whole-city ``resample_orders`` gives. A small city with every kind of order: positive
 pools, a persisting single target, an invalid tube, a refused tube, lost tubes, people whose
 ordinary order falls away because they have another good tube, and re-samples scanned before
@@ -16,9 +16,9 @@ from sampling.rounds import look_up_orders
 from tests.conftest import write
 from tests.helpers import REGISTER_HEADER, register_row, ric
 from tests.lab.test_calling import P, build, resamples
-from tubetrail.scope import scoped_to_tubes
-from tubetrail.secrets import id_hash_key
-from tubetrail.views import define_views
+from kernel.scope import scoped_to_tubes
+from kernel.secrets import id_hash_key
+from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
 from warehouse.writer import open_round

@@ -19,7 +19,7 @@ INGEST = """
 import sys
 from pathlib import Path
 from ingest.take import take_file
-from tubetrail.config import Config
+from kernel.config import Config
 from ingest.discover import discover
 cfg = Config().with_warehouse(sys.argv[2])
 for f in discover(Path(sys.argv[1])):
@@ -112,7 +112,7 @@ def test_a_kill_leaves_staging_beside_the_warehouse_and_the_next_start_sweeps_it
     assert staging.stat().st_mode & 0o777 == 0o700
     assert list(tmpdir.iterdir()) == []
 
-    from ingest.read import staging_folder
+    from kernel.tables import staging_folder
 
     with staging_folder(staging) as live:  # a concurrent ingest, staging right now
         assert subprocess.run([sys.executable, "-c", INGEST, str(later), str(db)], cwd=REPO, env=env,

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import write
-from ingest.read import RefusedFile, read_table
+from kernel.tables import RefusedFile, read_table
 from ingest.discover import discover
 
 

@@ -1,6 +1,6 @@
 """A scope (范围): the derived views over the facts of a few tubes, for a rule judged on them.
 
-The views of :mod:`tubetrail.views` read the warehouse's fact tables by name. A rule that is
+The views of :mod:`warehouse.views` read the warehouse's fact tables by name. A rule that is
 judged on a few tubes (the round rule's order look-up for the people of one scan file) would
 still aggregate the whole city's scans, receipts and results under them, and filter after. In
 a scope, the facts of those tubes are copied once into temporary tables named like the fact
@@ -59,7 +59,7 @@ def scoped_to_tubes(con: duckdb.DuckDBPyConnection, tubes_sql: str) -> Iterator[
     the register is empty; the small reference tables (rounds, sites, labs, zones, the ledger) are
     read as they are. Only reads within the block: a write would go to the copies. Never in a
     ``snapshot`` session (its views read the snapshot, not the facts). Needs the derived views
-    (:func:`tubetrail.views.define_views`)."""
+    (:func:`warehouse.views.define_views`)."""
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary"
                    " AND (table_name = ANY($t) OR table_name LIKE '%\\_snapshot' ESCAPE '\\')",
                    {"t": list(_SCOPED_FACTS)}).fetchall()[0][0]:

@@ -35,13 +35,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tubetrail.rules import LINE
+from kernel.rules import LINE
 
 REJECT_SCHEMA = {LINE: pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "raw": pl.Utf8}
 
 #: the longest CSV / JSON line read (DuckDB's default is 2 MB, and a longer line refused the whole
 #: file): far above any real row, so an over-long field is read and quarantined by its column's
-#: length rule (``tubetrail.rules.text_rules``) while the file's other rows are taken
+#: length rule (``kernel.rules.text_rules``) while the file's other rows are taken
 MAX_LINE_BYTES = 8 << 20
 # the csv module (header, and line numbers of files with quoted line breaks) reads such lines too
 csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))

@@ -12,8 +12,11 @@ moment: a session that writes afterwards defines the views again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import duckdb
 
+from kernel.config import Config
 from lab.calling import define_calling_views
 from lab.custody import define_custody_views
 from lab.orders import define_order_views
@@ -22,21 +25,26 @@ from reporting.stock import define_stock_views
 from sampling.need import define_need_views
 from sampling.routes import define_route_views
 from sampling.tubes import define_tube_views
-from tubetrail.config import Config
+
+#: every domain's view rules, in dependency order: (name, definer, the config section it reads)
+VIEW_RULES: tuple[tuple[str, Callable[..., None], Callable[[Config], object] | None], ...] = (
+    ("tubes", define_tube_views, lambda cfg: cfg.pool_policy),
+    ("routes", define_route_views, None),
+    ("custody", define_custody_views, lambda cfg: cfg.tat),
+    ("calling", define_calling_views, lambda cfg: cfg.assay),
+    ("orders", define_order_views, lambda cfg: cfg.resample),
+    ("status", define_status_views, None),
+    ("need", define_need_views, lambda cfg: cfg.pool_policy),
+    ("stock", define_stock_views, lambda cfg: cfg.stock),
+)
 
 #: the base views a snapshot materialises, in dependency order
 SNAPSHOT_VIEWS = ("tube_members", "tubes", "custody", "tube_runs")
 
 
 def define_views(con: duckdb.DuckDBPyConnection, cfg: Config, *, snapshot: bool = False) -> None:
-    define_tube_views(con, cfg.pool_policy)
-    define_route_views(con)
-    define_custody_views(con, cfg.tat)
-    define_calling_views(con, cfg.assay)
-    define_order_views(con, cfg.resample)
-    define_status_views(con)
-    define_need_views(con, cfg.pool_policy)
-    define_stock_views(con, cfg.stock)
+    for _name, define, section in VIEW_RULES:
+        define(con) if section is None else define(con, section(cfg))
     if snapshot:
         for name in SNAPSHOT_VIEWS:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_snapshot AS SELECT * FROM {name}")

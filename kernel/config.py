@@ -3,7 +3,7 @@
 The file is found through ``--config`` or ``TUBETRAIL_CONFIG``; without either, the defaults
 apply (and ``./tubetrail.toml`` is read when it exists). A wrong key or value is a
 :class:`ConfigError` naming the key. Secrets (SMS credentials, the ID-hash key) never come
-from this file: see :mod:`tubetrail.secrets`.
+from this file: see :mod:`kernel.secrets`.
 """
 
 from __future__ import annotations

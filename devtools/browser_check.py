@@ -6,7 +6,7 @@ through the report server's link) does not open: it is read back with openpyxl (
 dependency, imported only here; without it the check says so and fails) and must hold the
 sheets and rows the page's Workbook section lists, with no formula cell.
 
-    python -m tubetrail.browser_check --report data/demo/report/report.html \\
+    python -m devtools.browser_check --report data/demo/report/report.html \\
         --ui http://127.0.0.1:4200 --out data/demo/screenshots
 """
 
