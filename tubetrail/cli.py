@@ -80,6 +80,9 @@ class Cli(typer.Typer):
     line on stderr."""
 
     def __call__(self, *args, **kwargs):
+        if not getattr(self, "_plugins_added", False):  # at the call, not the import: a plug-in imports this module
+            self._plugins_added = True
+            add_plugin_commands(self)
         try:
             return super().__call__(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - only the exit-2 errors are handled, the rest re-raised
@@ -498,8 +501,6 @@ def add_plugin_commands(cli: typer.Typer) -> list[str]:
         found.append(point.name)
     return found
 
-
-add_plugin_commands(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
