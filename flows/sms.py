@@ -25,8 +25,8 @@ from prefect.states import Failed
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.reminders import plan_reminders
 from sampling.rounds import round_open_at
-from reporting.sms import (AccountRefused, Message, MissingCredentials, SendResult, lookup_messages, provider_for,
-                           send_messages)
+from notify import AccountRefused, Message, MissingCredentials, SendResult, provider_for
+from notify.sending import lookup_messages, send_messages
 from tubetrail.config import load_config
 from tubetrail.secrets import id_hash_key
 from tubetrail.views import define_views

@@ -1,23 +1,9 @@
-"""Sending SMS reminders over HTTP (httpx): provider adapters, retries with backoff on 429, 5xx
-and timeouts, a rate limit, and per-message provider errors (invalid number, opted out).
-
-Providers (config ``[sms] provider``; credentials from the environment, never the file):
-
-* ``webhook``: ``POST {base_url}/messages`` with JSON ``{id, to, from, text}`` and the header
-  ``Idempotency-Key: <message id>`` (a second guard: the outbox's claims already send each
-  message once); ``GET {base_url}/messages/{id}`` answers 200 for a message it took and 404
-  ``{"error": "not_found"}`` for one it did not (anything else: it cannot tell);
-* ``twilio``: the Messages API, ``POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json``
-  (form ``To``, ``From``, ``Body``; basic auth ``$TWILIO_ACCOUNT_SID`` / ``$TWILIO_AUTH_TOKEN``);
-  error 21211/21614 → invalid number, 21610 → opted out. Twilio has no idempotency key for
-  this call: what may have reached it is looked up in its Messages list, never sent again blindly.
-
-* ``aliyun``: SendBatchSms (RPC, ``POST {base_url}/``, signature version 1.0, HMAC-SHA1;
-  ``$ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``$ALIBABA_CLOUD_ACCESS_KEY_SECRET``), filling the
-  registered template ``aliyun_template_code`` with ``round_id``, ``deadline``, ``site_name``;
-  ``isv.MOBILE_NUMBER_ILLEGAL`` → invalid number, ``isv.BLACK_KEY_CONTROL_LIMIT`` (the number is
-  on the blacklist, e.g. replied TD) → opted out, ``isv.BUSINESS_LIMIT_CONTROL`` and
-  ``isp.SYSTEM_ERROR`` → ambiguous. ``OutId`` carries the message id.
+"""Sending a batch of SMS messages over HTTP (httpx) through one :class:`~notify.base.SmsProvider`:
+retries with backoff on 429 and on proof the request was not taken, a rate limit, the sender's
+lease deadline, and per-message provider errors (invalid number, opted out). The providers
+(``notify/webhook.py``, ``notify/twilio.py``, ``notify/aliyun.py``; config ``[sms] provider``,
+credentials from the environment, never the file) only make one request and say what its
+answer means.
 
 What a request's answer means (:func:`send_messages`):
 
@@ -41,69 +27,18 @@ What a request's answer means (:func:`send_messages`):
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import httpx
 
-from tubetrail.config import SmsConfig
+from notify.base import AccountRefused, Message, SendResult, SmsProvider, SmsSettings, Verdict
 
 #: a sender gives up for now (``pending``) rather than wait longer than this for one retry
 MAX_RETRY_WAIT = 60.0
-
-
-@dataclass(frozen=True)
-class Message:
-    message_id: str
-    phone: str
-    body: str
-    params: str = "{}"  # the template's variables as JSON (Aliyun)
-    #: the earliest the provider can have taken this message (the start of its first claim): the
-    #: lookup of an ambiguous message looks no further back
-    since: datetime | None = None
-
-
-@dataclass(frozen=True)
-class SendResult:
-    message_id: str
-    #: sent | failed (the provider's final word) | pending (provably not taken: the next run sends
-    #: it) | unknown (may have reached the provider: looked up later, never re-sent blindly)
-    state: str
-    attempts: int
-    provider_message_id: str | None = None
-    error: str | None = None
-    opted_out: bool = False
-
-
-class MissingCredentials(RuntimeError):
-    """A provider's credentials are not in the environment (the message names the variables)."""
-
-
-class AccountRefused(RuntimeError):
-    """The provider refused the account, not a message (credentials, signature, balance, daily
-    limit): nothing more can be sent. ``results`` holds the batch's answers until then, the rest
-    ``pending``. The text names the provider's code only, never a credential or a number."""
-
-    def __init__(self, message: str, results: list[SendResult] | None = None) -> None:
-        super().__init__(message)
-        self.results = results or []
-
-
-#: what one answer means: (kind, provider id, error, opted out); kind is sent | failed | retry
-#: (provably not taken) | ambiguous (may have been taken) | account (the account is refused)
-Verdict = tuple[str, str | None, str | None, bool]
 
 
 def _http_verdict(response: httpx.Response) -> Verdict | None:
@@ -112,203 +47,6 @@ def _http_verdict(response: httpx.Response) -> Verdict | None:
     if response.status_code >= 500:
         return "ambiguous", None, f"HTTP {response.status_code}", False
     return None
-
-
-class WebhookProvider:
-    name = "webhook"
-
-    def __init__(self, sms: SmsConfig) -> None:
-        self.sms = sms
-
-    def request(self, client: httpx.Client, message: Message) -> httpx.Response:
-        return client.post(f"{self.sms.base_url.rstrip('/')}/messages",
-                           json={"id": message.message_id, "to": message.phone, "from": self.sms.sender,
-                                 "text": message.body},
-                           headers={"Idempotency-Key": message.message_id})
-
-    def verdict(self, response: httpx.Response) -> Verdict:
-        data = _json(response)
-        if response.is_success:
-            return "sent", str(data.get("id") or ""), None, False
-        if response.status_code in (401, 403):
-            return "account", None, f"webhook HTTP {response.status_code}", False
-        error = str(data.get("error") or f"HTTP {response.status_code}")
-        return "failed", None, error, error == "opted_out"
-
-    def lookup(self, client: httpx.Client, message: Message) -> tuple[bool | None, str | None]:
-        """``GET /messages/{id}``: 200 → taken, 404 ``{"error": "not_found"}`` → not taken, else unknown."""
-        response = client.get(f"{self.sms.base_url.rstrip('/')}/messages/{message.message_id}")
-        data = _json(response)
-        if response.status_code == 200:
-            return True, str(data.get("id") or "") or None
-        if response.status_code == 404 and data.get("error") == "not_found":
-            return False, None
-        return None, None
-
-
-class TwilioProvider:
-    name = "twilio"
-    INVALID_NUMBER = {21211, 21614}
-    OPTED_OUT = {21610}
-
-    def __init__(self, sms: SmsConfig) -> None:
-        self.sms = sms
-        self.sid, self.token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
-        if not self.sid or not self.token:
-            raise MissingCredentials("Twilio needs $TWILIO_ACCOUNT_SID and $TWILIO_AUTH_TOKEN")
-
-    def request(self, client: httpx.Client, message: Message) -> httpx.Response:
-        return client.post(f"{self.sms.base_url.rstrip('/')}/2010-04-01/Accounts/{self.sid}/Messages.json",
-                           data={"To": message.phone, "From": self.sms.sender, "Body": message.body},
-                           auth=(self.sid, self.token))
-
-    #: authentication, an account that is not active, a test account, a sender ("From") that
-    #: the account cannot use: every message would be refused alike
-    ACCOUNT = {20003, 20005, 20008, 21212, 21606}
-
-    def messages_url(self) -> str:
-        return f"{self.sms.base_url.rstrip('/')}/2010-04-01/Accounts/{self.sid}/Messages.json"
-
-    def verdict(self, response: httpx.Response) -> Verdict:
-        data = _json(response)
-        if response.is_success:
-            return "sent", str(data.get("sid") or ""), None, False
-        code = data.get("code")
-        if response.status_code in (401, 403) or code in self.ACCOUNT:
-            return "account", None, f"Twilio {code or '-'} (HTTP {response.status_code})", False
-        if code in self.INVALID_NUMBER:
-            return "failed", None, f"invalid_number (Twilio {code})", False
-        if code in self.OPTED_OUT:
-            return "failed", None, f"opted_out (Twilio {code})", True
-        return "failed", None, f"Twilio {code or response.status_code}: {str(data.get('message', ''))[:120]}", False
-
-    def lookup(self, client: httpx.Client, message: Message) -> tuple[bool | None, str | None]:
-        """ListMessage by ``To`` and ``From`` (newest first): a message of the same body created
-        since the message's first claim is the one taken (one message per person and cool-down)."""
-        response = client.get(self.messages_url(), params={"To": message.phone, "From": self.sms.sender,
-                                                           "PageSize": 100}, auth=(self.sid, self.token))
-        if not response.is_success:
-            return None, None
-        since = (message.since or datetime.min.replace(tzinfo=timezone.utc)) - timedelta(minutes=5)
-        for item in _json(response).get("messages") or []:
-            try:
-                created = parsedate_to_datetime(str(item.get("date_created")))
-            except (TypeError, ValueError):
-                return None, None
-            if item.get("body") == message.body and created >= since:
-                return True, str(item.get("sid") or "") or None
-        return False, None
-
-
-def aliyun_percent(value: str) -> str:
-    """Aliyun's percent-encoding (RFC 3986: space %20, * %2A, ~ kept)."""
-    return quote(value, safe="~")
-
-
-def aliyun_signature(params: dict[str, str], secret: str, method: str = "POST") -> str:
-    canonical = "&".join(f"{aliyun_percent(k)}={aliyun_percent(v)}" for k, v in sorted(params.items()))
-    to_sign = f"{method}&{aliyun_percent('/')}&{aliyun_percent(canonical)}"
-    digest = hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-class AliyunProvider:
-    name = "aliyun"
-    #: the request was not taken: throttled (per number or per second), a reused nonce
-    RETRY_CODES = {"isv.BUSINESS_LIMIT_CONTROL", "Throttling.User", "Throttling", "SignatureNonceUsed"}
-    AMBIGUOUS_CODES = {"isp.SYSTEM_ERROR", "InternalError", "ServiceUnavailable"}
-    #: the account, its key, signature, balance, daily limit, sign name or template: every message alike
-    ACCOUNT_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive",
-                     "InvalidAccessKeyId", "IncompleteSignature", "Forbidden.RAM", "isp.RAM_PERMISSION_DENY",
-                     "isv.AMOUNT_NOT_ENOUGH", "isv.DAY_LIMIT_CONTROL", "isv.MONTH_LIMIT_CONTROL",
-                     "isv.ACCOUNT_NOT_EXISTS", "isv.ACCOUNT_ABNORMAL", "isv.OUT_OF_SERVICE",
-                     "isv.SMS_SIGNATURE_ILLEGAL", "isv.SMS_TEMPLATE_ILLEGAL", "isv.SMS_SIGN_ILLEGAL",
-                     "isv.INVALID_PARAMETERS"}
-    CHINA = ZoneInfo("Asia/Shanghai")
-
-    def __init__(self, sms: SmsConfig) -> None:
-        self.sms = sms
-        self.key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
-        self.secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        if not self.key_id or not self.secret:
-            raise MissingCredentials("Aliyun needs $ALIBABA_CLOUD_ACCESS_KEY_ID and $ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-
-    @staticmethod
-    def number(phone: str) -> str:
-        """Mainland numbers without +86; others as 00 + country code + number."""
-        return phone[3:] if phone.startswith("+86") else "00" + phone.lstrip("+")
-
-    def _signed(self, action: str, params: dict[str, str]) -> dict[str, str]:
-        params = {
-            "AccessKeyId": self.key_id, "Action": action, "Format": "JSON", "Version": "2017-05-25",
-            "SignatureMethod": "HMAC-SHA1", "SignatureVersion": "1.0", "SignatureNonce": uuid.uuid4().hex,
-            "Timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **params,
-        }
-        params["Signature"] = aliyun_signature(params, self.secret)
-        return params
-
-    def request(self, client: httpx.Client, message: Message) -> httpx.Response:
-        params = self._signed("SendBatchSms", {
-            "PhoneNumberJson": json.dumps([self.number(message.phone)]),
-            "SignNameJson": json.dumps([self.sms.sender], ensure_ascii=False),
-            "TemplateCode": self.sms.aliyun_template_code,
-            "TemplateParamJson": json.dumps([json.loads(message.params)], ensure_ascii=False),
-            "OutId": message.message_id,
-        })
-        return client.post(f"{self.sms.base_url.rstrip('/')}/", data=params)
-
-    def verdict(self, response: httpx.Response) -> Verdict:
-        data = _json(response)
-        code = str(data.get("Code") or f"HTTP {response.status_code}")
-        if code == "OK":
-            return "sent", str(data.get("BizId") or ""), None, False
-        if code in self.ACCOUNT_CODES or response.status_code in (401, 403):
-            return "account", None, f"Aliyun {code} (HTTP {response.status_code})", False
-        if code in self.RETRY_CODES:
-            return "retry", None, f"Aliyun {code}", False
-        if code in self.AMBIGUOUS_CODES:
-            return "ambiguous", None, f"Aliyun {code}", False
-        if code == "isv.MOBILE_NUMBER_ILLEGAL":
-            return "failed", None, f"invalid_number (Aliyun {code})", False
-        if code == "isv.BLACK_KEY_CONTROL_LIMIT":
-            return "failed", None, f"opted_out (Aliyun {code})", True
-        return "failed", None, f"Aliyun {code}: {str(data.get('Message', ''))[:120]}", False
-
-    def lookup(self, client: httpx.Client, message: Message) -> tuple[bool | None, str | None]:
-        """QuerySendDetails by number and day (China time, each day since the first claim), matched on ``OutId``."""
-        today = datetime.now(self.CHINA).date()
-        day = (message.since or datetime.now(timezone.utc)).astimezone(self.CHINA).date()
-        while day <= today:
-            response = client.post(f"{self.sms.base_url.rstrip('/')}/", data=self._signed("QuerySendDetails", {
-                "PhoneNumber": self.number(message.phone), "SendDate": f"{day:%Y%m%d}",
-                "PageSize": "50", "CurrentPage": "1"}))
-            data = _json(response)
-            if data.get("Code") != "OK":
-                return None, None
-            details = (data.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or []
-            for item in details:
-                if item.get("OutId") == message.message_id:
-                    return True, None
-            if int(data.get("TotalCount") or 0) > len(details):
-                return None, None  # more than one page for one number and day: not worth guessing
-            day += timedelta(days=1)
-        return False, None
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def provider_for(sms: SmsConfig):
-    if sms.provider == "webhook":
-        return WebhookProvider(sms)
-    if sms.provider == "twilio":
-        return TwilioProvider(sms)
-    return AliyunProvider(sms)
 
 
 #: transport errors raised before the request left this machine: safe to send again
@@ -341,7 +79,7 @@ def retry_delay(response: httpx.Response | None, attempt: int, rng: random.Rando
     return rng.uniform(0.5, 1.0) * min(0.05 * 2 ** (attempt - 1), 5.0)
 
 
-def lookup_messages(messages: Iterable[Message], provider, sms: SmsConfig) -> list[SendResult]:
+def lookup_messages(messages: Iterable[Message], provider: SmsProvider, sms: SmsSettings) -> list[SendResult]:
     """Settle messages that may have reached the provider (``unknown``, or claimed by a sender
     whose lease ran out): taken → ``sent``, provably not → ``pending``, cannot tell → ``unknown``.
     Sends nothing."""
@@ -364,7 +102,7 @@ def lookup_messages(messages: Iterable[Message], provider, sms: SmsConfig) -> li
     return results
 
 
-def send_messages(messages: Iterable[Message], provider, sms: SmsConfig,
+def send_messages(messages: Iterable[Message], provider: SmsProvider, sms: SmsSettings,
                   sleep: Callable[[float], None] = time.sleep, deadline: float | None = None,
                   rng: random.Random | None = None) -> list[SendResult]:
     """Send each message once (rate-limited; see the module's text for what each answer means).

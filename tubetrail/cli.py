@@ -48,7 +48,7 @@ def _exit_2_errors() -> tuple[type[BaseException], ...]:
 
 
 def _missing_credentials() -> type[BaseException]:
-    from reporting.sms import MissingCredentials
+    from notify import MissingCredentials
 
     return MissingCredentials
 
@@ -395,7 +395,7 @@ def sms_send(
     """Send the due reminders (untested, with a phone, not opted out, outside quiet hours, once per cool-down).
     Exit 2 when the provider refuses the account (credentials, balance, daily limit): nothing more is sent."""
     from flows.sms import sms_reminders
-    from reporting.sms import AccountRefused, MissingCredentials
+    from notify import AccountRefused, MissingCredentials
 
     state: State = ctx.obj
     cfg = state.config()

@@ -214,8 +214,11 @@ class SmsConfig:
     settle_seconds: float = 60.0
 
     def validate(self, prefix: str) -> None:
-        if self.provider not in ("twilio", "aliyun", "webhook"):
-            raise ConfigError(f"{prefix}.provider: expected twilio, aliyun or webhook, got {self.provider!r}")
+        from notify import PROVIDERS  # the SMS provider registry: its names are the ones allowed
+
+        if self.provider not in PROVIDERS:
+            *others, last = PROVIDERS
+            raise ConfigError(f"{prefix}.provider: expected {', '.join(others)} or {last}, got {self.provider!r}")
         for key in ("quiet_start", "quiet_end"):
             try:
                 time.fromisoformat(getattr(self, key))
