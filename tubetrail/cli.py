@@ -161,18 +161,23 @@ def main(
 
 @app.command()
 def simulate(
+    ctx: typer.Context,
     residents: Annotated[int, typer.Option("--residents", min=100, help="registered residents")],
     out: Annotated[Path, typer.Option("--out", help="inbox folder to write")],
     seed: Annotated[int, typer.Option("--seed")] = 20220404,
-    pool_size: Annotated[int, typer.Option("--pool-size")] = 10,
+    pool_size: Annotated[Optional[int], typer.Option(
+        "--pool-size", help="the round's pool size, one of [pool_policy] allowed_sizes (default: default_size)")] = None,
     prevalence: Annotated[float, typer.Option("--prevalence", min=0.0, max=0.2)] = 0.0005,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet for register and scans")] = "csv",
 ) -> None:
     """Write a simulated city's inbox with the faults real rounds have."""
     from tubetrail.simcity import simulate_city
 
-    if pool_size not in (1, 5, 10, 20):
-        errors.print("--pool-size must be 1, 5, 10 or 20")
+    policy = load_config(ctx.obj.config_path).pool_policy  # the pool sizes, as `round open` checks them
+    pool_size = policy.default_size if pool_size is None else pool_size
+    if pool_size not in policy.allowed_sizes:
+        *others, last = (str(size) for size in policy.allowed_sizes)
+        errors.print(f"--pool-size must be {', '.join(others)} or {last}" if others else f"--pool-size must be {last}")
         raise typer.Exit(EXIT_USAGE)
     if file_format not in ("csv", "parquet"):
         errors.print("--format must be csv or parquet")
