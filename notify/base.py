@@ -55,16 +55,23 @@ Verdict = tuple[str, str | None, str | None, bool]
 
 
 class SmsSettings(Protocol):
-    """What the providers and the sender read of the ``[sms]`` configuration
+    """What the providers and the sender read of the ``[sms]`` configuration, read-only
     (``tubetrail.config.SmsConfig`` has these and more)."""
 
-    provider: str
-    base_url: str
-    sender: str
-    aliyun_template_code: str
-    rate_per_second: float
-    max_attempts: int
-    timeout_seconds: float
+    @property
+    def provider(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def aliyun_template_code(self) -> str: ...
+    @property
+    def rate_per_second(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def timeout_seconds(self) -> float: ...
 
 
 @runtime_checkable
