@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 from urllib.parse import urlsplit
 
 import typer
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from devtools.alert_inbox import AlertInbox
+from kernel.config import load_config
 from kernel.secrets import MissingSecret
 from tubetrail.cli import (EXIT_REFUSED, EXIT_USAGE, PREFECT_UI, State, console, ensure_prefect_server, errors,
                            prefect_api)
@@ -33,18 +34,23 @@ def register(app: typer.Typer) -> None:
 
 
 def simulate(
+    ctx: typer.Context,
     residents: Annotated[int, typer.Option("--residents", min=100, help="registered residents")],
     out: Annotated[Path, typer.Option("--out", help="inbox folder to write")],
     seed: Annotated[int, typer.Option("--seed")] = 20220404,
-    pool_size: Annotated[int, typer.Option("--pool-size")] = 10,
+    pool_size: Annotated[Optional[int], typer.Option(
+        "--pool-size", help="the round's pool size, one of [pool_policy] allowed_sizes (default: default_size)")] = None,
     prevalence: Annotated[float, typer.Option("--prevalence", min=0.0, max=0.2)] = 0.0005,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet for register and scans")] = "csv",
 ) -> None:
     """Write a simulated city's inbox with the faults real rounds have."""
     from devtools.simcity import simulate_city
 
-    if pool_size not in (1, 5, 10, 20):
-        errors.print("--pool-size must be 1, 5, 10 or 20")
+    policy = load_config(ctx.obj.config_path).pool_policy  # the pool sizes, as `round open` checks them
+    pool_size = policy.default_size if pool_size is None else pool_size
+    if pool_size not in policy.allowed_sizes:
+        *others, last = (str(size) for size in policy.allowed_sizes)
+        errors.print(f"--pool-size must be {', '.join(others)} or {last}" if others else f"--pool-size must be {last}")
         raise typer.Exit(EXIT_USAGE)
     if file_format not in ("csv", "parquet"):
         errors.print("--format must be csv or parquet")
@@ -65,7 +71,6 @@ def simulate(
         table.add_row(kind, str(n))
     console.print(table)
     console.print(f"wrote {out} in {time.perf_counter() - started:.1f} s")
-
 
 
 def _open_demo_round(state: State, rnd: dict) -> None:
@@ -109,7 +114,7 @@ def demo(
     cfg = state.config()
     workdir = workdir.resolve()
     city = workdir / "city"
-    ctx.invoke(simulate, residents=residents, out=city)
+    ctx.invoke(simulate, ctx, residents=residents, out=city)
     truth = json.loads((city / "_truth.json").read_text(encoding="utf-8"))["round"]
     _open_demo_round(state, truth)
     if ensure_work_pool("tubetrail-process"):

@@ -188,7 +188,7 @@ class LoopbackGateway(LoopbackServer):
                 self._answer(201, message)
 
             def _aliyun(self, body: bytes) -> None:
-                from reporting.sms import aliyun_signature
+                from notify.aliyun import aliyun_signature
 
                 form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
                 signature = form.pop("Signature", "")

@@ -25,10 +25,10 @@ from prefect.states import Failed
 from flows.limits import ensure_concurrency_limits, warehouse_write_guard
 from reporting.reminders import plan_reminders
 from sampling.rounds import round_open_at
-from reporting.sms import (AccountRefused, Message, MissingCredentials, SendResult, lookup_messages, provider_for,
-                           send_messages)
 from kernel.config import load_config
 from kernel.secrets import id_hash_key
+from notify import AccountRefused, Message, MissingCredentials, SendResult, provider_for
+from notify.sending import lookup_messages, send_messages
 from warehouse.views import define_views
 from warehouse.connection import open_configured
 from warehouse.writer import claim_reminders, claim_unsettled, record_planned_reminders, record_reminder_results

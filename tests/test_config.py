@@ -31,7 +31,6 @@ def test_file_overrides_and_env_path(tmp_path, monkeypatch):
         ({"city": {"tz": "Asia/Shanghai"}}, "city.tz: unknown key"),
         ({"pool_policy": {"default_size": 7}}, "pool_policy.default_size"),
         ({"assay": {"detected_below": 41}}, "assay.detected_below"),
-        ({"sms": {"provider": "pigeon"}}, "sms.provider"),
         ({"sms": {"quiet_start": "9pm"}}, "sms.quiet_start"),
         ({"tat": {"late_after_sealed_hours": "four"}}, "tat.late_after_sealed_hours: expected a number"),
         ({"sms": {"auth_token": "abc"}}, "sms.auth_token: secrets never go in the config file"),

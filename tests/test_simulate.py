@@ -463,3 +463,26 @@ def test_a_report_under_a_tiny_memory_limit_spills_and_writes_the_same_files(ing
     amount, unit = spilled["tiny"].split()
     assert unit == "MiB" and float(amount) < 128, spilled  # 128 MB as DuckDB counts it: 122 MiB
     assert digest(outs["tiny"]) == digest(outs["default"])
+
+
+def test_the_simulate_command_takes_its_pool_sizes_from_the_configuration(tmp_path):
+    """Issue 16.3: the sizes are ``[pool_policy] allowed_sizes`` (what ``round open`` checks and
+    the pool-size advice chooses among), the default ``default_size``; none is written in the CLI."""
+    from typer.testing import CliRunner
+
+    from tubetrail.cli import add_plugin_commands, app
+
+    add_plugin_commands(app)  # `simulate` is a devtools command
+    conf = tmp_path / "c.toml"
+    conf.write_text("[pool_policy]\ndefault_size = 8\nallowed_sizes = [1, 4, 8]\ncontrolled_size = 4\n")
+    refused = CliRunner().invoke(app, ["--config", str(conf), "simulate", "--residents", "100", "--out",
+                                       str(tmp_path / "x"), "--pool-size", "10"])
+    assert refused.exit_code == 2 and "--pool-size must be 1, 4 or 8" in refused.output
+    assert not (tmp_path / "x").exists()
+    done = CliRunner().invoke(app, ["--config", str(conf), "simulate", "--residents", "100", "--out", str(tmp_path / "in")])
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "in" / "_truth.json").read_text())["round"]["pool_size"] == 8
+    (tmp_path / "empty.toml").write_text("")  # the built-in policy: 1, 5, 10, 20
+    default = CliRunner().invoke(app, ["--config", str(tmp_path / "empty.toml"), "simulate", "--residents", "100",
+                                       "--out", str(tmp_path / "y"), "--pool-size", "7"])
+    assert default.exit_code == 2 and "--pool-size must be 1, 5, 10 or 20" in default.output

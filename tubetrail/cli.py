@@ -45,7 +45,7 @@ def _exit_2_errors() -> tuple[type[BaseException], ...]:
 
 
 def _missing_credentials() -> type[BaseException]:
-    from reporting.sms import MissingCredentials
+    from notify import MissingCredentials
 
     return MissingCredentials
 
@@ -80,9 +80,7 @@ class Cli(typer.Typer):
     line on stderr."""
 
     def __call__(self, *args, **kwargs):
-        if not getattr(self, "_plugins_added", False):  # at the call, not the import: a plug-in imports this module
-            self._plugins_added = True
-            add_plugin_commands(self)
+        add_plugin_commands(self)  # at the call, not the import: a plug-in imports this module
         try:
             return super().__call__(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - only the exit-2 errors are handled, the rest re-raised
@@ -119,7 +117,10 @@ class State:
         """The configuration of a command that works on the warehouse, checked before any flow
         runs: the ID-hash key is set and is the warehouse's own (:func:`check_secrets`), and the
         flows have one Prefect server to talk to (:func:`use_prefect_server`)."""
+        from notify import check_provider
+
         cfg = load_config(self.config_path).with_warehouse(self.warehouse)
+        check_provider(cfg.sms)
         if cfg.warehouse.path not in self.checked:
             check_secrets(cfg)
             self.checked.add(cfg.warehouse.path)
@@ -359,7 +360,7 @@ def sms_send(
     """Send the due reminders (untested, with a phone, not opted out, outside quiet hours, once per cool-down).
     Exit 2 when the provider refuses the account (credentials, balance, daily limit): nothing more is sent."""
     from flows.sms import sms_reminders
-    from reporting.sms import AccountRefused, MissingCredentials
+    from notify import AccountRefused, MissingCredentials
 
     state: State = ctx.obj
     cfg = state.config()
@@ -488,9 +489,12 @@ def prefect_api(url: str) -> Iterator[str]:
 def add_plugin_commands(cli: typer.Typer) -> list[str]:
     """The commands other folders add (entry point group ``tubetrail.commands``): ``simulate`` and
     ``demo`` come from ``devtools/``, which a source checkout has and the wheel does not ship.
-    Returns the names of the plug-ins that were found."""
+    Returns the names of the plug-ins added now (each is added to a CLI once)."""
     from importlib.metadata import entry_points
 
+    if getattr(cli, "_plugins_added", False):
+        return []
+    cli._plugins_added = True
     found = []
     for point in entry_points(group="tubetrail.commands"):
         try:

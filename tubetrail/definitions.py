@@ -4,8 +4,8 @@
 Each room keeps its own registry where it is used, so no room imports upwards:
 
 * **feeds** (the inbox's file kinds, in dependency order): ``ingest.feeds.FEEDS``;
-* **instrument formats** (the PCR exports a results file may be): ``lab.instruments.FORMATS``;
-* **SMS providers**: ``reporting.sms.provider_for`` (``[sms] provider``);
+* **instrument formats** (the PCR exports a results file may be): ``lab.instruments.REGISTRY``;
+* **SMS providers**: ``notify.PROVIDERS`` (``[sms] provider`` names one);
 * **view rules** (the derived views over the facts, in dependency order):
   ``warehouse.views.VIEW_RULES``;
 * **flows and deployments**: ``prefect.yaml`` (read by ``flows.serve``).
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from flows.serve import DEPLOYMENT_FILE, build_deployments, deployment_specs
 from ingest.feeds import FEEDS
-from lab.instruments import FORMATS
+from lab.instruments import REGISTRY
+from notify import PROVIDERS
 from warehouse.views import VIEW_RULES
 
 #: the top-level folders of Python code, lowest layer first; a folder imports only from itself
@@ -52,18 +53,12 @@ class Definitions:
     flows: tuple[str, ...]
 
 
-def sms_providers() -> tuple[str, ...]:
-    from reporting.sms import PROVIDERS
-
-    return tuple(PROVIDERS)
-
-
 def definitions() -> Definitions:
     """What this installation of tubetrail consists of (names only: nothing is opened)."""
     return Definitions(
         feeds=tuple(FEEDS),
-        instrument_formats=tuple(FORMATS),
-        sms_providers=sms_providers(),
+        instrument_formats=tuple(fmt.name for fmt in REGISTRY),
+        sms_providers=tuple(PROVIDERS),
         view_rules=tuple(name for name, _define, _section in VIEW_RULES),
         flows=tuple(spec["name"] for spec in deployment_specs()),
     )

@@ -687,7 +687,7 @@ def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, 
     return added
 
 
-#: the columns a sender needs of a claimed message (``reporting.sms.Message``'s order)
+#: the columns a sender needs of a claimed message (``notify.Message``'s order)
 _CLAIMED = "message_id, phone, body, params::VARCHAR, claimed_at"
 
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
-from lab.instruments import ParsedExport
 from lab.instruments.common import (
+    Head,
+    InstrumentFormat,
+    ParsedExport,
     UnrecognisedExport,
     canonical_well,
     ct_value,
@@ -107,3 +110,17 @@ def to_table(good: list[dict], bad: list[dict]) -> ParsedExport:
 def parse(data: bytes, name: str) -> ParsedExport:
     header, rows = read(data, name)
     return to_table(*records(header, rows))
+
+
+# --- the format, for the registry (lab.instruments.REGISTRY) -----------------------------------
+
+def sniff(head: Head) -> bool:
+    """A CSV whose first line has ``Well`` and ``Fluor``, or ``Well``, ``Target`` and ``Cq``."""
+    cells = head.first_cells
+    return "well" in cells and ("fluor" in cells or ("cq" in cells and "target" in cells))
+
+
+FORMAT = InstrumentFormat(
+    name="cfx_maestro", sniff=sniff,
+    parse=lambda path, timezone: parse(Path(path).read_bytes(), Path(path).name),  # no run time in the file
+    unlike="not a CFX Maestro Cq results CSV (no Well, Fluor, Cq columns)")

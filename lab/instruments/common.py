@@ -1,11 +1,18 @@
-"""What every instrument parser shares: the long-table schema, text decoding, wells, Ct text,
-run times. Pure Python and polars; no Prefect."""
+"""What every instrument parser shares: the format contract (:class:`InstrumentFormat`, the
+:class:`Head` it sniffs, the :class:`ParsedExport` it returns), the long-table schema, text
+decoding, wells, Ct text, run times. Pure Python and polars; no Prefect."""
 
 from __future__ import annotations
 
+import io
 import math
 import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import cached_property
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -28,6 +35,97 @@ GENERIC_NOT_DETECTED = ("", "undetermined", "nan", "no ct")
 
 class UnrecognisedExport(ValueError):
     """A file that is none of the known exports, or a damaged one; the message names the file."""
+
+
+# --- the format contract ---------------------------------------------------------------------
+
+#: how much of a file detection looks at
+HEAD_BYTES = 1 << 16
+#: how a zip's first entry may begin: a local file header, an empty archive's end record, or the
+#: split / spanned archive marker some Bio-Rad software writes before the first entry
+ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", b"PK00")
+
+
+@dataclass(frozen=True)
+class ParsedExport:
+    """One export as read: ``records`` has the columns of ``RECORD_SCHEMA`` (well, sample,
+    target, ct, line, run_id, plate_id, lab_id, finished_at); ``rejects`` (line, column, reason,
+    raw) holds the rows that could not be read, without stopping the good ones; ``meta`` the
+    header facts without personal data (instrument, serial, experiment, run end …)."""
+
+    format: str
+    records: pl.DataFrame
+    rejects: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECT_SCHEMA))
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def is_zip(data: bytes) -> bool:
+    """A zip is known by its central directory at the end (what ``zipfile`` reads), not by its
+    first bytes: a split-archive marker or other bytes may come before the first entry."""
+    return zipfile.is_zipfile(io.BytesIO(data))
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a format's ``sniff`` looks at: the file's first :data:`HEAD_BYTES` (``data``) and
+    whether the whole file is a zip (``zipped``: a zip is known by its end, which the head may
+    not reach). The text views are computed once and shared by every format's sniff; they are
+    empty for binary content (a NUL in the text), so a text format never claims a binary file."""
+
+    data: bytes
+    zipped: bool
+
+    @classmethod
+    def of(cls, data: bytes, zipped: bool | None = None) -> Head:
+        return cls(data[:HEAD_BYTES], is_zip(data) if zipped is None else zipped)
+
+    @cached_property
+    def text(self) -> str:
+        """The head as text, leniently: it may end inside a character; GB18030 text keeps its
+        ASCII header readable; UTF-16 with a BOM is read as such; the BOM is dropped."""
+        utf16 = self.data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        return self.data.decode("utf-16" if utf16 else "utf-8", errors="replace").lstrip("\ufeff")
+
+    @cached_property
+    def binary(self) -> bool:
+        return "\x00" in self.text
+
+    @cached_property
+    def xml(self) -> bool:
+        """Text that begins with ``<`` (an XML declaration or element)."""
+        return not self.binary and self.text.lstrip().startswith("<")
+
+    @cached_property
+    def lines(self) -> list[str]:
+        """The non-blank lines, stripped ([] for binary content)."""
+        return [] if self.binary else [line.strip() for line in text_lines(self.text) if line.strip()]
+
+    @cached_property
+    def first_cells(self) -> list[str]:
+        """The first line's comma-separated cells: stripped, unquoted, lower-case."""
+        return [cell.strip().strip('"').lower() for cell in self.lines[0].split(",")] if self.lines else []
+
+
+@dataclass(frozen=True)
+class InstrumentFormat:
+    """One instrument export format, as its module declares it (``FORMAT`` at the module's end)
+    and ``lab.instruments.REGISTRY`` lists it.
+
+    * ``name``: the ``format`` of its :class:`ParsedExport` (``source_format`` in the warehouse);
+    * ``sniff(head) -> bool``: whether a file with this :class:`Head` is this format, from its
+      content only (never its name). A claim is final: a file this format claims and then cannot
+      read is refused, never handed to another format; so a sniff claims its family (RDML: every
+      zip and every XML) and leaves everything else alone;
+    * ``parse(path, timezone) -> ParsedExport``: the file read to the long table; raises
+      :class:`UnrecognisedExport` for a damaged file; ``timezone``: where a run time without
+      zone or offset was written;
+    * ``unlike``: what an unrecognised file is told about this format (``not a … (no …)``).
+    """
+
+    name: str
+    sniff: Callable[[Head], bool]
+    parse: Callable[[Path, str], ParsedExport]
+    unlike: str
 
 
 # --- text ------------------------------------------------------------------------------------

@@ -17,14 +17,17 @@ copy or upload) and the whole file is refused, as an instrument export that ends
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 
-from lab.instruments import ParsedExport
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
     GENERIC_NOT_DETECTED,
+    Head,
+    InstrumentFormat,
+    ParsedExport,
     RECORD_SCHEMA,
     REJECT_SCHEMA,
     WELL_PATTERN,
@@ -32,6 +35,8 @@ from lab.instruments.common import (
 )
 
 REQUIRED = ("lab_id", "run_id", "plate_id", "well", "sample", "target", "ct")
+#: the table's columns (DESIGN §4)
+COLUMNS = (*REQUIRED, "finished_at")
 LINE = "_line"
 
 
@@ -115,3 +120,34 @@ def parse(path: Path, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
     raw, unreadable = read(path)
     good, bad = records(raw, timezone)
     return to_table(good, bad, unreadable, sniff_format(path))
+
+
+# --- the format, for the registry (lab.instruments.REGISTRY) -----------------------------------
+
+#: header cells that are an instrument's words, never the generic table's (CFX Maestro's Cq and dye)
+INSTRUMENT_WORDS = ("cq", "fluor")
+
+
+def sniff(head: Head) -> bool:
+    """Parquet (``PAR1``), JSON Lines whose first object has ``well`` or ``ct``, or a CSV whose
+    header has at least three of :data:`COLUMNS` (the parser names any required one missing)
+    and none of :data:`INSTRUMENT_WORDS` (a CFX Maestro export has Well, Target and Sample too)."""
+    if head.data[:4] == b"PAR1":
+        return True
+    if not head.lines:
+        return False
+    first = head.lines[0]
+    if first.startswith("{"):
+        try:
+            keys = {str(k).strip().lower() for k in json.loads(first)}
+        except (ValueError, TypeError):
+            keys = set()
+        if {"well", "ct"} & keys:
+            return True
+    cells = set(head.first_cells)
+    return len(cells & set(COLUMNS)) >= 3 and not cells & set(INSTRUMENT_WORDS)
+
+
+FORMAT = InstrumentFormat(
+    name="generic_csv", sniff=sniff, parse=parse,  # possibly millions of rows: read in bulk from the file
+    unlike="not the generic results CSV (no lab_id, run_id, plate_id, well, sample, target, ct columns)")

@@ -18,9 +18,13 @@ A shorter row inside the table is a row-level reject."""
 
 from __future__ import annotations
 
-from lab.instruments import ParsedExport
+from pathlib import Path
+
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
+    Head,
+    InstrumentFormat,
+    ParsedExport,
     UnreadableRunTime,
     UnrecognisedExport,
     canonical_well,
@@ -179,3 +183,23 @@ def parse(data: bytes, name: str, timezone: str = DEFAULT_TIMEZONE) -> ParsedExp
     meta, header, rows = read(data, name)
     good, bad = records(meta, header, rows, name, timezone)
     return to_table(good, bad, meta)
+
+
+# --- the format, for the registry (lab.instruments.REGISTRY) -----------------------------------
+
+#: section headers that mark the export wherever they stand in the head
+SECTIONS = ("[Results]", "[Sample Setup]", "[Amplification Data]")
+
+
+def sniff(head: Head) -> bool:
+    """A text (not XML) whose first line is ``* Key = Value`` or that has one of :data:`SECTIONS`."""
+    if head.xml or not head.lines:
+        return False
+    first = head.lines[0]
+    return (first.startswith("* ") and " = " in first) or any(line in SECTIONS for line in head.lines)
+
+
+FORMAT = InstrumentFormat(
+    name="quantstudio", sniff=sniff,
+    parse=lambda path, timezone: parse(Path(path).read_bytes(), Path(path).name, timezone),
+    unlike="not a QuantStudio export (no '* Key = Value' header, no [Results] section)")

@@ -17,12 +17,16 @@ import zipfile
 import zlib
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 from xml.etree import ElementTree
 
-from lab.instruments import ParsedExport
 from lab.instruments.common import (
     DEFAULT_TIMEZONE,
+    ZIP_STARTS,
+    Head,
+    InstrumentFormat,
+    ParsedExport,
     UnreadableRunTime,
     UnrecognisedExport,
     canonical_well,
@@ -203,3 +207,17 @@ def to_table(good: list[dict], bad: list[dict], meta: dict[str, str], name: str)
 def parse(data: bytes, name: str, timezone: str = DEFAULT_TIMEZONE) -> ParsedExport:
     meta, reactions = read(data, name)
     return to_table(*records(reactions, timezone, name), meta, name)
+
+
+# --- the format, for the registry (lab.instruments.REGISTRY) -----------------------------------
+
+def sniff(head: Head) -> bool:
+    """RDML claims every zip (by its central directory, or a zip's first bytes) and every XML:
+    :func:`read` refuses a zip without ``rdml_data.xml``, a damaged one, and XML of another root."""
+    return head.zipped or head.data[:4] in ZIP_STARTS or head.xml
+
+
+FORMAT = InstrumentFormat(
+    name="rdml", sniff=sniff,
+    parse=lambda path, timezone: parse(Path(path).read_bytes(), Path(path).name, timezone),
+    unlike="not a zip and not RDML XML")

@@ -277,7 +277,7 @@ def test_an_account_refusal_fails_the_flow_run_and_marks_nobody(tmp_path, cfg, p
     from prefect.client.orchestration import get_client
 
     from flows.sms import sms_reminders
-    from reporting.sms import AccountRefused
+    from notify import AccountRefused
 
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", SECRET)
