@@ -82,3 +82,7 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+# The shared fixtures of tests/builders.py, offered to every test (after ``write``, which it uses).
+from tests.builders import called  # noqa: E402, F401
