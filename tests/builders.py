@@ -26,6 +26,8 @@ from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
 
 
+# --- people: register rows ----------------------------------------------------------------------
+
 def ric(first17: str) -> str:
     """A valid RIC: 17 digits plus the check character from python-stdnum."""
     return first17 + stdnum_ric.calc_check_digit(first17 + "0")
