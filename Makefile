@@ -7,7 +7,7 @@ VENV := .venv
 # Demo-only HMAC key for person joins; production sets its own secret (README, "Secrets").
 DEMO_ID_HASH_KEY := tubetrail-demo-key-not-for-production
 
-.PHONY: demo test bench browser-check env clean
+.PHONY: demo test test-quick bench browser-check env clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -24,6 +24,11 @@ env: $(VENV)/.synced
 TEST_WORKERS ?= 2
 test: $(VENV)/.synced
 	$(VENV)/bin/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+# The quick lane: every test but those marked `prefect` (the Prefect harness, a server of their own;
+# tests/conftest.py marks them), on the same workers.
+test-quick: $(VENV)/.synced
+	$(VENV)/bin/python -m pytest -q -m "not prefect" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 demo: $(VENV)/.synced
 	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/tubetrail demo

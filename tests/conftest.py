@@ -12,6 +12,9 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
+# No temporary server behind a test's back: a flow run outside the harness fails ("No Prefect API
+# URL provided") instead of starting one, so a Prefect test cannot hide in the quick lane.
+os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
 os.environ["TUBETRAIL_ID_HASH_KEY"] = "tubetrail-test-key-0123456789"
 
 import pytest  # noqa: E402
@@ -33,6 +36,27 @@ def shared_dir() -> Path:
     if not (SHARED / "DESIGN.md").exists():
         pytest.fail(f"{SHARED} is missing: the repository must be checked out with shared/ beside it")
     return SHARED
+
+
+#: the fixtures that need a Prefect server: a test that uses one, directly, through another fixture or
+#: by ``usefixtures``, is marked ``prefect`` at collection (``make test-quick`` leaves them out)
+PREFECT_FIXTURES = frozenset({"prefect_server"})
+#: every test under tests/flows/ is a flow test, with the harness or a server of its own
+FLOW_TESTS = Path(__file__).resolve().parent / "flows"
+
+
+def needs_prefect(item) -> bool:
+    return bool(PREFECT_FIXTURES.intersection(getattr(item, "fixturenames", ()))) or (
+        FLOW_TESTS in Path(str(item.path)).resolve().parents)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``prefect`` marker is never written by hand: it follows the harness fixture (directly,
+    through another fixture or ``usefixtures``) and the tests/flows/ folder. A test elsewhere that
+    starts a Prefect server of its own marks itself ``@pytest.mark.prefect``."""
+    for item in items:
+        if needs_prefect(item):
+            item.add_marker(pytest.mark.prefect)
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +82,7 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+# The shared fixtures of tests/builders.py, offered to every test (after ``write``, which it uses).
+from tests.builders import called  # noqa: E402, F401

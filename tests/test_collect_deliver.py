@@ -4,17 +4,12 @@ person status, re-samples after the window, and many small scan files = one big 
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import duckdb
-import pytest
 
-from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.builders import REGISTER_HEADER, SCAN_HEADER, open_test_round, register_row, ric, take_all
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
-from ingest.discover import discover
-from warehouse.writer import open_round
 
 SH = ZoneInfo("Asia/Shanghai")
 AS_OF = datetime(2022, 4, 5, 12, 0, tzinfo=SH)
@@ -54,7 +49,6 @@ SCANS = [
     scan("11:00", "S1", "T9", "add", 16),
     scan("11:00", "S1", "T11", "add", V2), scan("12:00", "S1", "T11", "seal"),
 ]
-SCAN_HEADER = "scanned_at,site_id,collector_id,tube_barcode,event,id_type,id_number,name,phone,capacity"
 MANIFESTS = """box_id,tube_barcode,site_id,packed_at,courier_id,departed_at,lab_id
 B1,T1,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L1
 B1,T2,S1,2022-04-04T12:10:00+08:00,K1,2022-04-04T12:30:00+08:00,L1
@@ -102,16 +96,6 @@ def build_inbox(root, scan_parts=1):
     return root
 
 
-def setup_round(cfg):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
-
-
-def ingest(root, cfg):
-    return [take_file(f, cfg) for f in discover(root)]
-
-
 def snapshot(cfg, as_of=AS_OF):
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         define_views(con, cfg)
@@ -127,8 +111,8 @@ def snapshot(cfg, as_of=AS_OF):
 
 
 def test_every_anomaly_order_and_status(tmp_path, cfg):
-    setup_round(cfg)
-    outcomes = ingest(build_inbox(tmp_path / "in"), cfg)
+    open_test_round(cfg)
+    outcomes = take_all(build_inbox(tmp_path / "in"), cfg)
     receipts = next(o for o in outcomes if o.kind == "receipts")
     assert receipts.quarantined_by_reason == {"condition not one of insufficient, leaked, ok, unlabelled": 1}
     anomalies, orders, status, tubes, outside = snapshot(cfg)
@@ -162,12 +146,12 @@ def test_every_anomaly_order_and_status(tmp_path, cfg):
 
 
 def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
-    setup_round(cfg)
-    ingest(build_inbox(tmp_path / "in"), cfg)
+    open_test_round(cfg)
+    take_all(build_inbox(tmp_path / "in"), cfg)
     write(tmp_path / "late/scans/resample.csv", RESAMPLES)
     write(tmp_path / "late/manifests/m.csv", RESAMPLE_CUSTODY[0])
     write(tmp_path / "late/receipts/r.csv", RESAMPLE_CUSTODY[1])
-    (scans, *_rest) = ingest(tmp_path / "late", cfg)
+    (scans, *_rest) = take_all(tmp_path / "late", cfg)
     # P19's pooled scan after the window has no order to belong to: quarantined with that reason
     assert scans.quarantined_by_reason == {"scanned outside every open round": 1}
     assert scans.rows_accepted == 2
@@ -183,23 +167,23 @@ def test_a_resample_scanned_before_its_order_waits_and_joins_the_order_round(tmp
     re-sample scans of P1 to P3 arrive before that plate's results."""
     import shutil
 
-    from tests.lab.test_calling import AS_OF as CALLED_AS_OF
-    from tests.lab.test_calling import P as CP
-    from tests.lab.test_calling import build, resamples
+    from tests.builders import AS_OF as CALLED_AS_OF
+    from tests.builders import P as CP
+    from tests.builders import build, resamples
 
-    setup_round(cfg)
+    open_test_round(cfg)
     root = build(tmp_path / "in")
     held = tmp_path / "held"
     shutil.move(root / "results", held)  # the lab's files come last
-    ingest(root, cfg)
+    take_all(root, cfg)
     early = resamples(tmp_path / "early")
     shutil.rmtree(early / "results")
-    scans = next(o for o in ingest(early, cfg) if o.kind == "scans")
+    scans = next(o for o in take_all(early, cfg) if o.kind == "scans")
     assert scans.rows_quarantined == 0 and scans.rows_accepted == 6  # RS1-RS3: add and seal each, waiting
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(6,)]
     shutil.move(held, tmp_path / "late" / "results")
-    ingest(tmp_path / "late", cfg)
+    take_all(tmp_path / "late", cfg)
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(0,)]
         placed = con.sql("SELECT DISTINCT round_id, resample FROM scans WHERE tube_barcode LIKE 'RS%'").fetchall()
@@ -215,12 +199,12 @@ def test_a_resample_scanned_before_its_order_waits_and_joins_the_order_round(tmp
 def test_one_inbox_holding_the_round_and_next_morning_resamples(tmp_path, cfg):
     """Chain files are taken in the order things happened, so the re-sample scanned the next
     morning finds the order raised by the receipt of the day before."""
-    setup_round(cfg)
+    open_test_round(cfg)
     inbox = build_inbox(tmp_path / "in")
     write(inbox / "scans/zz-early-name/resample.csv", RESAMPLES)
     write(inbox / "manifests/a-resample.csv", RESAMPLE_CUSTODY[0])
     write(inbox / "receipts/a-resample.csv", RESAMPLE_CUSTODY[1])
-    outcomes = ingest(inbox, cfg)
+    outcomes = take_all(inbox, cfg)
     assert [o.file_name for o in outcomes][-3:] == [
         "scans/zz-early-name/resample.csv", "manifests/a-resample.csv", "receipts/a-resample.csv"]
     _, orders, status, _, _ = snapshot(cfg)
@@ -229,14 +213,14 @@ def test_one_inbox_holding_the_round_and_next_morning_resamples(tmp_path, cfg):
 
 
 def test_many_small_scan_files_equal_one_big_file_and_reingest_changes_nothing(tmp_path, cfg):
-    setup_round(cfg)
-    ingest(build_inbox(tmp_path / "one"), cfg)
+    open_test_round(cfg)
+    take_all(build_inbox(tmp_path / "one"), cfg)
     one = snapshot(cfg)
-    assert {o.status for o in ingest(tmp_path / "one", cfg)} == {"skipped"}
+    assert {o.status for o in take_all(tmp_path / "one", cfg)} == {"skipped"}
     assert snapshot(cfg) == one
 
     split_cfg = cfg.with_warehouse(tmp_path / "split.duckdb")
-    setup_round(split_cfg)
-    outcomes = ingest(build_inbox(tmp_path / "split", scan_parts=len(SCANS)), split_cfg)
+    open_test_round(split_cfg)
+    outcomes = take_all(build_inbox(tmp_path / "split", scan_parts=len(SCANS)), split_cfg)
     assert sum(o.kind == "scans" for o in outcomes) == len(SCANS)
     assert snapshot(split_cfg) == one

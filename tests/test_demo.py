@@ -3,7 +3,7 @@ order things happened, reference data first, an export's write time kept."""
 
 import os
 
-from tests.lab.test_calling import build, resamples
+from tests.builders import build, resamples
 from devtools.demo import play, waves
 
 

@@ -4,8 +4,7 @@ personal data."""
 
 import httpx
 
-from tests.lab.test_calling import called  # noqa: F401 - the fixture
-
+from tests.builders import AS_OF
 from reporting.html import report_link
 from tubetrail.report_server import ReportServer, servable
 
@@ -47,7 +46,6 @@ def report_folder(root):
     import polars as pl
 
     from reporting.workbook import write_workbook
-    from tests.lab.test_calling import AS_OF
 
     report = root / "report"
     report.mkdir(parents=True)

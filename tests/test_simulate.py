@@ -15,13 +15,13 @@ from lab.labs import LAB_REQUIRED
 from sampling.register import REQUIRED as REGISTER_REQUIRED
 from sampling.scans import REQUIRED as SCAN_REQUIRED
 from sampling.sites import SITE_REQUIRED, ZONE_REQUIRED
+from tests.builders import open_simulated_round
 from kernel.config import Config
 from kernel.secrets import id_hash_key
 from devtools.simcity import simulate_city
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
-from warehouse.writer import open_round
 
 RESIDENTS = 6000
 
@@ -41,10 +41,7 @@ def city(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ingested(city, tmp_path_factory):
     cfg = Config().with_warehouse(tmp_path_factory.mktemp("wh") / "city.duckdb")
-    rnd = json.loads((city / "_truth.json").read_text())["round"]
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id=rnd["id"], starts_at=datetime.fromisoformat(rnd["start"]),
-                   ends_at=datetime.fromisoformat(rnd["end"]), districts=None, pool_size=rnd["pool_size"], run_id=None)
+    open_simulated_round(cfg, json.loads((city / "_truth.json").read_text()))
     outcomes = [take_file(f, cfg) for f in discover(city)]
     return cfg, outcomes
 
@@ -164,10 +161,7 @@ def test_a_scan_file_in_50_parts_gives_the_same_tubes(city, tmp_path):
                 (root / "scans").mkdir(parents=True, exist_ok=True)
                 (root / "scans" / f"part{n:02d}.csv").write_text("\n".join([header, *chunk]) + "\n", encoding="utf-8")
         cfg = Config().with_warehouse(tmp_path / f"parts{parts}.duckdb")
-        rnd = json.loads((city / "_truth.json").read_text())["round"]
-        with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-            open_round(con, round_id=rnd["id"], starts_at=datetime.fromisoformat(rnd["start"]),
-                       ends_at=datetime.fromisoformat(rnd["end"]), districts=None, pool_size=10, run_id=None)
+        open_simulated_round(cfg, json.loads((city / "_truth.json").read_text()), pool_size=10)
         taken = [take_file(f, cfg) for f in discover(root)]
         assert sum(o.kind == "scans" and o.status == "accepted" for o in taken) == min(parts, len(rows))
         with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:

@@ -18,12 +18,11 @@ import pytest
 from ingest.feeds import FEEDS
 from ingest.take import take_file
 from tests.conftest import REPO, write
-from tests.lab.test_calling import P, SH, build
+from tests.builders import P, SH, build, open_test_round
 from devtools.alert_inbox import AlertInbox
 from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
-from warehouse.writer import open_round
 
 #: take every file of an inbox, then die by SIGKILL before any alert is published
 TAKE_THEN_DIE = """
@@ -39,12 +38,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 BROKEN = "lab_id,run_id\n"  # no instrument export at all: refused whole
-
-
-def opened(cfg):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
 
 
 def outbox(cfg):
@@ -73,7 +66,7 @@ def test_alerts_of_a_run_killed_before_publishing_go_out_once_with_the_next_run(
 
     url, received = receiver
     ensure_alert_automations(url)
-    opened(cfg)
+    open_test_round(cfg)
     inbox = build(tmp_path / "in")
     broken = write(inbox / "results/L1/broken.csv", BROKEN)
 
@@ -160,7 +153,7 @@ def test_alerts_are_written_in_the_transaction_of_their_file(tmp_path, cfg, monk
     from warehouse.views import define_views
     from warehouse.writer import record_alerts
 
-    opened(cfg)
+    open_test_round(cfg)
     files = discover(build(tmp_path / "in"))
     first_results = next(f for f in files if f.kind == "results")
     for f in files[:files.index(first_results)]:

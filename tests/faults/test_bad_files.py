@@ -10,7 +10,7 @@ import pytest
 
 from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, ric, query
+from tests.builders import REGISTER_HEADER, open_test_round, query, ric
 from kernel.rules import MAX_FIELD_CHARS, MAX_FREE_TEXT_CHARS
 from ingest.discover import discover
 
@@ -101,17 +101,7 @@ def test_every_feed_keeps_the_rules(tmp_path, cfg):
           "L\u202e1,B1,T1,2022-04-04T14:00:00+08:00\n")
     write(inbox / "results/L1/P1.csv", "lab_id,run_id,plate_id,well,sample,target,ct\n"
           "L1,P1,P1,A1,T1,ORF1ab,\nL1,P1,P1,A1,T1,N,\nL1,P1,P1,A2,T\x1b2,N,\nL1,P1,P1,A3,T3,N\u200b,30\n")
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from kernel.secrets import id_hash_key
-    from warehouse.connection import open_warehouse
-    from warehouse.writer import open_round
-
-    sh = ZoneInfo("Asia/Shanghai")
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=sh),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=sh), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     outcomes = take_all(inbox, cfg)
     assert_balanced(outcomes)
     assert {k: (o.status, o.rows_accepted, o.quarantined_by_reason) for k, o in outcomes.items()} == {

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, write
 from tests.flows.test_ingest_flow import small_inbox
-from tests.helpers import ric
+from tests.builders import ric
 from kernel.config import load_config
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

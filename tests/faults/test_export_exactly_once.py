@@ -7,7 +7,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -15,11 +14,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.faults.test_concurrency import config_file
-from tests.lab.test_calling import SH, build, resamples
+from tests.builders import build, open_test_round, resamples
 from tests.reporting.test_exports import DAY, export, opened, take  # noqa: F401 - opened is a fixture
-from kernel.secrets import id_hash_key
-from warehouse.connection import open_warehouse
-from warehouse.writer import open_round
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SINCE = DAY.isoformat()
@@ -113,9 +109,7 @@ def test_a_kill_between_the_record_and_the_file_then_the_rerun_writes_the_same_f
 
     # the same bytes as a clean run's export of the same inbox
     clean = cfg.with_warehouse(tmp_path / "clean.duckdb")
-    with open_warehouse(clean.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(clean)
     take(clean, build(tmp_path / "clean-in"))
     take(clean, resamples(tmp_path / "clean-morning"))
     files = export(clean, DAY).files

@@ -11,13 +11,14 @@ import httpx
 import pytest
 from prefect import flow
 
+from tests.builders import open_test_round
 from tests.lab.test_lost import P, SH, build
 from devtools.alert_inbox import AlertInbox
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
-from warehouse.writer import open_round, record_alerts
+from warehouse.writer import record_alerts
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -77,9 +78,7 @@ def test_every_generic_alert_reaches_the_coordinator_once(tmp_path, cfg, prefect
     created = ensure_alert_automations(url)  # once for the whole test: one automation per event
     assert {GENERIC_KINDS[k].event for k in GENERIC_KINDS} <= set(created)
     # the lost box and tubes from their real rule (a tiny round, judged the next day at noon)
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     for f in discover(build(tmp_path / "in")):
         take_file(f, cfg)
     raised = datetime(2022, 4, 4, 14, tzinfo=SH)

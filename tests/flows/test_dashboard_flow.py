@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from tests.reporting.test_dashboard import SECRETS, build, open_r1
+from tests.builders import open_test_round
+from tests.reporting.test_dashboard import SECRETS, build
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -29,7 +30,7 @@ def test_one_dashboard_key_per_round_updated_by_every_ingest_run(tmp_path, cfg):
 
     key = dashboard_key(ROUND)
     assert key == "round-dashboard-rdash1"
-    open_r1(cfg, ROUND)
+    open_test_round(cfg, ROUND)
     # the morning: reference data and the scans (as of the latest fact, the seals at 11:30)
     ingest_inbox(str(build(tmp_path / "morning", lab=False)), None, cfg.warehouse.path)
     (first,) = read_artifacts(key)

@@ -3,17 +3,12 @@ Prefect server: every district's pack is exactly the city-wide rows of that dist
 lost and nothing twice, and the packs are written by Dask workers (a LocalCluster started by the
 flow, or a running scheduler named in ``[scale] dask_address``)."""
 
-from datetime import datetime
 
 import polars as pl
 import pytest
 
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, ric
-from tests.lab.test_calling import AS_OF, P, SH, build, ingest
-from kernel.secrets import id_hash_key
-from warehouse.connection import open_warehouse
-from warehouse.writer import open_round
+from tests.builders import AS_OF, P, REGISTER_HEADER, build, ingest, open_test_round, ric
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -35,9 +30,7 @@ def city_round(tmp_path, cfg):
         for n, (p, (d, g, m)) in enumerate(OTHERS.items())))
     write(root / "scans/visitor.csv", "scanned_at,site_id,collector_id,tube_barcode,event,id_type,id_number,name,phone,"
           f"capacity\n2022-04-04T11:05:00+08:00,S1,C1,TA,add,RIC,{VISITOR},王五,13700137000,10\n")
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     ingest(root, cfg)
 
 

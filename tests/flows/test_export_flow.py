@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.lab.test_calling import P, build
+from tests.builders import P, build
 from tests.reporting.test_exports import DAY, opened, take  # noqa: F401 - opened is a fixture
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

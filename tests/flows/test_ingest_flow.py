@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from tests.conftest import REPO, write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.builders import REGISTER_HEADER, register_row, ric
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

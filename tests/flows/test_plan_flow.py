@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write
-from tests.lab.test_calling import called  # noqa: F401 - the fixture
 from tests.reporting.test_stock import COUNTS, DEPOT, HEADER, HP, stocked
 from tubetrail.cli import app
 

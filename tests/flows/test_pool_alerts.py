@@ -4,16 +4,14 @@ notification, received by a real HTTP server on loopback."""
 
 import json
 import time
-from datetime import datetime
 
 import httpx
 import pytest
 
-from tests.lab.test_calling import P, SH, build
+from tests.builders import AS_OF, P, build, open_test_round
 from devtools.alert_inbox import AlertInbox
 from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
-from warehouse.writer import open_round
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -33,9 +31,8 @@ def test_positive_pools_alert_the_coordinator(tmp_path, cfg, prefect_server, rec
     url, received = receiver
     ensure_alert_automations(url)
     ensure_alert_automations(url)  # idempotent: replaced, not doubled
+    open_test_round(cfg)
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
         (warehouse,) = con.execute("SELECT value FROM warehouse_settings WHERE name = 'warehouse_id'").fetchone()
     inbox = build(tmp_path / "in")
     ingest_inbox(str(inbox), None, cfg.warehouse.path)
@@ -106,11 +103,8 @@ def test_urgent_re_samples_overdue_raise_one_alert_per_pool(tmp_path, cfg, prefe
     from flows.ingest import ingest_inbox
     from flows.report import round_report
     from tests.flows.test_ingest_flow import read_artifacts
-    from tests.lab.test_calling import AS_OF
 
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path)
 
     def overdue():

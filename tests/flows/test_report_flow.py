@@ -7,8 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import REPO
-from tests.lab.test_calling import AS_OF, P, SH, build
+from tests.builders import AS_OF, P, build, open_test_round
 from kernel.secrets import id_hash_key
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
@@ -21,9 +20,7 @@ def test_round_report_flow_writes_the_files_and_aggregate_artifacts(tmp_path, cf
     from flows.report import round_report
     from tests.flows.test_ingest_flow import read_artifacts
 
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path)
     result = round_report(None, str(tmp_path / "reports"), AS_OF, None, cfg.warehouse.path, dated=True)
     folder = tmp_path / "reports" / "R1" / "2022-04-05"
@@ -51,9 +48,7 @@ def test_serve_registers_every_deployment_and_the_nightly_report_runs_from_the_a
 
     from flows.ingest import ingest_inbox
 
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path)
     # the schedule reports the current round only: R1 (2022) is long over (issue 13.1: the demo's
     # schedules acted on its replayed round); a round open now is the one the nightly run reports
@@ -108,9 +103,7 @@ def test_a_report_run_publishes_the_link_to_its_page(prefect_server, tmp_path, c
     from flows.ingest import ingest_inbox
     from tubetrail.report_server import ReportServer
 
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     ingest_inbox(str(build(tmp_path / "in")), None, cfg.warehouse.path, label="hand-made round")
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName

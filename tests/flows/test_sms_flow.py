@@ -15,12 +15,11 @@ import pytest
 
 from ingest.take import take_file
 from tests.conftest import REPO, write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.builders import REGISTER_HEADER, open_test_round, register_row, ric
 from kernel.secrets import id_hash_key
 from devtools.sms_gateway import LoopbackGateway
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
-from warehouse.writer import open_round
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SH = __import__("zoneinfo").ZoneInfo("Asia/Shanghai")
@@ -43,9 +42,7 @@ def city(tmp_path: Path, cfg, people: int, *, no_phone: int = 0) -> list[str]:
     write(inbox / "register/r.csv", REGISTER_HEADER + "\n" + "\n".join(rows) + "\n")
     for f in discover(inbox):
         assert take_file(f, cfg).status == "accepted"
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     return numbers
 
 

@@ -4,7 +4,6 @@ quarantine lines and refusal."""
 
 import json
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -14,12 +13,9 @@ from ingest import discover as discovery
 from ingest.discover import discover
 from ingest.take import plan_batches, take_batch, take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.builders import REGISTER_HEADER, open_simulated_round, register_row, ric
 from kernel.config import Config
-from kernel.secrets import id_hash_key
 from devtools.simcity import simulate_city
-from warehouse.connection import open_warehouse
-from warehouse.writer import open_round
 
 #: when and by which run a row was written (the clock), and this warehouse's own id: never equal
 #: across two warehouses
@@ -43,14 +39,6 @@ def tables(path: Path) -> dict[str, list[tuple]]:
         con.close()
 
 
-def opened(cfg: Config, truth: dict) -> Config:
-    rnd = truth["round"]
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id=rnd["id"], starts_at=datetime.fromisoformat(rnd["start"]),
-                   ends_at=datetime.fromisoformat(rnd["end"]), districts=None, pool_size=rnd["pool_size"], run_id=None)
-    return cfg
-
-
 def test_a_city_taken_in_batches_equals_it_taken_file_by_file(tmp_path):
     """A small simulated round (register, scans, boxes, receipts, results with positive pools,
     next-morning re-samples, injected faults), one inbox with a bad file of its own, taken file by
@@ -62,9 +50,9 @@ def test_a_city_taken_in_batches_equals_it_taken_file_by_file(tmp_path):
     files = discover(city)
     assert len({f.kind for f in files}) >= 7 and any("resample" in f.label for f in files)
 
-    one = opened(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
+    one = open_simulated_round(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
     by_file = [take_file(f, one) for f in files]
-    many = opened(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
+    many = open_simulated_round(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
     many = replace(many, ingest=replace(many.ingest, batch_files=7, alert_batch_files=7))
     batches = plan_batches(files, many)
     assert len(batches) < len(files) and max(len(b) for b in batches) == 7
@@ -157,7 +145,7 @@ def test_a_round_taken_kind_by_kind_within_the_hour_equals_it_taken_strictly_by_
     assert sorted(f.label for f in strict) == sorted(f.label for f in windowed) and strict != windowed
     got = {}
     for name, files in (("strict", strict), ("windowed", windowed)):
-        cfg = opened(Config().with_warehouse(tmp_path / f"{name}.duckdb"), truth)
+        cfg = open_simulated_round(Config().with_warehouse(tmp_path / f"{name}.duckdb"), truth)
         batches = plan_batches(files, cfg)
         got[name] = len(batches)
         assert all(o.status == "accepted" for b in batches for o in take_batch(b, cfg))

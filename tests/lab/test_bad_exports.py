@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ingest.take import take_file
 from lab.instruments import UnrecognisedExport, parse_export
 from tests.conftest import write
-from tests.lab.test_calling import CONTROLS, ND, P, RESULT_HEADER, calls, called, ingest, query, results_csv  # noqa: F401
+from tests.builders import CONTROLS, ND, P, RESULT_HEADER, calls, ingest, query_views, results_csv  # noqa: F401
 from tests.lab.test_instruments import instruments  # noqa: F401  (the real exports, in shared/)
 from ingest.discover import InboxFile
 
@@ -168,17 +168,17 @@ def test_a_missing_target_or_conflicting_readings_call_nothing_and_wait_for_a_re
     write(tmp_path / "faults/results/L1/P7.csv", "\n".join(rows) + "\n")
     ingest(tmp_path / "faults", called)
 
-    assert query(called, "SELECT valid FROM plate_qc WHERE plate_id = 'P7'", []) == [(True,)]
+    assert query_views(called, "SELECT valid FROM plate_qc WHERE plate_id = 'P7'", []) == [(True,)]
     found = calls(called)
     assert found["TI"] == ("rerun", "reading_missing")
     assert found["TJ"] == ("rerun", "conflicting_readings")
     assert found["TX"] == ("positive", None)  # an exact repeat is no conflict
-    narrowed = query(called, "SELECT tube_barcode, call, pending_reason FROM tube_calls(?, tubes := ['TI', 'TJ', 'TX'])")
+    narrowed = query_views(called, "SELECT tube_barcode, call, pending_reason FROM tube_calls(?, tubes := ['TI', 'TJ', 'TX'])")
     assert {t: (c, p) for t, c, p in narrowed} == {t: found[t] for t in ("TI", "TJ", "TX")}
-    history = query(called, "SELECT tube_barcode, first_call, attempt FROM tube_call_history(?)"
+    history = query_views(called, "SELECT tube_barcode, first_call, attempt FROM tube_call_history(?)"
                             " WHERE plate_id = 'P7' ORDER BY 1")
     assert history == [("TI", "reading_missing", None), ("TJ", "conflicting_readings", None), ("TX", "positive", 1)]
-    anomalies = query(called, "SELECT kind, tube_barcode, detail FROM lab_anomalies(?)"
+    anomalies = query_views(called, "SELECT kind, tube_barcode, detail FROM lab_anomalies(?)"
                               " WHERE kind IN ('reading_missing', 'conflicting_readings') ORDER BY ALL")
     assert anomalies == [
         ("conflicting_readings", "TJ", "lab L1 run P7 plate P7 well A3 target N: 2 different readings in one file; "
@@ -186,7 +186,7 @@ def test_a_missing_target_or_conflicting_readings_call_nothing_and_wait_for_a_re
         ("conflicting_readings", "TJ", "lab L1 run P7 plate P7 well A3 target ORF1ab: 2 different readings in one "
                                        "file; none of them is called from it"),
         ("reading_missing", "TI", "lab L1 run P7 plate P7 well B1: no reading for ORF1ab, N; not called, to re-run")]
-    status = dict(query(called, "SELECT id_number, status FROM person_status('R1', ?)"))
+    status = dict(query_views(called, "SELECT id_number, status FROM person_status('R1', ?)"))
     assert status[P[14]] == status[P[15]] == "sampled"  # neither negative nor resulted
 
     # the re-run on a valid plate calls them
@@ -204,6 +204,6 @@ def test_a_negative_control_without_a_reading_for_a_target_makes_its_plate_inval
             *(f"L1,P11,P11,A3,TI,{t},{ct},2022-04-04T21:00:00+08:00" for t, ct in (("ORF1ab", ""), ("N", ""), ("IC", "30")))]
     write(tmp_path / "nc/results/L1/P11.csv", "\n".join(rows) + "\n")
     ingest(tmp_path / "nc", called)
-    assert query(called, "SELECT qc_reason FROM plate_qc WHERE plate_id = 'P11'", []) == [
+    assert query_views(called, "SELECT qc_reason FROM plate_qc WHERE plate_id = 'P11'", []) == [
         ("negative control misses a reading",)]
     assert calls(called)["TI"] == ("rerun", "plate_invalid")

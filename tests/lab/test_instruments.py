@@ -1,9 +1,19 @@
 """Instrument exports: golden tests on the real files, refusals of damaged copies, hand-made
 cases for what the real files do not show, the generic CSV.
 
-Goldens (tests/lab/golden/<fixture-stem>.csv: well,sample,target,ct; empty ct = not detected) were
-produced by the parser once, then checked by hand against the raw files, and cross-checked with
-an independent awk / regex extraction of the raw files (all rows equal):
+Goldens: every file in ../shared/fixtures/instruments/ (but LICENSE* and SOURCES.md) is a real
+export and has its expected long table beside the tests, tests/lab/golden/<export name>.expected.csv,
+with every column of the parsed records (well, sample, target, ct, line, run_id, plate_id, lab_id,
+finished_at; an empty field is null, ``""`` an empty text, times in UTC). An export without one
+fails; write it with ``python -m tests.lab.test_instruments <export>`` and check it against the raw
+file by hand before committing it. The well / sample / target / ct columns were produced by the
+parser once, then checked by hand against the raw files, and cross-checked with an independent
+awk / regex extraction of the raw files (all rows equal); line, run_id and finished_at were
+checked by hand against the raw files (issue 16: QuantStudio lines 379 A1, 401 B11, 415 D1, 473
+H12 and Experiment Name / Run End Time (EDT + 4 h); CFX lines 2 A01 FAM … 49 D06 VIC, nothing
+else in the file; RDML the react's ordinal, the run id and its zone-less runDate as city time
+(Asia/Shanghai), whole seconds: StepOne ``2006-11-10T09:24:39.265`` → 01:24:39 UTC, LightCycler
+``2014-08-19T11:30:20`` → 03:30:20 UTC):
 - quantstudio7flex_standard_curve: [Results] at line 377, header line 378, 95 data rows (H11 has
   no row at all) → 95 golden rows. A1 5K RNase P 27.102 (line 379), B1 27.102, D5 29.331,
   H12 10K 26.217. D1–D4 have an empty Sample Name (NTC) and `Undetermined` → empty sample, empty
@@ -46,19 +56,45 @@ from lab.instruments import UnrecognisedExport, detect_format, parse_export, wri
 from tests.conftest import write
 
 GOLDEN = Path(__file__).parent / "golden"
-FIXTURES = ["quantstudio7flex_standard_curve.txt", "quantstudio_crlf_cyrillic.txt", "cfx_maestro_cq_results.csv",
-            "lightcycler96_4plex.rdml", "stepone_std.rdml"]
+INSTRUMENTS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "instruments"
+#: the exports these tests name one by one (damaged copies, metadata): they must be there
+NAMED = ["quantstudio7flex_standard_curve.txt", "quantstudio_crlf_cyrillic.txt", "cfx_maestro_cq_results.csv",
+         "lightcycler96_4plex.rdml", "stepone_std.rdml"]
+#: the long table's four columns (``write_long_table``)
 GOLDEN_SCHEMA = {"well": pl.Utf8, "sample": pl.Utf8, "target": pl.Utf8, "ct": pl.Float64}
+#: every column of the parsed records, as the expected files hold them
+EXPECTED_SCHEMA = {**GOLDEN_SCHEMA, "line": pl.Int64, "run_id": pl.Utf8, "plate_id": pl.Utf8, "lab_id": pl.Utf8,
+                   "finished_at": pl.Datetime("us", "UTC")}
+
+
+def real_exports(folder: Path = INSTRUMENTS) -> list[str]:
+    """Every real export in the folder: all its files but the licences and SOURCES.md."""
+    if not folder.is_dir():
+        return []
+    return sorted(f.name for f in folder.iterdir()
+                  if f.is_file() and not f.name.startswith("LICENSE") and f.name != "SOURCES.md")
+
+
+def expected_path(export: str) -> Path:
+    return GOLDEN / f"{export}.expected.csv"
+
+
+def write_expected(export: Path, out: Path) -> None:
+    """An export's parsed records as its expected file (to be checked by hand against the raw file)."""
+    parse_export(export).records.write_csv(out, datetime_format="%Y-%m-%dT%H:%M:%S%.fZ")
+
+
+def read_expected(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path, schema=EXPECTED_SCHEMA)
 
 
 @pytest.fixture(scope="session")
 def instruments() -> Path:
     """The real exports, in shared/ beside the repository; missing is a failure, not a skip."""
-    folder = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "instruments"
-    missing = [f for f in FIXTURES if not (folder / f).is_file()]
+    missing = [f for f in NAMED if not (INSTRUMENTS / f).is_file()]
     if missing:
-        pytest.fail(f"{folder}: missing {', '.join(missing)} (check out the repository with shared/ beside it)")
-    return folder
+        pytest.fail(f"{INSTRUMENTS}: missing {', '.join(missing)} (check out the repository with shared/ beside it)")
+    return INSTRUMENTS
 
 
 def rows(parsed, *columns: str) -> list[tuple]:
@@ -67,16 +103,38 @@ def rows(parsed, *columns: str) -> list[tuple]:
 
 # --- the real exports ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", FIXTURES)
-def test_every_real_export_parses_to_its_golden(instruments, name):
+@pytest.mark.parametrize("name", real_exports() or ["(no real exports found)"])
+def test_every_real_export_parses_to_its_expected_table(instruments, name):
+    """Found, not listed: a new file in shared/fixtures/instruments/ is tested, and fails until its
+    expected table stands beside the tests. Every row, every column, the dtypes too."""
+    assert (instruments / name).is_file(), f"{instruments}: no real export at all"
+    expected = expected_path(name)
+    if not expected.is_file():
+        pytest.fail(f"{name}: no expected output {expected.relative_to(GOLDEN.parents[2])}; write it with "
+                    f"`python -m tests.lab.test_instruments {name}` and check it against the raw file by hand")
     parsed = parse_export(instruments / name)
-    expected = pl.read_csv(GOLDEN / f"{Path(name).stem}.csv", schema=GOLDEN_SCHEMA).with_columns(
-        pl.col("sample").fill_null(""))
-    assert_frame_equal(parsed.records.select(list(GOLDEN_SCHEMA)), expected)
+    assert_frame_equal(parsed.records, read_expected(expected), check_exact=True)
     assert parsed.rejects.height == 0
-    assert dict(parsed.records.schema) == {
-        "well": pl.Utf8, "sample": pl.Utf8, "target": pl.Utf8, "ct": pl.Float64, "line": pl.Int64, "run_id": pl.Utf8,
-        "plate_id": pl.Utf8, "lab_id": pl.Utf8, "finished_at": pl.Datetime("us", "UTC")}
+
+
+def test_every_expected_table_has_its_real_export(instruments):
+    """No expected file outlives its export (renamed or removed in shared/)."""
+    exports = set(real_exports(instruments))
+    orphans = sorted(p.name for p in GOLDEN.glob("*.expected.csv") if p.name.removesuffix(".expected.csv") not in exports)
+    assert orphans == [], f"expected outputs without a real export in {instruments}: {orphans}"
+    assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(p.name for p in GOLDEN.glob("*.expected.csv"))
+
+
+def test_a_missing_expected_file_fails_naming_it(tmp_path):
+    """The discovery itself: a folder with a new export and no expected file yields that export, and
+    the golden test fails on it (run in-process on a copied folder)."""
+    write(tmp_path / "LICENSE.x.txt", "MIT")
+    write(tmp_path / "SOURCES.md", "# sources")
+    write(tmp_path / "new_instrument.csv", "well,ct\n")
+    assert real_exports(tmp_path) == ["new_instrument.csv"]
+    with pytest.raises(pytest.fail.Exception, match=r"new_instrument\.csv: no expected output tests/lab/golden/"
+                                                     r"new_instrument\.csv\.expected\.csv"):
+        test_every_real_export_parses_to_its_expected_table(tmp_path, "new_instrument.csv")
 
 
 def test_quantstudio_metadata_lines_and_run_end_time(instruments):
@@ -143,7 +201,7 @@ def corruptions(instruments: Path, name: str, tmp: Path) -> list[Path]:
     return out
 
 
-@pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.parametrize("name", NAMED)
 def test_a_damaged_copy_is_refused_naming_the_file(instruments, name, tmp_path):
     for damaged in corruptions(instruments, name, tmp_path):
         with pytest.raises(UnrecognisedExport) as refused:
@@ -391,3 +449,11 @@ def test_results_check_takes_lab_run_and_plate_from_the_path():
     assert checked.quarantined.rows() == [(3, "sample", "missing sample")]
     no_lab = check_results(records.head(1), "results/PLATE-9.csv")
     assert no_lab.quarantined["reason"].to_list() == ["no lab: neither in the file nor a results/<lab_id>/ folder"]
+
+
+if __name__ == "__main__":  # python -m tests.lab.test_instruments <export>: write its expected table
+    import sys
+
+    for export in sys.argv[1:]:
+        write_expected(INSTRUMENTS / export, expected_path(export))
+        print(f"wrote {expected_path(export)}: check it against {INSTRUMENTS / export} by hand")

@@ -8,14 +8,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
+from tests.builders import REGISTER_HEADER, ingest, open_test_round, register_row, ric
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
-from ingest.discover import discover
-from warehouse.writer import open_round, record_alerts
+from warehouse.writer import record_alerts
 
 SH = ZoneInfo("Asia/Shanghai")
 P = {i: ric(f"31010119850101{i:03d}") for i in range(1, 10)}
@@ -54,11 +52,8 @@ def build(root):
 
 @pytest.fixture
 def taken(tmp_path, cfg):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
-    for f in discover(build(tmp_path / "in")):
-        assert take_file(f, cfg).status == "accepted"
+    open_test_round(cfg)
+    ingest(build(tmp_path / "in"), cfg)
     return cfg
 
 

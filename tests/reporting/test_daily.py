@@ -21,12 +21,10 @@ import pytest
 
 from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, silent_frame
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, ric
-from tests.lab.test_calling import CONTROLS, ND, SH, ingest, results_csv
+from tests.builders import CONTROLS, ND, REGISTER_HEADER, SCAN_HEADER, SH, ingest, open_test_round, results_csv, ric
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
-from warehouse.writer import open_round
 
 D = {i: ric(f"31010119850202{i:03d}") for i in range(1, 15)}
 DISTRICTS = ["黄浦区", "徐汇区", "静安区"]
@@ -34,7 +32,6 @@ DISTRICTS = ["黄浦区", "徐汇区", "静安区"]
 TUBES = {"TA": ("S1", (1, 2, 3), 10, "09:00", "09:15"), "TB": ("S1", (4, 5), 10, "09:10", "09:25"),
          "TC": ("S1", (6,), 1, "10:00", "10:15"), "TD": ("S1", (7, 8), 10, "10:30", "10:45"),
          "TX": ("S2", (9, 10), 10, "07:50", "08:05")}
-SCAN_HEADER = "scanned_at,site_id,collector_id,tube_barcode,event,id_type,id_number,name,phone,capacity"
 NEXT_MORNING_2PM = datetime(2022, 4, 5, 14, 0, tzinfo=SH)
 
 
@@ -86,15 +83,9 @@ def next_morning(root):
     return root
 
 
-def open_r1(cfg, districts=DISTRICTS):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=districts, pool_size=10, run_id=None)
-
-
 @pytest.fixture
 def first(tmp_path, cfg):
-    open_r1(cfg)
+    open_test_round(cfg, districts=DISTRICTS)
     ingest(first_day(tmp_path / "day1"), cfg)
     return cfg
 
@@ -184,7 +175,7 @@ def test_the_same_answers_without_a_snapshot(both):
 
 
 def test_a_round_without_districts_covers_every_district_of_the_register_and_sites(tmp_path, cfg):
-    open_r1(cfg, districts=None)
+    open_test_round(cfg)
     ingest(first_day(tmp_path / "day1"), cfg)
     daily, _, _ = frames(cfg, datetime(2022, 4, 4, 23, 0, tzinfo=SH))
     assert sorted(daily.filter(pl.col("level") == "district")["unit"].to_list()) == sorted(DISTRICTS)

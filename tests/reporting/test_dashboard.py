@@ -7,15 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
-from tests.lab.test_calling import CONTROLS, ND, results_csv
+from tests.builders import CONTROLS, ND, REGISTER_HEADER, ingest, open_test_round, register_row, results_csv, ric
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
-from ingest.discover import discover
-from warehouse.writer import open_round
 
 SH = ZoneInfo("Asia/Shanghai")
 AS_OF = datetime(2022, 4, 5, 12, tzinfo=SH)
@@ -64,17 +60,10 @@ def build(root, *, chain: bool = True, lab: bool = True):
     return root
 
 
-def open_r1(cfg, round_id="R1"):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id=round_id, starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
-
-
 @pytest.fixture
 def taken(tmp_path, cfg):
-    open_r1(cfg)
-    for f in discover(build(tmp_path / "in")):
-        assert take_file(f, cfg).status == "accepted"
+    open_test_round(cfg)
+    ingest(build(tmp_path / "in"), cfg)
     return cfg
 
 

@@ -1,5 +1,5 @@
 """Results for the health-code platform (DESIGN §6, §9), on the tiny round of
-``tests/lab/test_calling.py`` taken through the real ingest: which results are final individual
+``tests/builders.py`` taken through the real ingest: which results are final individual
 results, and the export ledger (each result once, the same ``since`` the same bytes, late,
 amended and withdrawn results). No Prefect: the flow's own function, without the write slot."""
 
@@ -13,13 +13,11 @@ import pytest
 from flows.exports import NoEarlierExport, find_or_record_export
 from reporting.exports import EXPORT_COLUMNS, counts_by_result, define_export_views, write_export_files
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row
-from tests.lab.test_calling import PLATES, P, SH, build, ingest, resamples, results_csv
+from tests.builders import P, PLATES, REGISTER_HEADER, SH, build, ingest, open_test_round, register_row, resamples, results_csv
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from ingest.discover import discover
-from warehouse.writer import open_round
 
 DAY = datetime(2022, 4, 4, tzinfo=SH)
 P1_END = datetime(2022, 4, 4, 16, tzinfo=SH)  # plate P1: TB negative, TS1 positive, TA a positive pool
@@ -30,10 +28,7 @@ WHO = {v: k for k, v in P.items()}
 
 @pytest.fixture
 def opened(cfg):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
-    return cfg
+    return open_test_round(cfg)
 
 
 def take(cfg, root, without=()):
@@ -226,9 +221,7 @@ def test_two_warehouses_of_one_inbox_give_the_same_bytes(tmp_path, cfg):
     files = []
     for name in ("one", "two"):
         each = cfg.with_warehouse(tmp_path / f"{name}.duckdb")
-        with open_warehouse(each.warehouse.path, id_hash_key()) as con:
-            open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                       ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+        open_test_round(each)
         ingest(build(tmp_path / f"in-{name}"), each)
         files.append(export(each, DAY).files)
     assert files[0] == files[1]

@@ -7,7 +7,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from reporting.html import coverage_chart, throughput_chart
-from tests.lab.test_calling import called, ingest, resamples  # noqa: F401 - the fixture
+from tests.builders import ingest, resamples
 from tests.reporting.test_report import report
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from reporting.reminders import in_quiet_hours
+from tests.builders import REGISTER_HEADER, open_test_round, register_row, ric
 from kernel.config import SmsConfig
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -33,17 +34,15 @@ SITES = ("site_id,name,district,subdistrict,community,kind,opens,closes\n"
 
 
 def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n", districts=None, key_groups=None):
-    """A register of ``rows`` (``tests.helpers.register_row``), the sites above, the zones
+    """A register of ``rows`` (``tests.builders.register_row``), the sites above, the zones
     given, round R1 (04-04 06:00–22:00); returns a planner at a given time."""
     from ingest.take import take_file
     from reporting.reminders import plan_reminders
     from tests.conftest import write
-    from tests.helpers import REGISTER_HEADER
     from kernel.secrets import id_hash_key
     from warehouse.views import define_views
     from warehouse.connection import open_warehouse
     from ingest.discover import discover
-    from warehouse.writer import open_round
 
     inbox = tmp_path / "inbox"
     write(inbox / "sites/s.csv", SITES)
@@ -52,9 +51,7 @@ def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n",
         write(inbox / "zones/z.csv", zones)
     for f in discover(inbox):
         assert take_file(f, cfg).status == "accepted"
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=districts, pool_size=10, run_id=None)
+    open_test_round(cfg, districts=districts)
 
     def plan(at: datetime):
         with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
@@ -66,8 +63,6 @@ def small_city(tmp_path, cfg, rows: list[str], zones: str = "grid,zone,since\n",
 
 def test_only_mobiles_are_planned(tmp_path, cfg):
     """Issue 13.4: a landline (021-6321 1234) became an SMS target."""
-    from tests.helpers import register_row, ric
-
     phones = ["13800138000", "021-6321 1234", "+852 9123 4567", "+852 2123 4567"]
     plan = small_city(tmp_path, cfg, [register_row(ric(f"31010119850101{i:03d}"), phone=p) for i, p in enumerate(phones)])
     result = plan(datetime(2022, 4, 4, 10, tzinfo=SH))
@@ -79,7 +74,6 @@ def test_sealed_controlled_and_limited_mobility(tmp_path, cfg):
     """Issue 13.3: a sealed-zone resident got an SMS sending them to a fixed site. Sealed zone and
     limited mobility: door to door, no SMS to a site; controlled zone: a site of their own
     community only, else door to door."""
-    from tests.helpers import register_row, ric
 
     def person(i, grid, mobility="false", community="中山居委"):
         return register_row(ric(f"31010119850101{i:03d}"), phone=f"1380013800{i}", grid=grid,
@@ -99,8 +93,6 @@ def test_sealed_controlled_and_limited_mobility(tmp_path, cfg):
 
 def test_no_reminder_after_the_deadline(tmp_path, cfg):
     """Issue 13.1: the next morning the sweep sent "请于04月04日22:00前…", 11 h past."""
-    from tests.helpers import register_row, ric
-
     plan = small_city(tmp_path, cfg, [register_row(ric(f"31010119850101{i:03d}"), phone=f"1380013800{i}")
                                       for i in range(3)])
     assert plan(datetime(2022, 4, 4, 19, tzinfo=SH)).counts["due"] == 3
@@ -115,7 +107,6 @@ def test_the_door_to_door_people_are_on_their_grids_worklist(tmp_path, cfg):
 
     from reporting.districts import write_district_pack
     from reporting.report import write_report
-    from tests.helpers import register_row, ric
     from kernel.secrets import id_hash_key
     from warehouse.views import define_views
     from warehouse.connection import open_warehouse
@@ -147,7 +138,6 @@ def test_the_door_to_door_people_are_on_their_grids_worklist(tmp_path, cfg):
 def test_the_cool_down_is_judged_in_the_sweeps_time(tmp_path, cfg):
     """Issue 13.2: a backdated sweep made every person "cooled_down" for any later --as-of (the
     outbox kept the wall-clock time of planning)."""
-    from tests.helpers import register_row, ric
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_warehouse
     from warehouse.writer import record_planned_reminders
@@ -168,8 +158,6 @@ def test_the_cool_down_is_judged_in_the_sweeps_time(tmp_path, cfg):
 def test_key_group_members_overdue_on_their_cycle_are_reminded(tmp_path, cfg):
     """Issue 13.10: key-group members overdue on their cycle got no reminder. The round covers
     浦东新区 only; a medical worker of 黄浦区, never sampled, is overdue on their weekly cycle."""
-    from tests.helpers import register_row, ric
-
     medic = register_row(ric("31010119850101000"), phone="13800138000", key_group="medical")
     other = register_row(ric("31010119850101001"), phone="13800138001")
     plan = small_city(tmp_path, cfg, [medic, other], districts=["浦东新区"], key_groups=cfg.key_groups)

@@ -6,8 +6,7 @@ import polars as pl
 from reporting.html import SECTIONS
 from reporting.report import (ANOMALY_COLUMNS, COVERAGE_COLUMNS, ORDER_COLUMNS, PERSON_STATUS_COLUMNS, TAT_COLUMNS,
                               UNTESTED_COLUMNS, write_report)
-from tests.lab.test_calling import AS_OF, P, called, resamples  # noqa: F401 - the fixture
-from tests.lab.test_calling import ingest
+from tests.builders import AS_OF, P, REGISTER_HEADER, ingest, register_row, resamples
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
@@ -91,7 +90,6 @@ def test_key_group_cycles_name_who_is_overdue(called, tmp_path):
     from datetime import timedelta
 
     from tests.conftest import write
-    from tests.helpers import REGISTER_HEADER, register_row
 
     groups = {11: "medical", 12: "courier", 13: "astronaut", 16: "medical"}
     rows = [register_row(P[i], key_group=g).replace(",H1,", f",H{i},") for i, g in groups.items()]

@@ -13,8 +13,7 @@ from ingest.take import take_file
 from reporting.stock import (ITEMS, STOCK_FRAME_COLUMNS, UNKNOWN_HOLDER, check_stock, stock_dashboard_lines,
                              stock_frame, stock_low_alerts)
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric, query
-from tests.lab.test_calling import AS_OF, SH, called, ingest  # noqa: F401 - the fixture
+from tests.builders import AS_OF, REGISTER_HEADER, SH, ingest, query, register_row, ric
 from kernel.config import Config
 from kernel.rules import LINE
 from kernel.secrets import id_hash_key
@@ -100,7 +99,7 @@ def test_the_feed_quarantines_warns_and_takes_a_re_sent_count_once(tmp_path, cfg
 
 
 def stocked(cfg, root, counts: str, min_days: float = 7.0) -> Config:
-    """The called round (tests/lab/test_calling.py) with lab capacities and a stock file."""
+    """The called round (tests/builders.py) with lab capacities and a stock file."""
     cfg = replace(cfg, stock=replace(cfg.stock, depots=(DEPOT,), min_days=min_days))
     write(root / "labs/l.csv", "lab_id,name,daily_capacity_tubes\nL1,Lab1,100\nL2,Lab2,300\n")
     write(root / "stock/s.csv", HEADER + "\n" + counts)

@@ -13,7 +13,7 @@ from openpyxl.utils.escape import unescape
 
 from reporting.workbook import PERSONAL_COLUMNS, write_workbook
 from tests.faults.test_csv_injection import PAYLOADS, RUNS, report_out  # noqa: F401 - the fixture
-from tests.lab.test_calling import AS_OF, called, ingest, resamples  # noqa: F401 - the fixture
+from tests.builders import AS_OF, ingest, resamples
 from tests.reporting.test_report import report
 
 SH = ZoneInfo("Asia/Shanghai")

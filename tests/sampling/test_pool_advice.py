@@ -8,7 +8,7 @@ import pytest
 
 from sampling.pool_advice import (NOTHING_RESULTED, best_pool_size, pool_advice_frame, positivity_from_pools,
                                   dorfman_tests, validated_sizes)
-from tests.lab.test_calling import AS_OF, called  # noqa: F401 - the fixture
+from tests.builders import AS_OF
 from kernel.config import Config
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views

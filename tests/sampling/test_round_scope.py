@@ -11,22 +11,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingest.take import take_file
 from sampling.rounds import look_up_orders
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric
-from tests.lab.test_calling import P, build, resamples
+from tests.builders import P, REGISTER_HEADER, SCAN_HEADER, build, ingest, open_test_round, register_row, resamples, ric
 from kernel.scope import scoped_to_tubes
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
-from ingest.discover import discover
-from warehouse.writer import open_round
 
 SH = ZoneInfo("Asia/Shanghai")
 INFINITY = datetime.max.replace(tzinfo=SH)
 Q = {i: ric(f"31010119950101{i:03d}") for i in range(1, 6)}
-SCAN_HEADER = "scanned_at,site_id,collector_id,tube_barcode,event,id_type,id_number,name,phone,capacity"
 
 
 def custody_city(root):
@@ -46,28 +41,20 @@ def custody_city(root):
     return root
 
 
-def take(root, cfg):
-    outcomes = [take_file(f, cfg) for f in discover(root)]
-    assert all(o.status == "accepted" and o.rows_quarantined == 0 for o in outcomes), outcomes
-    return outcomes
-
-
 @pytest.fixture
 def city(tmp_path, cfg):
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        open_round(con, round_id="R1", starts_at=datetime(2022, 4, 4, 6, tzinfo=SH),
-                   ends_at=datetime(2022, 4, 4, 22, tzinfo=SH), districts=None, pool_size=10, run_id=None)
+    open_test_round(cfg)
     root = build(tmp_path / "in")
     shutil.move(root / "results", tmp_path / "held")  # the lab's files come last
-    take(root, cfg)
-    take(custody_city(tmp_path / "more"), cfg)
+    ingest(root, cfg)
+    ingest(custody_city(tmp_path / "more"), cfg)
     early = resamples(tmp_path / "early")  # RS1-RS3 of P1-P3 (pool TA), scanned before TA's results
     shutil.rmtree(early / "results")
-    take(early, cfg)
+    ingest(early, cfg)
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         assert con.sql("SELECT count(*) FROM waiting_scans").fetchall() == [(6,)]
     shutil.move(tmp_path / "held", tmp_path / "late" / "results")
-    take(tmp_path / "late", cfg)
+    ingest(tmp_path / "late", cfg)
     return cfg
 
 

@@ -13,7 +13,7 @@ import polars as pl
 
 from sampling.identity import ric_check_char
 from tests.conftest import REPO
-from tests.helpers import REGISTER_HEADER
+from tests.builders import REGISTER_HEADER
 
 INGEST = """
 import sys

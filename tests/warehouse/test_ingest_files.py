@@ -3,23 +3,16 @@
 import hashlib
 import hmac
 import json
-from pathlib import Path
 
 import pytest
 
-from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, bad_check, register_row, ric, query
+from tests.builders import REGISTER_HEADER, bad_check, query, register_row, ric, take_all
 from warehouse.connection import WrongIdHashKey, open_warehouse
-from ingest.discover import discover
 
 A = ric("11010519491231002")
 B = ric("31011519800101123")
 C = ric("31011519850505456")
-
-
-def take_all(inbox: Path, cfg):
-    return [take_file(f, cfg) for f in discover(inbox)]
 
 
 

@@ -11,7 +11,7 @@ import pytest
 import warehouse.writer as writer
 from ingest.take import take_file
 from tests.conftest import write
-from tests.helpers import REGISTER_HEADER, register_row, ric, query
+from tests.builders import REGISTER_HEADER, register_row, ric, query
 from warehouse.connection import open_warehouse
 from ingest.discover import InboxFile
 
