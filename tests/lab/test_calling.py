@@ -1,7 +1,7 @@
 """Calling, plate QC and pools to people (DESIGN §8), each rule on a tiny hand-made case taken
 through the real ingest: scans, manifests, receipts and results files in an inbox."""
 
-from dataclasses import replace
+from tubetrail.config import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 

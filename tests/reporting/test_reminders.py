@@ -1,6 +1,6 @@
 """Small rules of the reminders: quiet hours across midnight, Aliyun's percent-encoding."""
 
-from dataclasses import replace
+from tubetrail.config import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
