@@ -45,7 +45,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import random
 import time
 import uuid
@@ -59,6 +58,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from tubetrail.config import SmsConfig
+from tubetrail.secrets import Secrets
 
 #: a sender gives up for now (``pending``) rather than wait longer than this for one retry
 MAX_RETRY_WAIT = 60.0
@@ -153,14 +153,18 @@ class TwilioProvider:
 
     def __init__(self, sms: SmsConfig) -> None:
         self.sms = sms
-        self.sid, self.token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
-        if not self.sid or not self.token:
+        secrets = Secrets()
+        self.sid, self.token = Secrets.value(secrets.twilio_account_sid), secrets.twilio_auth_token
+        if not self.sid or not Secrets.value(self.token):
             raise MissingCredentials("Twilio needs $TWILIO_ACCOUNT_SID and $TWILIO_AUTH_TOKEN")
+
+    def _auth(self) -> tuple[str, str]:
+        return self.sid, self.token.get_secret_value()
 
     def request(self, client: httpx.Client, message: Message) -> httpx.Response:
         return client.post(f"{self.sms.base_url.rstrip('/')}/2010-04-01/Accounts/{self.sid}/Messages.json",
                            data={"To": message.phone, "From": self.sms.sender, "Body": message.body},
-                           auth=(self.sid, self.token))
+                           auth=self._auth())
 
     #: authentication, an account that is not active, a test account, a sender ("From") that
     #: the account cannot use: every message would be refused alike
@@ -186,7 +190,7 @@ class TwilioProvider:
         """ListMessage by ``To`` and ``From`` (newest first): a message of the same body created
         since the message's first claim is the one taken (one message per person and cool-down)."""
         response = client.get(self.messages_url(), params={"To": message.phone, "From": self.sms.sender,
-                                                           "PageSize": 100}, auth=(self.sid, self.token))
+                                                           "PageSize": 100}, auth=self._auth())
         if not response.is_success:
             return None, None
         since = (message.since or datetime.min.replace(tzinfo=timezone.utc)) - timedelta(minutes=5)
@@ -228,9 +232,9 @@ class AliyunProvider:
 
     def __init__(self, sms: SmsConfig) -> None:
         self.sms = sms
-        self.key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
-        self.secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        if not self.key_id or not self.secret:
+        secrets = Secrets()
+        self.key_id, self.secret = Secrets.value(secrets.aliyun_access_key_id), secrets.aliyun_access_key_secret
+        if not self.key_id or not Secrets.value(self.secret):
             raise MissingCredentials("Aliyun needs $ALIBABA_CLOUD_ACCESS_KEY_ID and $ALIBABA_CLOUD_ACCESS_KEY_SECRET")
 
     @staticmethod
@@ -244,7 +248,7 @@ class AliyunProvider:
             "SignatureMethod": "HMAC-SHA1", "SignatureVersion": "1.0", "SignatureNonce": uuid.uuid4().hex,
             "Timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **params,
         }
-        params["Signature"] = aliyun_signature(params, self.secret)
+        params["Signature"] = aliyun_signature(params, self.secret.get_secret_value())
         return params
 
     def request(self, client: httpx.Client, message: Message) -> httpx.Response:

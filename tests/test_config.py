@@ -213,3 +213,40 @@ def test_replace_validates_and_config_holds_no_secret():
         replace(cfg, sms=replace(cfg.sms, provider="pigeon"))
     # the file and its environment variables hold no secret (they live in tubetrail.secrets)
     assert not [name for name, info in Config.model_fields.items() if info.annotation is SecretStr]
+
+
+def test_secrets_are_read_from_the_environment_and_never_shown(monkeypatch):
+    from tubetrail.secrets import MissingSecret, Secrets, id_hash_key
+
+    key, token, aliyun = "a-key-of-at-least-16-characters", "twilio-t0ken-value", "aliyun-s3cret-value"
+    monkeypatch.setenv("TUBETRAIL_ID_HASH_KEY", key)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", token)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", aliyun)
+    monkeypatch.delenv("TWILIO_ACCOUNT_SID", raising=False)
+    secrets = Secrets()
+    assert secrets.id_hash_key.get_secret_value() == key and secrets.twilio_account_sid is None
+    shown = " ".join([repr(secrets), str(secrets), str(secrets.twilio_auth_token), repr(secrets.aliyun_access_key_secret),
+                      f"{secrets.id_hash_key}", str(secrets.model_dump())])
+    assert "**********" in shown
+    assert not any(value in shown for value in (key, token, aliyun))
+    assert id_hash_key() == key.encode()
+    for value, message in (("", "the ID-hash key is not set"), ("k3y-9", "too short")):
+        monkeypatch.setenv("TUBETRAIL_ID_HASH_KEY", value)
+        with pytest.raises(MissingSecret, match=message) as err:
+            id_hash_key()
+        assert value not in str(err.value) or not value
+
+
+def test_sms_providers_hold_their_credentials_hidden(monkeypatch):
+    from reporting.sms import AliyunProvider, MissingCredentials, TwilioProvider
+
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC0123")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-t0ken-value")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI0123")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "aliyun-s3cret-value")
+    twilio, aliyun = TwilioProvider(Config().sms), AliyunProvider(Config().sms)
+    assert twilio._auth() == ("AC0123", "twilio-t0ken-value")
+    assert "twilio-t0ken-value" not in repr(vars(twilio)) and "aliyun-s3cret-value" not in repr(vars(aliyun))
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "")
+    with pytest.raises(MissingCredentials, match="TWILIO_AUTH_TOKEN"):
+        TwilioProvider(Config().sms)
