@@ -15,6 +15,7 @@ Every section is a frozen pydantic model: ``cfg.model_copy(update={...})`` makes
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -26,7 +27,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -354,7 +355,7 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _check_sections(self) -> Config:
-        for name, info in type(self).model_fields.items():
+        for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, _Section):
                 value.check(name)
@@ -412,6 +413,30 @@ def _refuse_secrets(data: Any, prefix: str, where: str) -> None:
             raise ConfigError(f"{where}{key}: secrets never go in the config file; set them in the environment "
                               f"or a Prefect Secret block")
         _refuse_secrets(value, key, where)
+
+
+def _refuse_loose_types(doc: dict[str, Any], where: str) -> None:
+    """The file's values as TOML types them, strictly: ``"4"`` is no number, ``1`` no boolean (the
+    environment, all text, is read the usual pydantic way). Unknown keys are left to the model."""
+    for section, table in doc.items():
+        info = Config.model_fields.get(section)
+        if info is None or not isinstance(table, dict):
+            continue
+        model = info.annotation
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else None
+        for name, value in table.items():
+            field = fields.get(name) if fields is not None else info
+            if field is None:
+                continue
+            annotation = field.annotation if fields is not None else dict[str, float]
+            value = value if fields is not None else {name: value}
+            try:
+                TypeAdapter(annotation).validate_json(json.dumps(value, default=str), strict=True)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                key = _key((section, name, *first["loc"][1 if fields is None else 0:]))
+                got = first.get("input")
+                raise ConfigError(f"{where}{key}: {_EXPECTED.get(first['type'], first['msg'])}, got {got!r}") from exc
 
 
 def _section_keys(section: str) -> list[str] | None:
@@ -507,6 +532,7 @@ def replace(model: _M, /, **changes: Any) -> _M:
 def parse_config(data: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from a parsed TOML document (no environment)."""
     _refuse_secrets(data, "", "")
+    _refuse_loose_types(data, "")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -525,6 +551,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {candidate}: not valid TOML ({exc})") from exc
         _refuse_secrets(data, "", f"config file {candidate}: ")
+        _refuse_loose_types(data, f"config file {candidate}: ")
         file = candidate
     elif explicit:
         raise ConfigError(f"config file {candidate} does not exist")
