@@ -14,13 +14,13 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from kernel.secrets import Secrets
 from notify.base import Message, MissingCredentials, SmsSettings, Verdict, json_body
 
 if TYPE_CHECKING:
@@ -55,9 +55,9 @@ class AliyunProvider:
 
     def __init__(self, sms: SmsSettings) -> None:
         self.sms = sms
-        self.key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
-        self.secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        if not self.key_id or not self.secret:
+        secrets = Secrets()
+        self.key_id, self.secret = Secrets.value(secrets.aliyun_access_key_id), secrets.aliyun_access_key_secret
+        if not self.key_id or not Secrets.value(self.secret):
             raise MissingCredentials("Aliyun needs $ALIBABA_CLOUD_ACCESS_KEY_ID and $ALIBABA_CLOUD_ACCESS_KEY_SECRET")
 
     @staticmethod
@@ -71,7 +71,7 @@ class AliyunProvider:
             "SignatureMethod": "HMAC-SHA1", "SignatureVersion": "1.0", "SignatureNonce": uuid.uuid4().hex,
             "Timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **params,
         }
-        params["Signature"] = aliyun_signature(params, self.secret)
+        params["Signature"] = aliyun_signature(params, self.secret.get_secret_value())
         return params
 
     def request(self, client: httpx.Client, message: Message) -> httpx.Response:

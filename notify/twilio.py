@@ -7,11 +7,11 @@ matched on body and ``date_created``), never sent again blindly."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
+from kernel.secrets import Secrets
 from notify.base import Message, MissingCredentials, SmsSettings, Verdict, json_body
 
 if TYPE_CHECKING:
@@ -25,14 +25,18 @@ class TwilioProvider:
 
     def __init__(self, sms: SmsSettings) -> None:
         self.sms = sms
-        self.sid, self.token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
-        if not self.sid or not self.token:
+        secrets = Secrets()
+        self.sid, self.token = Secrets.value(secrets.twilio_account_sid), secrets.twilio_auth_token
+        if not self.sid or not Secrets.value(self.token):
             raise MissingCredentials("Twilio needs $TWILIO_ACCOUNT_SID and $TWILIO_AUTH_TOKEN")
+
+    def _auth(self) -> tuple[str, str]:
+        return self.sid, self.token.get_secret_value()
 
     def request(self, client: httpx.Client, message: Message) -> httpx.Response:
         return client.post(f"{self.sms.base_url.rstrip('/')}/2010-04-01/Accounts/{self.sid}/Messages.json",
                            data={"To": message.phone, "From": self.sms.sender, "Body": message.body},
-                           auth=(self.sid, self.token))
+                           auth=self._auth())
 
     #: authentication, an account that is not active, a test account, a sender ("From") that
     #: the account cannot use: every message would be refused alike
@@ -58,7 +62,7 @@ class TwilioProvider:
         """ListMessage by ``To`` and ``From`` (newest first): a message of the same body created
         since the message's first claim is the one taken (one message per person and cool-down)."""
         response = client.get(self.messages_url(), params={"To": message.phone, "From": self.sms.sender,
-                                                           "PageSize": 100}, auth=(self.sid, self.token))
+                                                           "PageSize": 100}, auth=self._auth())
         if not response.is_success:
             return None, None
         since = (message.since or datetime.min.replace(tzinfo=timezone.utc)) - timedelta(minutes=5)

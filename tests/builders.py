@@ -19,11 +19,19 @@ from stdnum.cn import ric as stdnum_ric
 
 from ingest.discover import discover
 from ingest.take import take_file
-from tests.conftest import write
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
 from warehouse.writer import open_round
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
 
 
 # --- people: register rows ----------------------------------------------------------------------

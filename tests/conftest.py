@@ -75,14 +75,7 @@ def cfg(tmp_path: Path) -> Config:
     return Config().with_warehouse(tmp_path / "wh.duckdb")
 
 
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 # The shared fixtures of tests/builders.py, offered to every test (after ``write``, which it uses).
-from tests.builders import called  # noqa: E402, F401
+from tests.builders import called, write  # noqa: E402, F401 - write: many tests import it from here

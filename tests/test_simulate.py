@@ -397,7 +397,7 @@ def test_tat_is_judged_by_the_times_things_happened(ingested):
 
 
 def test_the_simulated_stock_counts_a_delivery_a_bad_row_an_unknown_holder_and_one_item_short(city, ingested):
-    from dataclasses import replace
+    from kernel.config import replace
 
     from reporting.stock import UNKNOWN_HOLDER, stock_frame
 
@@ -428,7 +428,7 @@ def test_a_report_under_a_tiny_memory_limit_spills_and_writes_the_same_files(ing
     """The report at DuckDB's default-sized limit and at a limit far below what the report's
     operators take at once (DuckDB spills into the configured temp directory as it needs):
     every file of the report (and of the district packs) is the same, byte for byte."""
-    from dataclasses import replace
+    from kernel.config import replace
 
     from reporting.districts import report_districts, write_district_pack
     from reporting.report import write_report

@@ -54,6 +54,60 @@ def file_lock(path: Path, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+class Transaction(AbstractContextManager["Transaction"]):
+    """One warehouse transaction (事务): ``BEGIN`` on entry, ``COMMIT`` when the block ends,
+    ``ROLLBACK`` when it raises (the error goes on up) or when the block calls :meth:`rollback`.
+    A failed ``COMMIT`` raises its own error (DuckDB has already ended that transaction). Nothing of the block is in the file
+    until the commit: a process killed inside it leaves nothing half-written (DuckDB's WAL)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.open = False
+
+    def __enter__(self) -> Transaction:
+        self.con.begin()
+        self.open = True
+        return self
+
+    def rollback(self) -> None:
+        """End the transaction now, keeping nothing of it (the block then only returns)."""
+        if self.open:
+            self.open = False
+            self.con.rollback()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.open:
+            return None
+        self.open = False
+        if exc_type is not None:
+            self.con.rollback()
+            return None
+        try:
+            self.con.commit()
+        except BaseException:
+            try:
+                self.con.rollback()
+            except duckdb.TransactionException:  # DuckDB ended the transaction whose commit failed
+                pass
+            raise  # the commit's own error (a conflict, a full disk), not "no transaction is active"
+        return None
+
+
+def transaction(con: duckdb.DuckDBPyConnection) -> Transaction:
+    """``with transaction(con): ...``: the block in one transaction (see :class:`Transaction`)."""
+    return Transaction(con)
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, data: object) -> Iterator[None]:
+    """``data`` (an Arrow table, a frame) readable as the view ``name`` of ``con`` inside the block."""
+    con.register(name, data)
+    try:
+        yield
+    finally:
+        con.unregister(name)
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     """Apply every migration not yet recorded; returns the versions applied now."""
     con.execute(
@@ -65,16 +119,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     for version, name, sql in sorted(MIGRATIONS):  # by version, whatever order branches merged them in
         if version in done:
             continue
-        con.begin()
-        try:
+        with transaction(con):
             con.execute(sql)
             con.execute(
                 "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, datetime.now(timezone.utc)]
             )
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
         applied.append(version)
     return applied
 

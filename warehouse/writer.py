@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ import duckdb
 import polars as pl
 
 from kernel.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
+from warehouse.connection import registered, transaction
 from warehouse.schema import INDEXED_UPSERT_KEYS, UPSERT_KEYS
 
 if TYPE_CHECKING:
@@ -82,13 +84,8 @@ def record_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert])
 def raise_alerts(con: duckdb.DuckDBPyConnection, alerts: Sequence[OutboxAlert]) -> int:
     """:func:`record_alerts` in a transaction of its own (alerts judged at a time, not raised by
     one file's facts); returns how many were found."""
-    con.begin()
-    try:
+    with transaction(con):
         record_alerts(con, alerts)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return len(alerts)
 
 
@@ -255,6 +252,7 @@ def record_batch(
         if accepted + quarantined != f.rows_read:
             raise AssertionError(f"{f.file_name}: rows read {f.rows_read} != accepted {accepted} + quarantined {quarantined}")
     exclude = ", ".join(f'"{c}"' for c in [LINE, *(c for c in columns if c.startswith(WARNING_PREFIX))])
+    afterwards = ExitStack()
     # a file's rows, found by a range of ``_line`` (the stage keeps them in file order: row groups
     # of other files are skipped); the range is a session variable, set per file
     if taken:
@@ -262,14 +260,14 @@ def record_batch(
             f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} & {LINE_MASK} AS source_line"
             f" FROM {STAGE}.accepted WHERE {LINE} >= getvariable('ingest_lo') AND {LINE} < getvariable('ingest_hi')"
         )
+        afterwards.callback(con.execute, "DROP VIEW IF EXISTS staged")  # after the commit or the rollback
     # feeds whose files raise nothing (no settle, no announce): quarantine and ledger entries in
     # one statement each for the batch; the others file after file, in each file's order
     per_file = settle is not None or announce is not None
     outcomes: list[FileOutcome] = []
     ledger_rows: list[list] = []
     now = _now()
-    con.begin()
-    try:
+    with afterwards, transaction(con):
         seen = ledger_entries(con, [f.content_hash for f in files])
         for f in files:
             now = _now()
@@ -309,13 +307,6 @@ def record_batch(
         if ledger_rows:
             taken_now = {row[0] for row in ledger_rows}
             _record_taken(con, [f for f in taken if f.content_hash in taken_now], ledger_rows, run_id, now)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    finally:
-        if taken:
-            con.execute("DROP VIEW IF EXISTS staged")
     return outcomes
 
 
@@ -607,8 +598,7 @@ def open_round(
     pool_size: int,
     run_id: str | None,
 ) -> None:
-    con.begin()
-    try:
+    with transaction(con):
         con.execute(
             "INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
             [round_id, starts_at, ends_at, list(districts) if districts else None, pool_size, _now(), run_id],
@@ -620,10 +610,6 @@ def open_round(
                                                    "districts": list(districts) if districts else None,
                                                    "pool_size": pool_size})],
         )
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
@@ -665,9 +651,7 @@ def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, 
     Returns the rows added."""
     if due.is_empty():
         return 0
-    con.register("due_reminders", due.to_arrow())
-    try:
-        con.begin()
+    with registered(con, "due_reminders", due.to_arrow()), transaction(con):
         before = con.execute("SELECT count(*) FROM sms_outbox").fetchall()[0][0]
         con.execute(
             """INSERT INTO sms_outbox (message_id, round_id, person_key, phone, body, params, planned_at, state,
@@ -678,12 +662,6 @@ def record_planned_reminders(con: duckdb.DuckDBPyConnection, due: pl.DataFrame, 
             [provider, run_id],
         )
         added = con.execute("SELECT count(*) FROM sms_outbox").fetchall()[0][0] - before
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    finally:
-        con.unregister("due_reminders")
     return added
 
 
@@ -710,18 +688,13 @@ def _claim(con: duckdb.DuckDBPyConnection, owner: str, select_sql: str, select_p
            claim_params: list) -> list[tuple]:
     """One claiming transaction: the ids ``select_sql`` finds are claimed by ``claim_sql`` (its
     last parameter: the ids), and the rows ``owner`` now holds among them are returned."""
-    con.begin()
-    try:
+    with transaction(con):
         ids = [row[0] for row in con.execute(select_sql, select_params).fetchall()]
         if ids:
             con.execute(claim_sql, [*claim_params, ids])
         rows = con.execute(f"SELECT {_CLAIMED} FROM sms_outbox WHERE claimed_by = ? AND state = 'sending'"
                            " AND message_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY planned_at, message_id",
                            [owner, ids]).fetchall()
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return rows
 
 
@@ -751,10 +724,8 @@ def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFram
     appended to ``audit``. Returns the messages recorded."""
     if results.is_empty():
         return 0
-    con.register("sent_reminders", results.to_arrow())
     now = _now()
-    try:
-        con.begin()
+    with registered(con, "sent_reminders", results.to_arrow()), transaction(con):
         con.execute("""CREATE OR REPLACE TEMP TABLE settled AS
                        SELECT r.*, o.state AS before_state, o.error AS before_error FROM sent_reminders r
                        JOIN sms_outbox o USING (message_id) WHERE o.state = 'sending' AND o.claimed_by = ?""",
@@ -785,12 +756,6 @@ def record_reminder_results(con: duckdb.DuckDBPyConnection, results: pl.DataFram
         )
         recorded = con.execute("SELECT count(*) FROM settled").fetchall()[0][0]
         con.execute("DROP TABLE settled")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
-    finally:
-        con.unregister("sent_reminders")
     return recorded
 
 
@@ -835,26 +800,21 @@ def record_result_export(
     ``render(con, export_id)`` makes from the rows just recorded. The caller holds the write
     slot; an export already recorded for ``since`` (by a concurrent run that got the slot first)
     is returned as it is. Nothing to export: nothing recorded, ``None``."""
-    con.begin()
-    try:
+    with transaction(con) as tx:
         found = find_result_export(con, since)
         if found is not None:
-            con.rollback()
+            tx.rollback()
             return found
         (export_id,) = con.execute("SELECT coalesce(max(export_id), 0) + 1 FROM result_exports").fetchall()[0]
         con.execute(f"INSERT INTO result_export_rows BY NAME SELECT $export_id AS export_id, * FROM ({select_sql})",
                     {"export_id": export_id, "since": since, "until": until})
         (rows,) = con.execute("SELECT count(*) FROM result_export_rows WHERE export_id = ?", [export_id]).fetchall()[0]
         if rows == 0:
-            con.rollback()
+            tx.rollback()
             return None
         file_name, csv_sha256, parquet_sha256 = render(con, export_id)
         con.execute(
             f"INSERT INTO result_exports ({_EXPORT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [export_id, since, until, rows, file_name, csv_sha256, parquet_sha256, _now(), run_id])
         export = find_result_export(con, since)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return export

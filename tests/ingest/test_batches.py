@@ -3,7 +3,7 @@ warehouse that taking them one by one gives; each file keeps its ledger entry, c
 quarantine lines and refusal."""
 
 import json
-from dataclasses import replace
+from kernel.config import replace
 from pathlib import Path
 
 import duckdb

@@ -2,7 +2,7 @@
 through the real ingest: scans, manifests, receipts and results files in an inbox. The round (its
 people, tubes and plates, each tube's story) and the ``called`` fixture are in tests/builders.py."""
 
-from dataclasses import replace
+from kernel.config import replace
 from datetime import datetime, timedelta
 
 import pytest

@@ -6,7 +6,7 @@ tests/flows/test_sms_flow.py and tests/faults/test_sms_exactly_once.py."""
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from kernel.config import replace
 
 import httpx
 import pytest

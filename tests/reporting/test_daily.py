@@ -230,7 +230,7 @@ def test_silent_districts_and_labs_alert_once_per_silence(first, tmp_path):
 
 
 def test_silent_hours_come_from_the_config(first):
-    from dataclasses import replace
+    from kernel.config import replace
 
     cfg = replace(first, alerts=replace(first.alerts, silent_hours=5.0))
     assert sorted(a.subject for a in silent_at(cfg, datetime(2022, 4, 4, 12, 30, tzinfo=SH))) == [

@@ -1,6 +1,6 @@
 """Small rules of the reminders: quiet hours across midnight, who is due (the sending: tests/notify)."""
 
-from dataclasses import replace
+from kernel.config import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 

@@ -4,7 +4,7 @@ used since a count, in hand, one round's need and days in hand on a tiny warehou
 numbers, the need of a scope at its zones' pool sizes, the stock_low rule, and stock.parquet in
 the report."""
 
-from dataclasses import replace
+from kernel.config import replace
 from datetime import datetime, timedelta
 
 import polars as pl

@@ -2,7 +2,7 @@
 calls, the best validated size, and the advice per district on the tiny called round."""
 
 import math
-from dataclasses import replace
+from kernel.config import replace
 
 import pytest
 
