@@ -49,8 +49,6 @@ marked. A failure leaves the row pending for the next run (logged, counts only).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -58,7 +56,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.limits import warehouse_write_guard
+from flows.limits import warehouse_session
 from reporting.alerts import (
     FILE_REFUSED,
     FILE_REFUSED_EVENT,
@@ -79,11 +77,9 @@ from reporting.alerts import (
     pool_alert_from_payload,
     pool_alert_markdown,
 )
-from reporting.timed_alerts import TIMED_ALERT_RULES
-from kernel.config import Config, load_config
-from kernel.secrets import id_hash_key
-from warehouse.views import define_views
-from warehouse.connection import open_configured
+from reporting.timed_alerts import timed_alerts
+from kernel.config import Config
+from warehouse.session import WarehouseSession
 from warehouse.writer import (
     PendingAlert,
     count_pending_alerts,
@@ -194,17 +190,16 @@ def _send_event(event) -> None:
     run_coro_as_sync(send())
 
 
-def publish_pending_alerts(cfg: Config, *, write_guard: Callable[[], AbstractContextManager[object]],
-                           run_id: str | None, logger) -> int:
+def publish_pending_alerts(session: WarehouseSession, *, run_id: str | None, logger) -> int:
     """Publish every pending alert of the outbox and mark it; returns how many were published."""
     from prefect.events import Event
 
-    key = id_hash_key()
-    with open_configured(cfg.warehouse, key) as con:  # a read: most calls find nothing to do
+    cfg = session.cfg
+    with session.read() as con:  # a read: most calls find nothing to do
         if not count_pending_alerts(con):
             return 0
     published = failed = 0
-    with write_guard(), open_configured(cfg.warehouse, key) as con:
+    with session.write() as con:
         pending = pending_alerts(con)
         this_warehouse = warehouse_id(con)
         record_alert_attempts(con, [a.alert_id for a in pending])
@@ -243,8 +238,7 @@ def publish_pending_alerts(cfg: Config, *, write_guard: Callable[[], AbstractCon
 @task(task_run_name="publish alerts {when}")
 def publish_alerts(when: str, config_path: str | None, warehouse: str | None) -> int:
     """Publish what the outbox holds pending (``when`` names the moment in the run name)."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    return publish_pending_alerts(cfg, write_guard=warehouse_write_guard(cfg), run_id=str(flow_run.get_id()),
+    return publish_pending_alerts(warehouse_session(config_path, warehouse), run_id=str(flow_run.get_id()),
                                   logger=get_run_logger())
 
 
@@ -311,15 +305,13 @@ def ensure_alert_automations(webhook_url: str) -> dict[str, str]:
     return created
 
 
-def raise_timed_alerts_at(cfg: Config, as_of: datetime, *, write_guard: Callable[[], AbstractContextManager[object]]) -> int:
-    """Record the alerts judged at ``as_of`` (``reporting.timed_alerts.TIMED_ALERT_RULES``: urgent
+def raise_timed_alerts_at(session: WarehouseSession, as_of: datetime) -> int:
+    """Record the alerts judged at ``as_of`` (``reporting.timed_alerts.timed_alerts``: urgent
     re-samples overdue, ...) in the outbox, one transaction under the write slot;
     :func:`publish_pending_alerts` sends them. Returns how many rules' alerts were found (an
     alert recorded before is not recorded again)."""
-    key = id_hash_key()
-    with write_guard(), open_configured(cfg.warehouse, key) as con:
-        define_views(con, cfg)
-        alerts = [alert for rule in TIMED_ALERT_RULES for alert in rule(con, cfg, as_of)]
+    with session.write(views=True) as con:
+        alerts = timed_alerts(con, session.cfg, as_of)
         raise_alerts(con, alerts)
     return len(alerts)
 
@@ -327,5 +319,4 @@ def raise_timed_alerts_at(cfg: Config, as_of: datetime, *, write_guard: Callable
 @task(task_run_name="raise timed alerts as of {as_of}")
 def raise_timed_alerts(as_of: datetime, config_path: str | None, warehouse: str | None) -> int:
     """The alerts judged at ``as_of`` (the latest fact ingested, or a report's time)."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    return raise_timed_alerts_at(cfg, as_of, write_guard=warehouse_write_guard(cfg))
+    return raise_timed_alerts_at(warehouse_session(config_path, warehouse), as_of)

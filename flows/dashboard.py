@@ -14,6 +14,7 @@ from datetime import datetime
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.limits import warehouse_session
 from reporting.alerts import city_time_text
 from reporting.dashboard import (
     dashboard_key,
@@ -23,10 +24,6 @@ from reporting.dashboard import (
     round_dashboard,
 )
 from reporting.summary import latest_fact_time
-from kernel.config import load_config
-from kernel.secrets import id_hash_key
-from warehouse.views import define_views
-from warehouse.connection import open_configured
 
 
 def _dashboard_run_name() -> str:
@@ -41,15 +38,16 @@ def publish_dashboard(as_of: datetime | None, round_ids: list[str] | None, confi
                       warehouse: str | None) -> list[str]:
     """Publish the dashboard of ``round_ids`` (None: every round live at ``as_of``) as of
     ``as_of`` (None: the latest fact ingested). Returns the artifact keys written."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    with open_configured(cfg.warehouse, id_hash_key()) as con:
+    session = warehouse_session(config_path, warehouse)
+    cfg = session.cfg
+    with session.read() as con:
         as_of = as_of or latest_fact_time(con)
         if as_of is None:  # nothing happened yet: no round has a dashboard
             return []
         rounds = round_ids if round_ids is not None else dashboard_rounds(con, as_of)
         if not rounds:
             return []
-        define_views(con, cfg, snapshot=True)  # a read over the whole city
+        session.define_views(con, snapshot=True)  # a read over the whole city
         pages = [(rid, round_dashboard(con, cfg, rid, as_of), positive_pool_rows(con, cfg, rid, as_of))
                  for rid in rounds]
     when = city_time_text(as_of, cfg.city.timezone)

@@ -9,7 +9,6 @@ left pending goes out with the next run."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
@@ -20,16 +19,13 @@ from prefect.runtime import flow_run, task_run
 
 from flows.alerts import publish_alerts, raise_timed_alerts
 from flows.dashboard import publish_dashboard
-from flows.limits import ensure_concurrency_limits, warehouse_write_guard
+from flows.limits import ensure_concurrency_limits, warehouse_session
 from reporting.stock import stock_judged_at, stock_low_alerts
 from reporting.summary import chain_summary, chain_summary_markdown, latest_fact_time
-from kernel.config import load_config
-from kernel.secrets import id_hash_key
-from warehouse.views import define_views
 from ingest.discover import InboxFile, discover, is_hidden
+from ingest.summary import ingest_counts, ingest_files_rows, ingest_summary_markdown
 from kernel.tables import staging_in, staging_root_of
 from ingest.take import plan_batches, take_batch
-from warehouse.connection import open_configured
 from warehouse.writer import FileOutcome, raise_alerts
 
 
@@ -45,8 +41,8 @@ def take_batch_task(kind: str, files: list[InboxFile], config_path: str | None,
                     warehouse: str | None) -> list[FileOutcome]:
     """One batch (``ingest.take.take_batch``): one outcome per file. A retry re-runs the batch:
     the ledger skips the files already taken."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    return take_batch(files, cfg, run_id=str(flow_run.get_id()), write_guard=warehouse_write_guard(cfg))
+    session = warehouse_session(config_path, warehouse)
+    return take_batch(files, session.cfg, run_id=str(flow_run.get_id()), write_guard=session.write_guard)
 
 
 @flow(name="ingest-feed", flow_run_name="ingest {kind}")
@@ -54,9 +50,8 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
     """One stretch of one feed, in discover's order (a later file wins over an earlier one),
     batch by batch (``[ingest] batch_files`` / ``batch_bytes``)."""
     logger = get_run_logger()
-    cfg = load_config(config_path).with_warehouse(warehouse)
     outcomes = []
-    for batch in plan_batches(files, cfg):
+    for batch in plan_batches(files, warehouse_session(config_path, warehouse).cfg):
         taken = take_batch_task(kind, batch, config_path, warehouse)
         outcomes.extend(taken)
         for outcome in taken:
@@ -86,13 +81,13 @@ def raise_stock_alerts(config_path: str | None, warehouse: str | None) -> int:
     """After stock files taken without chain files: the stock rule (``reporting.stock.stock_low_alerts``,
     one of the timed rules) judged at the latest fact or count (``stock_judged_at``), its alerts
     recorded in the outbox in one transaction under the write slot. Returns the alerts found."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    with warehouse_write_guard(cfg)(), open_configured(cfg.warehouse, id_hash_key()) as con:
+    session = warehouse_session(config_path, warehouse)
+    with session.write() as con:
         as_of = stock_judged_at(con)
         if as_of is None:
             return 0
-        define_views(con, cfg)
-        alerts = stock_low_alerts(con, cfg, as_of)
+        session.define_views(con)
+        alerts = stock_low_alerts(con, session.cfg, as_of)
         raise_alerts(con, alerts)
     return len(alerts)
 
@@ -102,13 +97,14 @@ def publish_chain_summary(config_path: str | None, warehouse: str | None) -> dat
     """Tubes, people sampled, calls, positive pools and anomalies after the chain feeds:
     aggregate, no personal data.
     A read: the warehouse file lock is enough, no write slot is taken."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    with open_configured(cfg.warehouse, id_hash_key()) as con:
+    session = warehouse_session(config_path, warehouse)
+    with session.read() as con:
         # judged at the latest fact ingested, never the wall clock (a replayed round is not lost)
         as_of = latest_fact_time(con) or datetime.now(timezone.utc)
-        define_views(con, cfg, snapshot=True)  # a read over the whole city
+        session.define_views(con, snapshot=True)  # a read over the whole city
         summary = chain_summary(con, as_of)
-    create_markdown_artifact(key="chain-summary", markdown=chain_summary_markdown(summary, as_of, cfg.city.timezone),
+    create_markdown_artifact(key="chain-summary",
+                             markdown=chain_summary_markdown(summary, as_of, session.cfg.city.timezone),
                              description="Collect, deliver and test: tubes, people sampled, calls, positive pools, anomalies")
     return as_of
 
@@ -124,8 +120,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     """Take every new file under ``inbox``: reference data, the register, then the chain.
     ``label`` names the run (the demo: the hour of the round a wave holds)."""
     logger = get_run_logger()
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    id_hash_key()  # fail fast, before any file, when the secret is missing
+    cfg = warehouse_session(config_path, warehouse).cfg  # fails fast, before any file, when the key is missing
     ensure_concurrency_limits(cfg)
     left_pending = publish_alerts("left pending", config_path, warehouse)  # by a run that died before publishing
     with staging_in(staging_root_of(cfg.warehouse.path)):  # an export read for its run time stages there too
@@ -134,10 +129,8 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
     for kind, stretch in groupby(found, key=lambda f: f.kind):
         outcomes.extend(ingest_feed(kind, list(stretch), config_path, warehouse))
-    hidden = sum(is_hidden(o.file_name) for o in outcomes)
-    logger.info("took %d file(s), %d seen before, %d refused, %d hidden (not taken)",
-                sum(o.status == "accepted" for o in outcomes), sum(o.status == "skipped" for o in outcomes) - hidden,
-                sum(o.status == "refused" for o in outcomes), hidden)
+    logger.info("took %(taken)d file(s), %(seen_before)d seen before, %(refused)d refused, %(hidden)d hidden "
+                "(not taken)", ingest_counts(outcomes))
     publish_ingest_summary(outcomes)
     as_of = None
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
@@ -153,48 +146,8 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
 
 
 def publish_ingest_summary(outcomes: list[FileOutcome]) -> None:
-    rows = [
-        {
-            "kind": o.kind,
-            "file": o.file_name,
-            "status": o.status,
-            "rows read": o.rows_read,
-            "accepted": o.rows_accepted,
-            "quarantined": o.rows_quarantined,
-            "note": o.message,
-        }
-        for o in outcomes
-    ]
-    create_table_artifact(key="ingest-files", table=rows, description="Files taken by this ingest run")
-    by_kind: dict[str, Counter[str]] = {}
-    reasons: Counter[tuple[str, str]] = Counter()
-    warnings: Counter[tuple[str, str]] = Counter()
-    for o in outcomes:
-        c = by_kind.setdefault(o.kind, Counter())
-        c["files_hidden" if is_hidden(o.file_name) else f"files_{o.status}"] += 1
-        c["read"] += o.rows_read
-        c["accepted"] += o.rows_accepted
-        c["quarantined"] += o.rows_quarantined
-        for reason, n in o.quarantined_by_reason.items():
-            reasons[(o.kind, reason)] += n
-        for warning, n in o.warnings.items():
-            warnings[(o.kind, warning)] += n
-    lines = ["# Ingest summary", "", "| kind | files taken | skipped (seen) | refused | rows read | accepted | quarantined "
-             "| hidden (not taken) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for kind, c in by_kind.items():
-        lines.append(
-            f"| {kind} | {c['files_accepted']} | {c['files_skipped']} | {c['files_refused']} "
-            f"| {c['read']:,} | {c['accepted']:,} | {c['quarantined']:,} | {c['files_hidden']} |"
-        )
-    if reasons:
-        lines += ["", "## Quarantined rows by reason", "", "| kind | reason | rows |", "|---|---|---:|"]
-        lines += [f"| {k} | {r} | {n:,} |" for (k, r), n in sorted(reasons.items())]
-    if warnings:
-        lines += ["", "## Warnings (rows kept)", "", "| kind | warning | rows |", "|---|---|---:|"]
-        lines += [f"| {k} | {w} | {n:,} |" for (k, w), n in sorted(warnings.items())]
-    refused = [o for o in outcomes if o.status == "refused"]
-    if refused:
-        lines += ["", "## Refused files", ""] + [f"- {o.message}" for o in refused]
-    if hidden := [o for o in outcomes if is_hidden(o.file_name)]:
-        lines += ["", "## Hidden files, not taken", ""] + [f"- {o.message}" for o in hidden]
-    create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="Ingest summary")
+    """The per-file table and the summary (``ingest.summary``): counts and reasons only."""
+    create_table_artifact(key="ingest-files", table=ingest_files_rows(outcomes),
+                          description="Files taken by this ingest run")
+    create_markdown_artifact(key="ingest-summary", markdown=ingest_summary_markdown(outcomes),
+                             description="Ingest summary")

@@ -41,6 +41,7 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 
 from kernel.config import Config
+from warehouse.session import WarehouseSession
 
 #: flow run tags naming the process that runs it (no personal data: a host name and a number)
 HOST_TAG = "tubetrail.host:"
@@ -185,3 +186,9 @@ def warehouse_write_guard(cfg: Config):
                 yield
 
     return guard
+
+
+def warehouse_session(config_path: str | None, warehouse: str | None) -> WarehouseSession:
+    """The flows' one way into the warehouse: ``warehouse.session.WarehouseSession`` of the flow's
+    parameters, whose writes hold this module's writer slot (:func:`warehouse_write_guard`)."""
+    return WarehouseSession.configured(config_path, warehouse, write_guard=warehouse_write_guard)

@@ -13,22 +13,18 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.alerts import publish_alerts
-from flows.limits import ensure_concurrency_limits, warehouse_write_guard
+from flows.limits import ensure_concurrency_limits, warehouse_session
 from reporting.plan import capacity_plan, plan_markdown
 from reporting.stock import stock_alerts
-from kernel.config import load_config
-from kernel.secrets import id_hash_key
-from warehouse.views import define_views
-from warehouse.connection import open_configured
 from warehouse.writer import raise_alerts
 
 
 @task(task_run_name="judge capacity and stock as of {as_of}")
 def judge_plan(round_id: str | None, as_of: datetime, config_path: str | None, warehouse: str | None) -> dict:
     """The plan's figures; its ``stock_low`` alerts go to the outbox in one transaction."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
-    with warehouse_write_guard(cfg)(), open_configured(cfg.warehouse, id_hash_key()) as con:
-        define_views(con, cfg)
+    session = warehouse_session(config_path, warehouse)
+    cfg = session.cfg
+    with session.write(views=True) as con:
         plan = capacity_plan(con, cfg, round_id, as_of)
         alerts = stock_alerts(plan.stock, cfg, plan.figures["round_id"], as_of)
         raise_alerts(con, alerts)
@@ -44,7 +40,7 @@ def plan_capacity(round_id: str | None = None, as_of: datetime | None = None, co
                   warehouse: str | None = None) -> dict:
     """``round_id`` None: the round open at ``as_of``, else the latest. ``as_of`` None (a
     deployment run from the UI): now, the one place the wall clock enters."""
-    cfg = load_config(config_path).with_warehouse(warehouse)
+    cfg = warehouse_session(config_path, warehouse).cfg
     when = as_of or datetime.now(timezone.utc)
     ensure_concurrency_limits(cfg)
     figures = judge_plan(round_id, when, config_path, warehouse)

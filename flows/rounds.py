@@ -7,11 +7,8 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.limits import ensure_concurrency_limits, warehouse_write_guard
+from flows.limits import ensure_concurrency_limits, warehouse_session
 from sampling.rounds import Round, check_round
-from kernel.config import load_config
-from kernel.secrets import id_hash_key
-from warehouse.connection import open_configured
 from warehouse.writer import open_round as write_round
 
 
@@ -25,11 +22,12 @@ def open_round(
     config_path: str | None = None,
     warehouse: str | None = None,
 ) -> None:
-    cfg = load_config(config_path).with_warehouse(warehouse)
+    session = warehouse_session(config_path, warehouse)
+    cfg = session.cfg
     ensure_concurrency_limits(cfg)
     rnd = Round(round_id, starts_at, ends_at, tuple(districts) if districts else None,
                 pool_size or cfg.pool_policy.default_size)
-    with warehouse_write_guard(cfg)(), open_configured(cfg.warehouse, id_hash_key()) as con:
+    with session.write() as con:
         check_round(rnd, cfg.pool_policy.allowed_sizes, con)
         write_round(con, round_id=rnd.round_id, starts_at=rnd.starts_at, ends_at=rnd.ends_at,
                     districts=rnd.districts, pool_size=rnd.pool_size, run_id=str(flow_run.get_id()))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -22,15 +21,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from flows.limits import ensure_concurrency_limits, warehouse_write_guard
-from reporting.reminders import plan_reminders
+from flows.limits import ensure_concurrency_limits, warehouse_session
+from reporting.reminders import plan_reminders, reminders_markdown
 from sampling.rounds import round_open_at
-from kernel.config import load_config
-from kernel.secrets import id_hash_key
 from notify import AccountRefused, Message, MissingCredentials, SendResult, provider_for
 from notify.sending import lookup_messages, send_messages
-from warehouse.views import define_views
-from warehouse.connection import open_configured
 from warehouse.writer import claim_reminders, claim_unsettled, record_planned_reminders, record_reminder_results
 
 BATCH = 500
@@ -54,7 +49,8 @@ def _tally(results: list[SendResult]) -> dict[str, int]:
 @flow(name="sms-reminders", flow_run_name=_run_name)
 def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: datetime | None = None,
                   config_path: str | None = None, warehouse: str | None = None) -> dict:
-    cfg = load_config(config_path).with_warehouse(warehouse)
+    session = warehouse_session(config_path, warehouse)
+    cfg = session.cfg
     when = as_of or datetime.now(timezone.utc)
     logger = get_run_logger()
     try:
@@ -62,16 +58,15 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
     except MissingCredentials as exc:
         logger.error("%s", exc)
         return Failed(message=str(exc), data=exc)
-    guard = warehouse_write_guard(cfg)
     if not dry_run:
         ensure_concurrency_limits(cfg)
     run_id = str(flow_run.get_id())
-    with (guard() if not dry_run else nullcontext()), open_configured(cfg.warehouse, id_hash_key()) as con:
+    with (session.read() if dry_run else session.write()) as con:  # a dry run writes nothing
         round_id = round_id or round_open_at(con, when)
         if round_id is None:  # the served sweep between rounds, or over a replayed round: nobody is due
             logger.info("no round is open at %s: no reminders", when.isoformat(timespec="minutes"))
             return {"round_id": None, "counts": {}, "sent": 0, "failed": 0}
-        define_views(con, cfg, snapshot=True)
+        session.define_views(con, snapshot=True)
         plan = plan_reminders(con, cfg.sms, cfg.city.timezone, round_id, when, cfg.key_groups)
         planned = 0 if dry_run else record_planned_reminders(con, plan.due, provider.name, run_id)
     if plan.counts.get("after_deadline"):
@@ -85,12 +80,12 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
     lease = cfg.sms.lease_seconds
 
     # what may have reached the provider: looked up there, never sent again blindly
-    with guard(), open_configured(cfg.warehouse, id_hash_key()) as con:
+    with session.write() as con:
         unsettled = claim_unsettled(con, round_id, owner, lease, cfg.sms.settle_seconds)
     looked_up = _tally([])
     if unsettled:
         found = lookup_messages([Message(*row) for row in unsettled], provider, cfg.sms)
-        with guard(), open_configured(cfg.warehouse, id_hash_key()) as con:
+        with session.write() as con:
             record_reminder_results(con, _frame(found), owner, run_id, reconciled=True)
         looked_up = _tally(found)
         logger.info("looked up %d messages that may have reached the provider: %d taken, %d not taken (sent "
@@ -101,7 +96,7 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
     refused: AccountRefused | None = None
     tried: list[str] = []  # each pending message once per run; one the provider kept refusing waits for the next
     while refused is None:
-        with guard(), open_configured(cfg.warehouse, id_hash_key()) as con:
+        with session.write() as con:
             started = time.monotonic()  # before the claim's clock: the lease ends no earlier than this says
             claimed = claim_reminders(con, round_id, owner, lease, BATCH, tried)
         if not claimed:
@@ -112,7 +107,7 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
             results, refused = exc.results, exc
         # given up on for now (tried): the next run's; never tried (the lease ran out): claimed again
         tried += [r.message_id for r in results if r.state == "pending" and r.attempts > 0]
-        with guard(), open_configured(cfg.warehouse, id_hash_key()) as con:
+        with session.write() as con:
             record_reminder_results(con, _frame(results), owner, run_id)
         tally = _tally(results)
         sent, failed, later, unknown = (sent + tally["sent"], failed + tally["failed"], later + tally["pending"],
@@ -122,12 +117,9 @@ def sms_reminders(round_id: str | None = None, dry_run: bool = False, as_of: dat
     counts.update(sent=sent, failed=failed, retry_next_run=later, unknown=unknown,
                   looked_up_taken=looked_up["sent"], looked_up_not_taken=looked_up["pending"],
                   looked_up_unknown=looked_up["unknown"])
-    create_markdown_artifact(
-        key="sms-reminders",
-        markdown="\n".join([f"# SMS reminders, round {round_id}", "", "| outcome | messages |", "|---|---:|",
-                            *[f"| {k} | {v:,} |" for k, v in counts.items()],
-                            *([ "", f"**Stopped**: {refused}"] if refused else [])]),
-        description=f"SMS reminders of {round_id}: counts only")
+    create_markdown_artifact(key="sms-reminders",
+                             markdown=reminders_markdown(round_id, counts, str(refused) if refused else None),
+                             description=f"SMS reminders of {round_id}: counts only")
     if refused is not None:
         logger.error("%s", refused)
         return Failed(message=str(refused), data=refused)

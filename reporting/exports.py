@@ -244,3 +244,14 @@ def counts_by_result(rows: pl.DataFrame, since: datetime) -> dict[str, dict[str,
                 "amending": rows.filter((pl.col("result") == r) & pl.col("amends").is_not_null()).height,
                 "decided_before_since": rows.filter((pl.col("result") == r) & before).height}
             for r in RESULTS}
+
+
+def export_table_rows(export_id: int | None, file_name: str, since: datetime, until: datetime,
+                      counts: dict[str, dict[str, int]], timezone: str) -> list[dict]:
+    """The ``export-results`` table: per result (:data:`RESULTS`) the export (``-``: nothing
+    recorded), its file, window in city time and the counts of :func:`counts_by_result`."""
+    local = ZoneInfo(timezone)
+    return [{"export": export_id if export_id is not None else "-", "file": file_name,
+             "since": since.astimezone(local).isoformat(), "until": until.astimezone(local).isoformat(),
+             "result": r, "rows": counts[r]["rows"], "amending an earlier export": counts[r]["amending"],
+             "decided before since (late or amended)": counts[r]["decided_before_since"]} for r in RESULTS]

@@ -164,3 +164,12 @@ def plan_reminders(con: duckdb.DuckDBPyConnection, sms: SmsConfig, timezone: str
                 "cooled_down", "no_open_site", "quiet_hours"):
         counts.setdefault(key, 0)
     return ReminderPlan(round_id, as_of, quiet, counts, due)
+
+
+def reminders_markdown(round_id: str, counts: dict[str, int], stopped: str | None = None) -> str:
+    """The ``sms-reminders`` artifact of a sweep: its outcome counts (planned, sent, failed, left
+    for the next run, looked up, ...) and, when the provider refused the account, why it
+    stopped. Counts only."""
+    return "\n".join([f"# SMS reminders, round {round_id}", "", "| outcome | messages |", "|---|---:|",
+                      *[f"| {k} | {v:,} |" for k, v in counts.items()],
+                      *(["", f"**Stopped**: {stopped}"] if stopped else [])])

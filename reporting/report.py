@@ -39,7 +39,8 @@ import polars as pl
 
 from reporting.coverage import define_coverage_views, worst_grids
 from reporting.figures import ReportFigures
-from reporting.daily import DAILY_COLUMNS, LAB_LOAD_COLUMNS, daily_frame, lab_load_frame, materialise_calls
+from reporting.daily import (DAILY_COLUMNS, LAB_LOAD_COLUMNS, ROUND_TAIL_DAYS, daily_frame, lab_load_frame,
+                             materialise_calls)
 from reporting.keygroups import define_key_group_views
 from reporting.people_csv import city_times, write_people_csv, write_people_csv_batches
 from reporting.tat import LINKS, define_tat_views
@@ -293,3 +294,49 @@ def workbook_sheets(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         "stock": frames["stock"],
         "pool-size advice": frames["pool_advice"],
     }
+
+
+# --- issue 16: the nightly report's round and the flow's artifacts (``flows.report``) -------------
+
+#: a nightly report follows a round until this long after its window closed (its re-samples):
+#: the days the daily report gives a round
+REPORT_AFTER_ROUND = f"{ROUND_TAIL_DAYS} days"
+
+
+def current_round(con: duckdb.DuckDBPyConnection, when: datetime) -> str:
+    """The round a nightly report is about: the latest whose window has started and that ended
+    no more than :data:`REPORT_AFTER_ROUND` before ``when`` (a schedule never reports a round
+    long over, e.g. a replayed one, as of the wall clock). Reads the ``rounds`` table only."""
+    rows = con.execute(f"SELECT round_id FROM rounds WHERE starts_at <= ? AND ends_at + INTERVAL '{REPORT_AFTER_ROUND}' > ?"
+                       " ORDER BY starts_at DESC LIMIT 1", [when, when]).fetchall()
+    if not rows:
+        raise ValueError(f"no round is current at {when.isoformat(timespec='minutes')}")
+    return rows[0][0]
+
+
+def coverage_by_district_rows(figures: ReportFigures) -> list[dict]:
+    """The ``coverage-by-district`` table: coverage per district as the report computed it
+    (issue 15: not derived a second time), coverage in per cent."""
+    return [{"district": d["district"], "registered": d["registered"], "sampled": d["sampled"],
+             "resulted": d["resulted"], "untested": d["untested"], "coverage %": round(100 * (d["coverage"] or 0), 2)}
+            for d in figures.districts]
+
+
+def round_report_markdown(figures: ReportFigures, packs: list[dict], where: str) -> str:
+    """The ``round-report`` artifact: the city's headline, people by status, re-sampling orders
+    by reason, and per district pack (``reporting.districts``, as counted by its task) the
+    untested, orders and worklists; ``where`` is the page (a link, else its path). Counts only."""
+    city = figures.city
+    return "\n".join([
+        f"# Round {figures.round_id}: nightly report", "",
+        f"As of {figures.as_of.isoformat(timespec='minutes')}. Report: {where}", "",
+        "| registered | sampled | coverage | resulted | untested |", "|---:|---:|---:|---:|---:|",
+        f"| {city.get('registered', 0):,} | {city.get('sampled', 0):,} | {100 * (city.get('coverage') or 0):.2f} % "
+        f"| {city.get('resulted', 0):,} | {city.get('untested', 0):,} |", "",
+        "| person status | people |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in figures.statuses.items()], "",
+        "| re-sampling orders | orders |", "|---|---:|", *[f"| {k} | {v:,} |" for k, v in figures.orders.items()], "",
+        "| district pack | untested | orders | worklists |", "|---|---:|---:|---:|",
+        *[f"| {p['district']} | {p['untested']:,} | {sum(p['orders'].values()):,} | {p['worklists']:,} |"
+          for p in packs], "",
+        f"Door-to-door worklists: {sum(p['worklists'] for p in packs)} grid(s) in `districts/<district>/worklists/`. "
+        f"Files: {', '.join(figures.files)}."])

@@ -21,3 +21,9 @@ TIMED_ALERT_RULES: tuple = (
     # reagents or consumables under [stock] min_days in hand (``reporting.stock``)
     stock_low_alerts,
 )
+
+
+def timed_alerts(con, cfg, as_of) -> list:
+    """Every rule of :data:`TIMED_ALERT_RULES` judged at ``as_of``, in order (needs the views of
+    :func:`warehouse.views.define_views`; each rule defines what else it reads)."""
+    return [alert for rule in TIMED_ALERT_RULES for alert in rule(con, cfg, as_of)]

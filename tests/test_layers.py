@@ -72,3 +72,66 @@ def test_no_circle_of_modules():
         if module not in state:
             visit(module, [module])
     assert circles == []
+
+
+# --- issue 16.2: thin flows ------------------------------------------------------------------------
+# ``flows/`` only wires: no SQL in its string literals (the rules are the domains', the writes
+# ``warehouse``'s), no query run on a connection, and the warehouse entered only through
+# ``warehouse.session`` (``flows.limits.warehouse_session``), never opened or configured by hand.
+
+import re  # noqa: E402
+
+SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|CREATE|DELETE)\s")
+#: what only ``warehouse.session`` calls on a flow's behalf
+SESSION_ONLY = {"load_config", "open_configured", "open_warehouse", "define_views", "id_hash_key"}
+QUERY_METHODS = {"execute", "executemany", "sql", "query"}
+
+
+def sql_literals(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every string constant (f-string parts and docstrings included) that holds
+    an SQL keyword followed by a space or line break."""
+    return [(node.lineno, node.value) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_WORDS.search(node.value)]
+
+
+def by_hand(source: str) -> list[tuple[int, str]]:
+    """(line, name) of each import or call of :data:`SESSION_ONLY` and each query method called."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            found += [(node.lineno, a.name) for a in node.names if a.name in SESSION_ONLY]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in QUERY_METHODS:
+            found.append((node.lineno, node.func.attr))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in SESSION_ONLY:
+            found.append((node.lineno, node.func.id))
+    return found
+
+
+def flow_sources() -> dict[str, str]:
+    sources = {p.name: p.read_text(encoding="utf-8") for p in sorted((REPO / "flows").glob("*.py"))}
+    assert {"ingest.py", "report.py", "sms.py", "alerts.py"} <= set(sources)
+    return sources
+
+
+def test_the_checks_see_sql_and_a_warehouse_opened_by_hand():
+    sample = '''
+from warehouse.connection import open_configured
+def f(con, rid):
+    con.execute(f"SELECT * FROM rounds WHERE round_id = '{rid}'")
+    return "delete nothing", """
+        INSERT INTO t
+        VALUES (1)"""
+'''
+    assert sorted(line for line, _ in sql_literals(sample)) == [4, 5]
+    assert sorted(by_hand(sample)) == [(2, "open_configured"), (4, "execute")]
+    assert sql_literals('x = "Update the selection"') == [] and by_hand("session.read()") == []
+
+
+def test_flows_hold_no_sql():
+    found = {name: hits for name, source in flow_sources().items() if (hits := sql_literals(source))}
+    assert found == {}
+
+
+def test_flows_enter_the_warehouse_through_the_session_only():
+    found = {name: hits for name, source in flow_sources().items() if (hits := by_hand(source))}
+    assert found == {}

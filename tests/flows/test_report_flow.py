@@ -54,7 +54,7 @@ def test_serve_registers_every_deployment_and_the_nightly_report_runs_from_the_a
     # schedules acted on its replayed round); a round open now is the one the nightly run reports
     from datetime import timedelta, timezone
 
-    from flows.report import current_round
+    from reporting.report import current_round
 
     now = datetime.now(timezone.utc)
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:

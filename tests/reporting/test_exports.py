@@ -1,7 +1,7 @@
 """Results for the health-code platform (DESIGN §6, §9), on the tiny round of
 ``tests/builders.py`` taken through the real ingest: which results are final individual
 results, and the export ledger (each result once, the same ``since`` the same bytes, late,
-amended and withdrawn results). No Prefect: the flow's own function, without the write slot."""
+amended and withdrawn results). No Prefect: the flow's own function (``warehouse.exports``), without the write slot."""
 
 import hashlib
 import io
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from flows.exports import NoEarlierExport, find_or_record_export
+from warehouse.exports import NoEarlierExport, find_or_record_export
 from reporting.exports import EXPORT_COLUMNS, counts_by_result, define_export_views, write_export_files
 from tests.conftest import write
 from tests.builders import P, PLATES, REGISTER_HEADER, SH, build, ingest, open_test_round, register_row, resamples, results_csv
