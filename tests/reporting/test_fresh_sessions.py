@@ -12,7 +12,8 @@ from ingest.discover import discover
 from ingest.take import take_file
 from kernel.config import Config
 from kernel.secrets import id_hash_key
-from tests.reporting.test_dashboard import AS_OF, SH, build, open_r1
+from tests.builders import SH, open_test_round
+from tests.reporting.test_dashboard import AS_OF, build
 from warehouse.session import WarehouseSession
 
 
@@ -20,7 +21,7 @@ from warehouse.session import WarehouseSession
 def session(tmp_path_factory) -> WarehouseSession:
     root = tmp_path_factory.mktemp("fresh")
     cfg = Config().with_warehouse(root / "wh.duckdb")
-    open_r1(cfg)
+    open_test_round(cfg)
     for f in discover(build(root / "in")):
         assert take_file(f, cfg).status == "accepted"
     return WarehouseSession(cfg, id_hash_key())
