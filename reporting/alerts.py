@@ -213,22 +213,35 @@ def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
     if not candidates:
         return out
     every = sorted({t for tubes in candidates.values() for t in tubes})
+    groups = sorted(candidates)
+    latest = max(judged[g][1] for g in groups)
     # the candidates' calls and tubes from their own facts (their plates' controls and wells,
-    # their scans), not the city's: a results file costs its tubes (issue 15.3); each group's
-    # calls at its own time, in one statement
-    params: dict[str, object] = {}
-    parts = []
-    for i, tubes in candidates.items():
-        params[f"as_of_{i}"] = judged[i][1]
-        parts.append(
-            f"""SELECT {i} AS g, k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
-                       t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
-                FROM tube_calls($as_of_{i}) k JOIN tubes t USING (tube_barcode)
-                WHERE t.tube_barcode IN {sql_in_list(tubes)}
-                  AND viral_call(k.call)
-                  AND k.called_by_file IN {sql_in_list(judged[i][0])}""")
+    # their scans), not the city's: a results file costs its tubes (issue 15.3). A call depends
+    # on its time only through the tube's runs finished by then: the groups none of whose
+    # candidates has a run after the group's time (up to the latest time) are called at the
+    # latest time in one statement, the others (a re-run reported before its first run) each at its own
+    pools_sql = """
+        SELECT c.g, k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
+               t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
+        FROM tube_calls($as_of) k JOIN tubes t USING (tube_barcode)
+        JOIN judged_candidates c USING (tube_barcode) SEMI JOIN judged_files f ON f.g = c.g AND f.source_hash = k.called_by_file
+        WHERE viral_call(k.call) AND c.g IN (SELECT unnest($groups::INTEGER[]))"""
     with scoped_to_tubes(con, f"SELECT unnest({sql_text_list(every)}) AS tube_barcode"):
-        pools = con.execute(" UNION ALL ".join(parts) + " ORDER BY g, called_at, tube_barcode", params).fetchall()
+        pairs = [(g, t) for g in groups for t in candidates[g]]
+        con.execute("CREATE OR REPLACE TEMP TABLE judged_candidates AS SELECT unnest($g::INTEGER[]) AS g,"
+                    " unnest($t::VARCHAR[]) AS tube_barcode, unnest($at::TIMESTAMPTZ[]) AS as_of",
+                    {"g": [g for g, _ in pairs], "t": [t for _, t in pairs], "at": [judged[g][1] for g, _ in pairs]})
+        files = [(g, f) for g in groups for f in judged[g][0]]
+        con.execute("CREATE OR REPLACE TEMP TABLE judged_files AS SELECT unnest($g::INTEGER[]) AS g,"
+                    " unnest($f::VARCHAR[]) AS source_hash", {"g": [g for g, _ in files], "f": [f for _, f in files]})
+        late = [g for (g,) in con.execute(
+            """SELECT DISTINCT c.g FROM tube_runs r JOIN judged_candidates c USING (tube_barcode)
+               WHERE r.finished_at > c.as_of AND r.finished_at <= $latest ORDER BY 1""", {"latest": latest}).fetchall()]
+        pools = con.execute(pools_sql, {"as_of": latest, "groups": [g for g in groups if g not in late]}).fetchall()
+        for g in late:
+            pools += con.execute(pools_sql, {"as_of": judged[g][1], "groups": [g]}).fetchall()
+        con.execute("DROP TABLE judged_candidates; DROP TABLE judged_files")
+    pools.sort(key=lambda p: (p[0], p[7] is None, p[7] or latest, p[1]))  # by group, call time (nulls last), tube
     if not pools:
         return out
     define_masking_macros(con)
