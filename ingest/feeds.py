@@ -8,7 +8,7 @@ The order of :data:`FEEDS` is the dependency order: reference data, the register
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -17,7 +17,7 @@ import polars as pl
 from lab.custody import MANIFEST_REQUIRED, RECEIPT_REQUIRED, check_manifests, check_receipts
 from lab.labs import LAB_COLUMNS, LAB_REQUIRED, check_labs
 from lab.results import check_results
-from reporting.alerts import OutboxAlert, positive_alerts_of_file
+from reporting.alerts import OutboxAlert, positive_alerts_of_files, results_files_apart
 from reporting.stock import STOCK_REQUIRED, STOCK_UNIQUE_KEY, UNKNOWN_HOLDER, check_stock
 from sampling.register import COLUMNS as REGISTER_COLUMNS
 from sampling.register import REQUIRED as REGISTER_REQUIRED
@@ -30,6 +30,7 @@ from sampling.sites import SITE_COLUMNS, SITE_REQUIRED, ZONE_COLUMNS, ZONE_REQUI
 from kernel.config import Config
 from kernel.rules import Checked, StageRule, StageWarning
 from warehouse.writer import (
+    STAGE,
     apply_manifests,
     apply_receipts,
     apply_reference,
@@ -37,6 +38,7 @@ from warehouse.writer import (
     apply_results,
     apply_scans,
     apply_stock,
+    staged_file_of,
     waiting_scans_settler,
 )
 
@@ -53,11 +55,14 @@ class Feed:
     unique_key: tuple[str, ...] | None = None
     #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
     stage_rule: StageRule | None = None
-    #: after the file's ledger entry, in its transaction: its facts may raise re-sampling orders
-    #: that scans waiting for them join (``waiting_scans_settler``)
-    settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None
-    #: what the file's facts raise (``reporting.alerts``), recorded in the file's transaction
-    announce: Callable[[duckdb.DuckDBPyConnection, Config, str], list[OutboxAlert]] | None = None
+    #: after the files' ledger entries, in their transaction: their facts may raise re-sampling
+    #: orders that scans waiting for them join (``waiting_scans_settler``; the files' content hashes)
+    settle: Callable[[duckdb.DuckDBPyConnection, Sequence[str], str | None], object] | None = None
+    #: what the files' facts raise (``reporting.alerts``), a list per file, recorded in their transaction
+    announce: Callable[[duckdb.DuckDBPyConnection, Config, Sequence[str]], list[list[OutboxAlert]]] | None = None
+    #: may a staged batch's files settle and announce together, once after all their facts (what
+    #: each file's own settle and announce would give)? None: file after file
+    apart: Callable[[duckdb.DuckDBPyConnection, Config], bool] | None = None
     #: a warning that needs the warehouse (run under the lock, with the derived views defined):
     #: the rows are kept, the ledger counts them (``warehouse.writer.flag_staged``)
     stage_warning: StageWarning | None = None
@@ -72,6 +77,17 @@ class Feed:
     def needs_views(self) -> bool:
         return (self.stage_rule is not None or self.announce is not None or self.settle is not None
                 or self.stage_warning is not None)
+
+
+#: the waiting scans that receipts and results files may place (their orders' facts)
+RECEIPTS_SETTLE = waiting_scans_settler(ROUND_RULE, "receipts", "tube_barcode")
+RESULTS_SETTLE = waiting_scans_settler(ROUND_RULE, "results", "sample")
+#: a staged batch's rows with their file (``i``), before they are taken
+STAGED_ROWS = f"SELECT {staged_file_of()} AS i, * FROM {STAGE}.accepted"
+
+
+def _results_apart(con: duckdb.DuckDBPyConnection, cfg: Config) -> bool:
+    return RESULTS_SETTLE.apart(con) and results_files_apart(con, STAGED_ROWS)
 
 
 FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
@@ -92,10 +108,10 @@ FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
     Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label: check_manifests(raw, timezone=cfg.city.timezone),
          apply_manifests, event_time="packed_at"),
     Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label: check_receipts(raw, timezone=cfg.city.timezone),
-         apply_receipts, settle=waiting_scans_settler(ROUND_RULE, "receipts", "tube_barcode"),
+         apply_receipts, settle=RECEIPTS_SETTLE, apart=lambda con, cfg: RECEIPTS_SETTLE.apart(con),
          event_time="received_at"),
     Feed("results", (), lambda records, cfg, label: check_results(records, label), apply_results,
-         settle=waiting_scans_settler(ROUND_RULE, "results", "sample"), announce=positive_alerts_of_file,
+         settle=RESULTS_SETTLE, announce=positive_alerts_of_files, apart=_results_apart,
          event_time="finished_at", export=True),
 )}
 

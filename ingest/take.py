@@ -170,7 +170,8 @@ def _take_staged(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh:
         apply=feed.apply,
         run_id=run_id,
         settle=feed.settle,
-        announce=None if feed.announce is None else (lambda c, h: feed.announce(c, cfg, h)),
+        announce=None if feed.announce is None else (lambda c, hashes: feed.announce(c, cfg, hashes)),
+        apart=None if feed.apart is None else (lambda c: feed.apart(c, cfg)),
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -184,36 +185,67 @@ def positive_calls(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
     """Every tube the given results files called positive (or persisting single target): pooled
     tubes, whose people are flagged, and single tubes (a single sample or a re-sample), whose
     person is positive. Needs the views of :func:`warehouse.views.define_views`."""
-    if not files:
-        return []
-    candidates = [r[0] for r in con.execute(
-        """SELECT DISTINCT trim(sample) FROM results
-           WHERE source_hash IN (SELECT unnest($files::VARCHAR[])) AND ct < $grey
-             AND lower(trim(target)) <> lower($ic) AND upper(trim(sample)) NOT IN (upper($pc), upper($nc))""",
-        {"files": files, "grey": cfg.assay.grey_below, "ic": cfg.assay.internal_control_target,
-         "pc": cfg.assay.positive_control_sample.strip(), "nc": cfg.assay.negative_control_sample.strip()},
-    ).fetchall()]
+    return positive_calls_judged(con, cfg, [(files, as_of)])[0]
+
+
+def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
+                          judged: Sequence[tuple[Sequence[str], datetime]]) -> list[list[PoolAlert]]:
+    """:func:`positive_calls` of several groups of results files, each group judged at its own
+    time (a batch's files, each as of its last reading), in one pass: the candidates of every
+    group found at once, the facts of all their tubes scoped once, the calls of each group at its
+    time, the members of all positive tubes in one query. One list per group, in order, each
+    ordered by call time and tube. Needs the views of :func:`warehouse.views.define_views`."""
+    out: list[list[PoolAlert]] = [[] for _ in judged]
+    groups = [(i, f) for i, (files, _) in enumerate(judged) for f in files]
+    if not groups:
+        return out
+    candidates: dict[int, list[str]] = {}
+    for i, tube in con.execute(
+        """SELECT DISTINCT g.i, trim(r.sample) FROM results r
+           JOIN (SELECT unnest($gi::INTEGER[]) AS i, unnest($gf::VARCHAR[]) AS source_hash) g USING (source_hash)
+           WHERE r.ct < $grey AND lower(trim(r.target)) <> lower($ic) AND upper(trim(r.sample)) NOT IN (upper($pc), upper($nc))
+           ORDER BY 1, 2""",
+        {"gi": [i for i, _ in groups], "gf": [f for _, f in groups], "grey": cfg.assay.grey_below,
+         "ic": cfg.assay.internal_control_target, "pc": cfg.assay.positive_control_sample.strip(),
+         "nc": cfg.assay.negative_control_sample.strip()},
+    ).fetchall():
+        candidates.setdefault(i, []).append(tube)
     if not candidates:
-        return []
+        return out
+    every = sorted({t for tubes in candidates.values() for t in tubes})
+    groups = sorted(candidates)
+    latest = max(judged[g][1] for g in groups)
     # the candidates' calls and tubes from their own facts (their plates' controls and wells,
-    # their scans), not the city's: a results file costs its tubes (issue 15.3)
-    with scoped_to_tubes(con, f"SELECT unnest({sql_text_list(candidates)}) AS tube_barcode"):
-        pools = con.execute(
-            f"""
-            SELECT k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
-                   t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
-            FROM tube_calls($as_of) k JOIN tubes t USING (tube_barcode)
-            WHERE t.tube_barcode IN {sql_in_list(candidates)}
-              AND viral_call(k.call)
-              AND k.called_by_file IN (SELECT unnest($files::VARCHAR[]))
-            ORDER BY k.called_at, k.tube_barcode
-            """,
-            {"as_of": as_of, "files": files},
-        ).fetchall()
+    # their scans), not the city's: a results file costs its tubes (issue 15.3). A call depends
+    # on its time only through the tube's runs finished by then: the groups none of whose
+    # candidates has a run after the group's time (up to the latest time) are called at the
+    # latest time in one statement, the others (a re-run reported before its first run) each at its own
+    pools_sql = """
+        SELECT c.g, k.tube_barcode, t.round_id, k.call, k.lab_id, k.run_id, k.plate_id, k.called_at,
+               t.capacity > 1 AS pooled, coalesce(t.resample, FALSE) AS resample
+        FROM tube_calls($as_of) k JOIN tubes t USING (tube_barcode)
+        JOIN judged_candidates c USING (tube_barcode) SEMI JOIN judged_files f ON f.g = c.g AND f.source_hash = k.called_by_file
+        WHERE viral_call(k.call) AND c.g IN (SELECT unnest($groups::INTEGER[]))"""
+    with scoped_to_tubes(con, f"SELECT unnest({sql_text_list(every)}) AS tube_barcode"):
+        pairs = [(g, t) for g in groups for t in candidates[g]]
+        con.execute("CREATE OR REPLACE TEMP TABLE judged_candidates AS SELECT unnest($g::INTEGER[]) AS g,"
+                    " unnest($t::VARCHAR[]) AS tube_barcode, unnest($at::TIMESTAMPTZ[]) AS as_of",
+                    {"g": [g for g, _ in pairs], "t": [t for _, t in pairs], "at": [judged[g][1] for g, _ in pairs]})
+        files = [(g, f) for g in groups for f in judged[g][0]]
+        con.execute("CREATE OR REPLACE TEMP TABLE judged_files AS SELECT unnest($g::INTEGER[]) AS g,"
+                    " unnest($f::VARCHAR[]) AS source_hash", {"g": [g for g, _ in files], "f": [f for _, f in files]})
+        late = [g for (g,) in con.execute(
+            """SELECT DISTINCT c.g FROM tube_runs r JOIN judged_candidates c USING (tube_barcode)
+               WHERE r.finished_at > c.as_of AND r.finished_at <= $latest ORDER BY 1""", {"latest": latest}).fetchall()]
+        pools = con.execute(pools_sql, {"as_of": latest, "groups": [g for g in groups if g not in late]}).fetchall()
+        for g in late:
+            pools += con.execute(pools_sql, {"as_of": judged[g][1], "groups": [g]}).fetchall()
+        con.execute("DROP TABLE judged_candidates; DROP TABLE judged_files")
+    pools.sort(key=lambda p: (p[0], p[7] is None, p[7] or latest, p[1]))  # by group, call time (nulls last), tube
     if not pools:
-        return []
+        return out
     define_masking_macros(con)
-    tubes = sql_in_list([p[0] for p in pools])
+    tubes = sql_in_list(sorted({p[1] for p in pools}))
     members: dict[str, tuple] = {}
     for tube, people, grids, listed in con.execute(
         f"""
@@ -232,12 +264,11 @@ def positive_calls(con: duckdb.DuckDBPyConnection, cfg: Config, files: list[str]
         """
     ).fetchall():
         members[tube] = (people, grids, tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in listed))
-    return [
-        PoolAlert(tube, round_id, call, lab, run, plate, called_at,
-                  urgent_due_by(called_at, cfg.resample) if pooled else None,
-                  *members.get(tube, (0, 0, ())), pooled=pooled, resample=resample)
-        for tube, round_id, call, lab, run, plate, called_at, pooled, resample in pools
-    ]
+    for g, tube, round_id, call, lab, run, plate, called_at, pooled, resample in pools:
+        out[g].append(PoolAlert(tube, round_id, call, lab, run, plate, called_at,
+                                urgent_due_by(called_at, cfg.resample) if pooled else None,
+                                *members.get(tube, (0, 0, ())), pooled=pooled, resample=resample))
+    return out
 
 
 def pool_alert_markdown(alert: PoolAlert, timezone: str) -> str:
@@ -290,23 +321,56 @@ def pool_alert_from_payload(payload: dict) -> PoolAlert:
 
 
 def positive_alerts_of_file(con: duckdb.DuckDBPyConnection, cfg: Config, content_hash: str) -> list[OutboxAlert]:
-    """Every positive call a results file decided (DESIGN §8: pooled, single tube, re-sample),
-    judged as of the file's last reading (its event time, not the clock), each raised at its
-    call: ``pool_positive`` for a pooled tube, ``positive_single`` for a single tube. Needs the views of
-    :func:`warehouse.views.define_views` and the file's results and ledger entry (the writer
-    calls it inside the file's transaction)."""
-    (as_of,) = con.execute(
-        """SELECT max(coalesce(r.finished_at, l.ingested_at)) FROM results r
-           JOIN ingest_ledger l ON l.content_hash = r.source_hash WHERE r.source_hash = ?""",
-        [content_hash],
-    ).fetchone()
-    if as_of is None:
+    """:func:`positive_alerts_of_files` of one results file."""
+    return positive_alerts_of_files(con, cfg, [content_hash])[0]
+
+
+def positive_alerts_of_files(con: duckdb.DuckDBPyConnection, cfg: Config,
+                             content_hashes: Sequence[str]) -> list[list[OutboxAlert]]:
+    """Every positive call each results file decided (DESIGN §8: pooled, single tube, re-sample),
+    judged as of that file's last reading (its event time, not the clock), each raised at its
+    call: ``pool_positive`` for a pooled tube, ``positive_single`` for a single tube. One list per
+    file, in order; the files judged in one pass (:func:`positive_calls_judged`). Needs the views
+    of :func:`warehouse.views.define_views` and the files' results and ledger entries (the writer
+    calls it inside their transaction). Files judged together after all of them are taken raise
+    what each raises right after its own facts when their facts concern different tubes and
+    plates (:func:`results_files_apart`)."""
+    if not content_hashes:
         return []
+    as_of = dict(con.execute(
+        """SELECT r.source_hash, max(coalesce(r.finished_at, l.ingested_at)) FROM results r
+           JOIN ingest_ledger l ON l.content_hash = r.source_hash
+           WHERE r.source_hash IN (SELECT unnest($files::VARCHAR[])) GROUP BY ALL""",
+        {"files": list(content_hashes)},
+    ).fetchall())
+    judged = [h for h in content_hashes if as_of.get(h) is not None]
+    calls = dict(zip(judged, positive_calls_judged(con, cfg, [([h], as_of[h]) for h in judged])))
     return [
-        OutboxAlert(POOL_POSITIVE if alert.pooled else POSITIVE_SINGLE, alert.tube_barcode, alert.called_at,
-                    pool_alert_payload(alert), round_id=alert.round_id, source_hash=content_hash)
-        for alert in positive_calls(con, cfg, [content_hash], as_of)
+        [OutboxAlert(POOL_POSITIVE if alert.pooled else POSITIVE_SINGLE, alert.tube_barcode, alert.called_at,
+                     pool_alert_payload(alert), round_id=alert.round_id, source_hash=h)
+         for alert in calls.get(h, [])]
+        for h in content_hashes
     ]
+
+
+def results_files_apart(con: duckdb.DuckDBPyConnection, files_sql: str) -> bool:
+    """Are results files, not taken yet, apart: may their positive calls be judged together after
+    all of them are taken (:func:`positive_alerts_of_files`), with what judging each right after
+    its own facts gives? ``files_sql``: their rows (``i`` the file, ``lab_id``, ``run_id``,
+    ``plate_id``, ``sample``). Apart when no tube is in two of them, no plate in two of them nor
+    reported before (a later file that reports a plate again supersedes readings, even of tubes it
+    does not name), and none of their tubes is a waiting re-sample (placed in a round only by the
+    settle of their files: a file's alert would see it placed by a later file). Needs the views."""
+    (clashes,) = con.execute(
+        f"""WITH s AS (SELECT DISTINCT i, lab_id, run_id, plate_id, trim(sample) AS sample FROM ({files_sql})),
+        plates AS (SELECT DISTINCT i, lab_id, run_id, plate_id FROM s)
+        SELECT (SELECT count(*) FROM (SELECT sample FROM s WHERE NOT control_sample(sample)
+                                      GROUP BY sample HAVING count(DISTINCT i) > 1))
+             + (SELECT count(*) FROM (SELECT lab_id, run_id, plate_id FROM plates GROUP BY ALL HAVING count(*) > 1))
+             + (SELECT count(*) FROM results r SEMI JOIN plates p USING (lab_id, run_id, plate_id))
+             + (SELECT count(*) FROM s WHERE sample IN (SELECT tube_barcode FROM waiting_scans))"""
+    ).fetchall()[0]
+    return clashes == 0
 
 
 def file_refused_alert(*, content_hash: str, kind: str, file_name: str, size_bytes: int,

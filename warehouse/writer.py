@@ -20,6 +20,7 @@ import polars as pl
 
 from kernel.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
 from warehouse.connection import registered, transaction
+from kernel.sql import sql_text_list
 from warehouse.schema import INDEXED_UPSERT_KEYS, UPSERT_KEYS
 
 if TYPE_CHECKING:
@@ -226,17 +227,24 @@ def record_batch(
     *,
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None],
     run_id: str | None,
-    announce: Callable[[duckdb.DuckDBPyConnection, str], Sequence[OutboxAlert]] | None = None,
-    settle: Callable[[duckdb.DuckDBPyConnection, str, str | None], object] | None = None,
+    announce: Callable[[duckdb.DuckDBPyConnection, Sequence[str]], Sequence[Sequence[OutboxAlert]]] | None = None,
+    settle: Callable[[duckdb.DuckDBPyConnection, Sequence[str], str | None], object] | None = None,
+    apart: Callable[[duckdb.DuckDBPyConnection], bool] | None = None,
 ) -> list[FileOutcome]:
     """Take a staged batch (attached as ``stage``) in one transaction: every file's facts,
     quarantine rows, ledger entry and alerts commit together or not at all, file after file in
     the batch's order, exactly as when taken one by one. For each file ``apply(con,
     content_hash, run_id)`` writes its accepted rows, which it finds in the temporary view
-    ``staged`` (file columns, ``source_line``); ``settle(con, content_hash, run_id)`` runs after
-    its ledger entry (:func:`waiting_scans_settler`); ``announce(con, content_hash)`` says what
-    its facts raise. A refused file gets its ledger entry and alerts; a file the ledger holds
-    already (an earlier attempt of this batch) is skipped."""
+    ``staged`` (file columns, ``source_line``); ``settle(con, content_hashes, run_id)`` runs after
+    their ledger entries (:func:`waiting_scans_settler`); ``announce(con, content_hashes)`` says
+    what their facts raise, a list of alerts per file. A refused file gets its ledger entry and
+    alerts; a file the ledger holds already (an earlier attempt of this batch) is skipped.
+
+    Settle and announce run once for the batch, after all its facts, when ``apart(con)`` (asked
+    once, before any fact is written) says the staged files are apart: their facts concern
+    different tubes, plates and waiting people, so that one settle and one announce give what
+    file after file gives (the same scans placed, audit rows in the same order, the same alerts);
+    else (or without ``apart``) file after file, each right after its own facts."""
     taken = [f for f in files if f.refusal is None]
     accepted_by: dict[int, int] = {}
     quarantined_by: dict[int, dict[str, int]] = {}
@@ -261,14 +269,17 @@ def record_batch(
             f" FROM {STAGE}.accepted WHERE {LINE} >= getvariable('ingest_lo') AND {LINE} < getvariable('ingest_hi')"
         )
         afterwards.callback(con.execute, "DROP VIEW IF EXISTS staged")  # after the commit or the rollback
-    # feeds whose files raise nothing (no settle, no announce): quarantine and ledger entries in
-    # one statement each for the batch; the others file after file, in each file's order
+    # feeds whose files raise nothing (no settle, no announce), and batches whose files are apart:
+    # quarantine and ledger entries in one statement each for the batch; the others file after
+    # file, in each file's order
     per_file = settle is not None or announce is not None
     outcomes: list[FileOutcome] = []
     ledger_rows: list[list] = []
     now = _now()
     with afterwards, transaction(con):
         seen = ledger_entries(con, [f.content_hash for f in files])
+        together = per_file and bool(taken) and apart is not None and apart(con)
+        settled: list[str] = []  # the files taken now, in order: settled and announced together
         for f in files:
             now = _now()
             if f.content_hash in seen:  # taken by an earlier attempt of this batch
@@ -294,19 +305,25 @@ def record_batch(
                                 quarantined, json.dumps(f.warnings, ensure_ascii=False) if f.warnings else None, now,
                                 run_id])
             seen[f.content_hash] = ("accepted", f.file_name)
-            if per_file:
+            settled.append(f.content_hash)
+            if per_file and not together:
                 _record_taken(con, [f], ledger_rows, run_id, now)
                 ledger_rows = []
                 if settle is not None:  # after the ledger entry: the derived calls read the file's facts through it
-                    settle(con, f.content_hash, run_id)
+                    settle(con, [f.content_hash], run_id)
                 if announce is not None:
-                    record_alerts(con, announce(con, f.content_hash))
+                    record_alerts(con, announce(con, [f.content_hash])[0])
             outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "accepted", rows_read=f.rows_read,
                                         rows_accepted=accepted, rows_quarantined=quarantined,
                                         quarantined_by_reason=_fold_reasons(by_reason), warnings=dict(f.warnings)))
         if ledger_rows:
             taken_now = {row[0] for row in ledger_rows}
             _record_taken(con, [f for f in taken if f.content_hash in taken_now], ledger_rows, run_id, now)
+        if together and settled:  # once for the batch, after every file's facts and ledger entry
+            if settle is not None:
+                settle(con, settled, run_id)
+            if announce is not None:
+                record_alerts(con, [a for alerts in announce(con, settled) for a in alerts])
     return outcomes
 
 
@@ -516,29 +533,51 @@ def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str |
     )
 
 
-def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None,
+def waiting_reach(con: duckdb.DuckDBPyConnection, file_tubes_sql: str) -> int:
+    """The waiting tubes each file's tubes reach, into the temporary table ``waiting_reach``
+    (``i``, ``tube_barcode``): ``file_tubes_sql`` gives each file's tubes (``i``, ``tube_barcode``);
+    a file reaches the people waiting (``waiting_scans``) who have a stored scan of one of its
+    tubes, and through them every waiting tube of theirs (an order is raised by the facts of a
+    person's own tubes: a file about other tubes reaches nobody). Returns the waiting tubes
+    reached from more than one file (0: the files' reaches are apart)."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE waiting_reach AS
+        WITH file_tubes AS (SELECT DISTINCT i, tube_barcode FROM ({file_tubes_sql}) WHERE tube_barcode IS NOT NULL),
+        touched AS (
+            SELECT DISTINCT f.i, s.person_key FROM scans s JOIN file_tubes f USING (tube_barcode)
+            WHERE s.person_key IN (SELECT person_key FROM waiting_scans WHERE person_key IS NOT NULL)
+        )
+        SELECT DISTINCT t.i, w.tube_barcode FROM waiting_scans w JOIN touched t USING (person_key)""")
+    return con.execute("SELECT count(*) FROM (SELECT tube_barcode FROM waiting_reach GROUP BY ALL"
+                       " HAVING count(DISTINCT i) > 1)").fetchall()[0][0]
+
+
+def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hashes: Sequence[str], run_id: str | None,
                          rule: StageRule, table: str = "receipts", tube_column: str = "tube_barcode") -> int:
     """Re-sample scans that waited for their order (DESIGN §8: a scan may reach the inbox before
-    the results that order it) join the order's round once the facts of this file raise it: the
-    scans feed's round rule (``rule``: ``sampling.rounds.ROUND_RULE``) run again over the waiting rows, in the file's
+    the results that order it) join the order's round once the facts of these files raise it: the
+    scans feed's round rule (``rule``: ``sampling.rounds.ROUND_RULE``) run again over the waiting rows, in the files'
     transaction; the rows it places move to ``scans`` (with their own file and line) and the move
-    is audited. Only the waiting people this file's tubes (``<table>.<tube_column>`` of its rows) concern are
-    looked at: an order is raised by the facts of a person's own tubes, so a file about other
-    tubes costs one look-up, not the rule. Needs the derived views. Returns the rows placed."""
-    if not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]:
+    is audited, one row per file whose tubes reached them, in the files' order. Only the waiting
+    people these files' tubes (``<table>.<tube_column>`` of their rows) concern are looked at
+    (:func:`waiting_reach`): an order is raised by the facts of a person's own tubes, so a file
+    about other tubes costs one look-up, not the rule. Several files are settled at once only when
+    their reaches are apart (no waiting tube reached from two of them: ``ValueError`` else; their
+    facts then raise for each person what the one file reaching them raises). Needs the derived
+    views. Returns the rows placed."""
+    if not content_hashes or not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]:
         return 0
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE incoming AS
-        WITH touched AS (
-            SELECT DISTINCT person_key FROM scans
-            WHERE tube_barcode IN (SELECT DISTINCT trim("{tube_column}") FROM {table} WHERE source_hash = $file)
-              AND person_key IN (SELECT person_key FROM waiting_scans WHERE person_key IS NOT NULL)
-        ), their_tubes AS (
-            SELECT DISTINCT tube_barcode FROM waiting_scans WHERE person_key IN (SELECT person_key FROM touched)
-        )
-        SELECT * FROM waiting_scans WHERE tube_barcode IN (SELECT tube_barcode FROM their_tubes)""", {"file": content_hash})
+    files = f"SELECT unnest(l) AS source_hash, unnest(range(1, len(l) + 1)) AS i FROM (SELECT {sql_text_list(content_hashes)} AS l)"
+    shared = waiting_reach(con, f'SELECT f.i, trim(t."{tube_column}") AS tube_barcode FROM {table} t'
+                                f" JOIN ({files}) f USING (source_hash)")
+    if shared:
+        raise ValueError(f"{shared} waiting tube(s) reached from several files: settle them file by file")
+    # temporary tables dropped on the way out, not in a ``finally``: after an error the caller's
+    # transaction is rolled back, the temporary tables with it
+    con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM waiting_scans"
+                " WHERE tube_barcode IN (SELECT tube_barcode FROM waiting_reach)")
     if not con.execute("SELECT count(*) FROM incoming").fetchall()[0][0]:
-        con.execute("DROP TABLE incoming")
+        con.execute("DROP TABLE incoming; DROP TABLE waiting_reach")
         return 0
     con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {rule.sql(con) if callable(rule.sql) else rule.sql}")
     placed = con.execute("SELECT count(*) FROM ruled WHERE round_id IS NOT NULL").fetchall()[0][0]
@@ -551,25 +590,49 @@ def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_
         con.execute(
             """DELETE FROM waiting_scans w USING ruled r
                WHERE r.round_id IS NOT NULL AND w.source_hash = r.source_hash AND w.source_line = r.source_line""")
-        con.execute(
-            """INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
-               SELECT ?, ?, 'scans', ?, 'assign_waiting',
-                      're-sample scans that waited for their order joined its round', NULL,
-                      to_json({rows: count(*), rounds: list(DISTINCT round_id ORDER BY round_id)})
-               FROM ruled WHERE round_id IS NOT NULL""",
-            [_now(), run_id, content_hash])
-    con.execute("DROP TABLE incoming; DROP TABLE ruled")
+        by_file = [i for (i,) in con.execute(
+            "SELECT DISTINCT w.i FROM ruled r JOIN waiting_reach w USING (tube_barcode)"
+            " WHERE r.round_id IS NOT NULL ORDER BY 1").fetchall()]
+        for i in by_file:  # one statement per file, in the files' order: the audit's order as file by file
+            con.execute(
+                """INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
+                   SELECT ?, ?, 'scans', ?, 'assign_waiting',
+                          're-sample scans that waited for their order joined its round', NULL,
+                          to_json({rows: count(*), rounds: list(DISTINCT round_id ORDER BY round_id)})
+                   FROM ruled r JOIN waiting_reach w USING (tube_barcode) WHERE r.round_id IS NOT NULL AND w.i = ?""",
+                [_now(), run_id, content_hashes[i - 1], i])
+    con.execute("DROP TABLE incoming; DROP TABLE ruled; DROP TABLE waiting_reach")
     return placed
 
 
-def waiting_scans_settler(rule: StageRule, table: str, tube_column: str):
+@dataclass(frozen=True)
+class WaitingScansSettler:
     """The ``settle`` step of the feeds whose facts raise re-sampling orders (receipts, results):
-    :func:`assign_waiting_scans` for the file's tubes, after its ledger entry."""
+    :func:`assign_waiting_scans` for the files' tubes (``<table>.<tube_column>``), after their
+    ledger entries; :meth:`apart` tells a staged batch whose files may settle at once."""
 
-    def settle(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> int:
-        return assign_waiting_scans(con, content_hash, run_id, rule, table, tube_column)
+    rule: StageRule
+    table: str
+    tube_column: str
 
-    return settle
+    def __call__(self, con: duckdb.DuckDBPyConnection, content_hashes: Sequence[str], run_id: str | None) -> int:
+        return assign_waiting_scans(con, content_hashes, run_id, self.rule, self.table, self.tube_column)
+
+    def apart(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Do the staged batch's files (``stage.accepted``, before their facts are written) reach
+        waiting tubes apart, none from two files (:func:`waiting_reach`)? Then one settle after all
+        of them places what settling each after its own facts places."""
+        if not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]:
+            return True
+        shared = waiting_reach(con, f'SELECT {staged_file_of()} AS i, trim("{self.tube_column}") AS tube_barcode'
+                                    f" FROM {STAGE}.accepted")
+        con.execute("DROP TABLE waiting_reach")
+        return not shared
+
+
+def waiting_scans_settler(rule: StageRule, table: str, tube_column: str) -> WaitingScansSettler:
+    """The settle step of a feed whose facts raise re-sampling orders (:class:`WaitingScansSettler`)."""
+    return WaitingScansSettler(rule, table, tube_column)
 
 
 def apply_manifests(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:

@@ -159,12 +159,13 @@ def test_alerts_are_written_in_the_transaction_of_their_file(tmp_path, cfg, monk
     for f in files[:files.index(first_results)]:
         assert take_file(f, cfg).status == "accepted"
 
-    def announce_then_fail(con, cfg, content_hash):
+    def announce_then_fail(con, cfg, content_hashes):
+        (content_hash,) = content_hashes
         alerts = positive_alerts_of_file(con, cfg, content_hash)
         # the real rule: P1 turns the pool TA positive, and the single tube TS1 (its person)
         assert [(a.kind, a.subject) for a in alerts] == [("pool_positive", "TA"), ("positive_single", "TS1")]
         # a second alert the outbox refuses (no kind): the insert fails after TA's row went in
-        return [*alerts, OutboxAlert(None, "X", datetime(2022, 4, 4, tzinfo=timezone.utc))]
+        return [[*alerts, OutboxAlert(None, "X", datetime(2022, 4, 4, tzinfo=timezone.utc))]]
 
     with monkeypatch.context() as patched:
         patched.setitem(FEEDS, "results", replace(FEEDS["results"], announce=announce_then_fail))

@@ -167,3 +167,64 @@ def test_a_round_taken_kind_by_kind_within_the_hour_equals_it_taken_strictly_by_
     for name in (*facts, "audit"):
         assert rows(name, tmp_path / "strict.duckdb") == rows(name, tmp_path / "windowed.duckdb"), name
     assert rows("scans", tmp_path / "strict.duckdb") and rows("alert_outbox", tmp_path / "strict.duckdb")
+
+
+def test_a_batch_settles_and_announces_once_as_its_files_one_by_one(tmp_path, monkeypatch):
+    """Settle and announce once per batch: the next morning's re-sample scans taken ahead of the
+    first results (their people's tubes are received, not called: they wait), then the results
+    that order them, file by file and in batches of up to 7: every table the same, the audit in
+    the same order (its ids), the same waiting scans placed and alerts raised. And the batches did
+    place the waiting scans of several files in one settle, judged the positive pools of several
+    files in one pass, and took file by file a batch whose files were not apart."""
+    from ingest import feeds
+    from warehouse import writer
+
+    city = tmp_path / "inbox"
+    simulate_city(1500, city, seed=11, prevalence=0.01)
+    truth = json.loads((city / "_truth.json").read_text())
+    files = discover(city)
+    early = [f for f in files if f.kind == "scans" and "resample" in f.label]
+    rest = [f for f in files if f not in early]
+    first = next(i for i, f in enumerate(rest) if f.kind == "results")
+    files = rest[:first] + early + rest[first:]
+
+    settles, announces, aparts = [], [], []
+    real_settle, results = writer.assign_waiting_scans, feeds.FEEDS["results"]
+
+    def settle(con, hashes, run_id, *args, **kwargs):
+        placed = real_settle(con, hashes, run_id, *args, **kwargs)
+        (audited,) = con.execute("SELECT count(DISTINCT entity_key) FROM audit WHERE action = 'assign_waiting'"
+                                 " AND entity_key IN (SELECT unnest(?::VARCHAR[]))", [list(hashes)]).fetchall()[0]
+        settles.append((len(hashes), placed, audited))
+        return placed
+
+    def announce(con, cfg, hashes):
+        alerts = results.announce(con, cfg, hashes)
+        announces.append((len(hashes), sum(bool(a) for a in alerts)))
+        return alerts
+
+    def apart(con, cfg):
+        aparts.append(results.apart(con, cfg))
+        return aparts[-1]
+
+    monkeypatch.setattr(writer, "assign_waiting_scans", settle)
+    monkeypatch.setitem(feeds.FEEDS, "results", replace(results, announce=announce, apart=apart))
+
+    one = opened(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
+    by_file = [take_file(f, one) for f in files]
+    assert {n for n, _, _ in settles} == {1} and sum(p for _, p, _ in settles) > 0
+    settles.clear(), announces.clear(), aparts.clear()
+    many = opened(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
+    many = replace(many, ingest=replace(many.ingest, batch_files=7, alert_batch_files=7))
+    by_batch = [o for b in plan_batches(files, many) for o in take_batch(b, many)]
+
+    assert by_batch == by_file
+    expected, got = tables(tmp_path / "one.duckdb"), tables(tmp_path / "many.duckdb")
+    assert [name for name in expected if got[name] != expected[name]] == []
+    assert [r for r in expected["audit"] if r[3] == "assign_waiting"]  # (audit_id, entity, entity_key, action, …)
+    assert expected["alert_outbox"] and not expected["waiting_scans"]
+    # one settle placed the waiting scans of several files, each file's move audited on its own
+    assert any(n > 1 and placed and audited > 1 for n, placed, audited in settles)
+    # one pass judged the positive calls of several files, several of which raised alerts
+    assert any(n > 1 and raised > 1 for n, raised in announces)
+    assert False in aparts and True in aparts  # a batch not apart was taken file after file
