@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from kernel.config import replace
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import duckdb
