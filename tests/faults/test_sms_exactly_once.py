@@ -83,15 +83,18 @@ def test_senders_killed_mid_batch_and_a_later_sender_send_each_message_once(tmp_
         halfway = len(gateway.state.posts)
         assert 60 <= halfway < people
         with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-            claimed = con.sql("SELECT count(*) FROM sms_outbox WHERE state = 'sending'").fetchall()[0][0]
-        assert claimed > 0  # the dead senders' claims: some sent, some not, nobody can tell which
+            claimed = {r[0] for r in con.sql("SELECT message_id FROM sms_outbox WHERE state = 'sending'").fetchall()}
+        assert claimed  # the dead senders' claims: some sent, some not, nobody can tell which
         free_dead_writers_slot(cfg)
         time.sleep(5.0)  # past their leases (4 s): the warehouse's clock decides, not this one
         finish(sender(conf, cfg, prefect_server))
     assert_each_sent_once(gateway, cfg, people)
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        audited = con.sql("SELECT count(*) FROM audit WHERE entity = 'sms_outbox' AND action = 'reconcile'").fetchall()
-    assert audited == [(claimed,)]
+        audited = [r[0] for r in con.sql(
+            "SELECT entity_key FROM audit WHERE entity = 'sms_outbox' AND action = 'reconcile'").fetchall()]
+    # every dead sender's claim was looked up and settled, each message once; on a loaded machine
+    # the last sender's own read timeouts (1 s) add messages looked up for that reason
+    assert claimed <= set(audited) and len(audited) == len(set(audited))
 
 
 @pytest.mark.parametrize("provider", ["webhook", "twilio", "aliyun"])
