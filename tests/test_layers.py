@@ -135,3 +135,14 @@ def test_flows_hold_no_sql():
 def test_flows_enter_the_warehouse_through_the_session_only():
     found = {name: hits for name, source in flow_sources().items() if (hits := by_hand(source))}
     assert found == {}
+
+
+def test_the_readme_layout_names_every_folder_and_only_folders_that_exist():
+    """The README's layout block (``## Layout (the rooms)``) lists the tree as it is."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout (the rooms)", 1)[1].split("```", 2)[1]
+    listed = re.findall(r"^([a-z_]+)/", block, flags=re.M)
+    assert set(FLOOR) <= set(listed), "a layer's folder missing from the README's layout"
+    assert [folder for folder in listed if not (REPO / folder).is_dir()] == []
