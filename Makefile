@@ -29,6 +29,7 @@ test: $(VENV)/.synced
 # `make clean` removes it; Prefect's INFO lines go to data/demo/prefect.log, not the terminal.
 DEMO_PREFECT_HOME ?= $(CURDIR)/data/demo/prefect
 demo: $(VENV)/.synced
+	mkdir -p $(DEMO_PREFECT_HOME)
 	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} PREFECT_HOME=$(DEMO_PREFECT_HOME) \
 		$(VENV)/bin/tubetrail demo
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from devtools.alert_inbox import AlertInbox
 from kernel.config import load_config
 from kernel.secrets import MissingSecret
+from tubetrail.prefect_logs import CHILD_CONSOLE_LEVEL
 from tubetrail.cli import (EXIT_REFUSED, EXIT_USAGE, PREFECT_UI, State, console, ensure_prefect_server, errors,
                            prefect_api)
 
@@ -124,6 +125,7 @@ def demo(
     # the demo's Prefect database lives under workdir (`make clean` removes it); its pid is
     # recorded for `make stop`
     server_env = {"PREFECT_HOME": os.environ.get("PREFECT_HOME") or str((workdir / "prefect").resolve())}
+    Path(server_env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     with console.status("Prefect server on 127.0.0.1:4200 …"):
         started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log",
                                         pid_file=workdir / "prefect-server.pid", env=server_env)
@@ -158,6 +160,7 @@ def demo(
             conf.write(f'\n[stock]\ndepots = ["{depot}"]\n')
     ingest_config = state.config_path or os.environ.get("TUBETRAIL_CONFIG") or str(served_config)
     serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
+    serve_env.pop(CHILD_CONSOLE_LEVEL, None)  # serve.log keeps the served runs' INFO lines
     pid, served_now = ensure_served(workdir, serve_env)
     console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
     report_pid, report_now = ensure_report_server(workdir, REPORT_PORT, serve_env)

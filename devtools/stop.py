@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-#: the demo's background processes, in the order they are stopped, and a word their command line holds
-PROCESSES = (("serve", "tubetrail"), ("report-server", "report_server"), ("prefect-server", "prefect"))
+#: the demo's background processes, in the order they are stopped, and what their command line holds
+PROCESSES = (("serve", "tubetrail.cli serve"), ("report-server", "tubetrail.report_server"),
+             ("prefect-server", "prefect server start"))
 
 
 def _command_line(pid: int) -> str | None:

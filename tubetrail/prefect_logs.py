@@ -6,12 +6,16 @@ own lines. ``tubetrail --verbose`` keeps Prefect's INFO lines on the terminal to
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 #: the file's name, in the warehouse's folder
 LOG_NAME = "prefect.log"
+#: Prefect's override of its console handler's level (``PREFECT_LOGGING_[PATH]_[KEY]``), set for
+#: the processes a command starts while its logs go to the file: the report's Dask workers
+CHILD_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
 
 
 class _WarningsAndUp(logging.Filter):
@@ -49,9 +53,14 @@ def prefect_logs_to(path: Path, *, terminal: bool = False) -> Iterator[Path]:
     for console in consoles:
         console.addFilter(quiet)
     root.addHandler(handler)
+    children = not terminal and CHILD_CONSOLE_LEVEL not in os.environ
+    if children:  # the processes started meanwhile (Dask workers) print warnings and errors only
+        os.environ[CHILD_CONSOLE_LEVEL] = "WARNING"
     try:
         yield path
     finally:
+        if children:
+            os.environ.pop(CHILD_CONSOLE_LEVEL, None)
         root.removeHandler(handler)
         handler.close()
         for console in consoles:
