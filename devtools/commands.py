@@ -94,18 +94,6 @@ def _open_demo_round(state: State, rnd: dict) -> None:
         raise typer.Exit(EXIT_REFUSED)
 
 
-def wave_line(n: int, total: int, label: str, files: int, started: float, now: float) -> str:
-    """``wave 3 of 29 04-04 08:00: 12 file(s) (time left ≈ 4 min 10 s)``: the time left is the
-    mean time of the waves so far times the waves left (none known before the first is done)."""
-    done = n - 1
-    left = ""
-    if done:
-        seconds = round((now - started) / done * (total - done))
-        left = f" (time left ≈ {seconds // 60} min {seconds % 60:02d} s)" if seconds >= 60 else \
-            f" (time left ≈ {seconds} s)"
-    return f"wave {n} of {total} {label}: {files} file(s){left}"
-
-
 def demo(
     ctx: typer.Context,
     residents: Annotated[int, typer.Option("--residents")] = 500_000,
@@ -118,7 +106,7 @@ def demo(
     from flows.sms import sms_reminders
     from flows.limits import ensure_concurrency_limits
     from devtools.demo import (REPORT_PORT, ensure_report_server, ensure_served, play, report_time,
-                                sweep_time)
+                                sweep_time, wave_line)
     from devtools.sms_gateway import LoopbackGateway
 
     state: State = ctx.obj

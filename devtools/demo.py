@@ -67,6 +67,18 @@ def play(city: Path, live: Path, timezone: str, take: Callable[[str, Path], None
     return len(planned)
 
 
+def wave_line(n: int, total: int, label: str, files: int, started: float, now: float) -> str:
+    """``wave 3 of 29 04-04 08:00: 12 file(s) (time left ≈ 4 min 10 s)``: the time left is the
+    mean time of the waves so far times the waves left (none known before the first is done)."""
+    done = n - 1
+    left = ""
+    if done:
+        seconds = round((now - started) / done * (total - done))
+        left = f" (time left ≈ {seconds // 60} min {seconds % 60:02d} s)" if seconds >= 60 else \
+            f" (time left ≈ {seconds} s)"
+    return f"wave {n} of {total} {label}: {files} file(s){left}"
+
+
 def ensure_background(workdir: Path, name: str, argv: list[str], env: dict[str, str]) -> tuple[int, bool]:
     """A background process of the demo (its pid in ``workdir/<name>.pid``, its output in
     ``<name>.log``), left running after the demo like the server; a second demo finds it.
