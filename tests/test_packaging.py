@@ -113,3 +113,22 @@ def test_every_deployed_flow_names_its_runs():
 
     unnamed = [s["name"] for s in deployment_specs() if not load_flow(s["entrypoint"]).flow_run_name]
     assert unnamed == []
+
+
+def test_prefect_yaml_stores_no_path_of_the_deploying_machine(tmp_path, monkeypatch):
+    """The pull step names the worker's checkout by $TUBETRAIL_HOME, resolved where and when a
+    run starts (``null`` would make ``prefect deploy`` store its own working directory)."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))
+    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ TUBETRAIL_HOME }}"}}]
+    for deployment in spec["deployments"]:
+        path = deployment["entrypoint"].split(":")[0]
+        assert not os.path.isabs(path) and (REPO / path).is_file(), deployment["entrypoint"]
+    # what a run's pull step does with it (prefect.deployments.steps.core.run_step: the
+    # environment's values applied when the run starts, on the worker's machine)
+    from prefect.utilities.templating import apply_values
+
+    (step, inputs), = spec["pull"][0].items()
+    monkeypatch.setenv("TUBETRAIL_HOME", str(tmp_path))
+    assert apply_values(inputs, dict(os.environ)) == {"directory": str(tmp_path)}
