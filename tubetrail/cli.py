@@ -634,11 +634,4 @@ def add_plugin_commands(cli: typer.Typer) -> list[str]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # `python -m tubetrail.cli`: run the module `tubetrail.cli` itself, not this __main__ copy of
-    # it, whose plug-ins would import `tubetrail.cli` a second time and find their own module
-    # half made (a circular import: `devtools.commands` has no `register` yet)
-    from tubetrail.cli import app as _app
-
-    _app()
-else:
-    add_plugin_commands(app)
+    app()
