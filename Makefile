@@ -7,7 +7,7 @@ VENV := .venv
 # Demo-only HMAC key for person joins; production sets its own secret (README, "Secrets").
 DEMO_ID_HASH_KEY := tubetrail-demo-key-not-for-production
 
-.PHONY: demo test test-quick bench browser-check env clean
+.PHONY: demo stop test test-quick bench browser-check env clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -30,8 +30,18 @@ test: $(VENV)/.synced
 test-quick: $(VENV)/.synced
 	$(VENV)/bin/python -m pytest -q -m "not prefect" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
+# The demo's Prefect home (the server's SQLite database, local results) is data/demo/prefect, so
+# `make clean` removes it; Prefect's INFO lines go to data/demo/prefect.log, not the terminal.
+DEMO_PREFECT_HOME ?= $(CURDIR)/data/demo/prefect
 demo: $(VENV)/.synced
-	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/tubetrail demo
+	mkdir -p $(DEMO_PREFECT_HOME)
+	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} PREFECT_HOME=$(DEMO_PREFECT_HOME) \
+		$(VENV)/bin/tubetrail demo
+
+# Stops what the demo left running (pids in data/demo/*.pid): `tubetrail serve`, then the report
+# server, then the Prefect server. The system Python: it needs nothing from the venv.
+stop:
+	$(PYTHON) -m devtools.stop data/demo
 
 # After `make demo`: headless Chromium against the UI and the demo's report.html (screenshots in
 # data/demo/screenshots). Installs Debian's chromium and a CJK font when missing (needs root).
@@ -42,5 +52,5 @@ browser-check: $(VENV)/.synced
 bench: $(VENV)/.synced
 	TUBETRAIL_ID_HASH_KEY=$${TUBETRAIL_ID_HASH_KEY:-$(DEMO_ID_HASH_KEY)} $(VENV)/bin/python -m bench.run
 
-clean:
+clean: stop
 	rm -rf .tools $(VENV) data/demo

@@ -88,7 +88,7 @@ log "simulated $RESIDENTS residents into $WORK/inbox; round $ROUND opened"
 # 4. The deployments of prefect.yaml, a worker
 (cd "$REPO" && "$VENV/prefect" --no-prompt deploy --all >"$WORK/deploy.log" 2>&1)
 mkdir "$WORK/worker"
-(cd "$WORK/worker" && exec "$VENV/prefect" worker start --pool tubetrail-process --limit 1 \
+(cd "$WORK/worker" && TUBETRAIL_HOME="$REPO" exec "$VENV/prefect" worker start --pool tubetrail-process --limit 1 \
     >"$WORK/worker.log" 2>&1) &
 PIDS+=($!)
 log "deployments: $(psql_q "SELECT string_agg(d.name, ', ' ORDER BY d.name) FROM deployment d")"

@@ -23,6 +23,7 @@ from rich.table import Table
 from devtools.alert_inbox import AlertInbox
 from kernel.config import load_config
 from kernel.secrets import MissingSecret
+from tubetrail.prefect_logs import CHILD_CONSOLE_LEVEL
 from tubetrail.cli import (EXIT_REFUSED, EXIT_USAGE, PREFECT_UI, State, console, ensure_prefect_server, errors,
                            prefect_api)
 
@@ -74,19 +75,23 @@ def simulate(
 
 
 def _open_demo_round(state: State, rnd: dict) -> None:
-    """Open the simulated round (once: a re-run of the demo finds it open)."""
-    from flows.rounds import open_round
-    from sampling.rounds import RoundRefused
+    """Open the simulated round (once: a re-run of the demo finds it open, asked before the flow
+    runs, so the UI shows no failed open-round run)."""
+    from flows.rounds import open_round, round_of, round_refusal
 
     cfg = state.config()
-    try:
-        open_round(rnd["id"], datetime.fromisoformat(rnd["start"]), datetime.fromisoformat(rnd["end"]),
-                   rnd.get("districts"), rnd.get("pool_size"), state.config_path, cfg.warehouse.path)
+    wanted = round_of(cfg, rnd["id"], datetime.fromisoformat(rnd["start"]), datetime.fromisoformat(rnd["end"]),
+                      rnd.get("districts"), rnd.get("pool_size"))
+    refusal = round_refusal(cfg, wanted)
+    if refusal is None:
+        open_round(wanted.round_id, wanted.starts_at, wanted.ends_at, rnd.get("districts"), wanted.pool_size,
+                   state.config_path, cfg.warehouse.path)
         console.print(f"opened round {rnd['id']}")
-    except RoundRefused as exc:
-        if "already open" not in str(exc):
-            raise
+    elif "already open" in refusal:
         console.print(f"round {rnd['id']} already open")
+    else:
+        errors.print(f"refused: {refusal}", soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(EXIT_REFUSED)
 
 
 def demo(
@@ -100,14 +105,20 @@ def demo(
     from flows.report import round_report
     from flows.sms import sms_reminders
     from flows.limits import ensure_concurrency_limits
-    from devtools.demo import (REPORT_PORT, ensure_report_server, ensure_served, ensure_work_pool, play,
-                                report_time, sweep_time)
+    from devtools.demo import (REPORT_PORT, ensure_report_server, ensure_served, play, report_time,
+                                sweep_time, wave_line)
     from devtools.sms_gateway import LoopbackGateway
 
     state: State = ctx.obj
+    # the demo's Prefect database lives under workdir (`make clean` removes it); its pid is
+    # recorded for `make stop`
+    server_env = {"PREFECT_HOME": os.environ.get("PREFECT_HOME") or str((workdir / "prefect").resolve())}
+    Path(server_env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     with console.status("Prefect server on 127.0.0.1:4200 …"):
-        started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log")
-    console.print(f"Prefect server {'started' if started else 'already running'}: {PREFECT_UI}")
+        started = ensure_prefect_server(PREFECT_UI, workdir / "prefect-server.log",
+                                        pid_file=workdir / "prefect-server.pid", env=server_env)
+    console.print(f"Prefect server {'started' if started else 'already running'}: {PREFECT_UI}"
+                  + (f" (database in {server_env['PREFECT_HOME']})" if started else ""))
     ctx.with_resource(prefect_api(PREFECT_UI))
     if state.warehouse is None:
         state.warehouse = str(workdir / "tubetrail.duckdb")
@@ -117,8 +128,8 @@ def demo(
     ctx.invoke(simulate, ctx, residents=residents, out=city)
     truth = json.loads((city / "_truth.json").read_text(encoding="utf-8"))["round"]
     _open_demo_round(state, truth)
-    if ensure_work_pool("tubetrail-process"):
-        console.print("created work pool tubetrail-process")
+    # no work pool: the demo's deployments are served by `tubetrail serve`, without a worker (a
+    # pool nobody polls would show NOT_READY); prefect.yaml's tubetrail-process is for `prefect deploy`
     ensure_concurrency_limits(cfg)
     console.print(f"global concurrency limit {cfg.warehouse.write_limit}: 1 slot (one warehouse writer at a time)")
     # the served deployments run in workdir with the demo's warehouse (the defaults otherwise),
@@ -137,6 +148,7 @@ def demo(
             conf.write(f'\n[stock]\ndepots = ["{depot}"]\n')
     ingest_config = state.config_path or os.environ.get("TUBETRAIL_CONFIG") or str(served_config)
     serve_env = {**os.environ, "TUBETRAIL_CONFIG": str(served_config)}
+    serve_env.pop(CHILD_CONSOLE_LEVEL, None)  # serve.log keeps the served runs' INFO lines
     pid, served_now = ensure_served(workdir, serve_env)
     console.print(f"deployments {'served' if served_now else 'already served'} by `tubetrail serve` (pid {pid})")
     report_pid, report_now = ensure_report_server(workdir, REPORT_PORT, serve_env)
@@ -157,8 +169,11 @@ def demo(
                 outcomes = ingest_inbox(str(folder), ingest_config, cfg.warehouse.path, label=f"wave {label}")
                 refused += sum(o.status == "refused" for o in outcomes)
 
+            playing_since = time.monotonic()
+
             def shown(n: int, total: int, label: str, files: int) -> None:
-                console.print(f"[bold]wave {n}/{total}[/bold] {label}: {files} file(s)")
+                console.print(wave_line(n, total, label, files, playing_since, time.monotonic()),
+                              soft_wrap=True, markup=False, highlight=False)
 
             play(city, workdir / "inbox", cfg.city.timezone, take, pause, on_wave=shown)
             _wait_for_quiet(alert_inbox)

@@ -1,8 +1,10 @@
 """The demo's round, played as it happens: the simulated city's files are handed to the inbox
 in waves (reference data and the register first, then one wave per hour of event time), each
 wave taken by its own ingest flow run, so the coordinator watches tubes, boxes, results and
-positive pools arrive in the Prefect UI. Also the demo's local services: the work pool and a
-``tubetrail serve`` process that keeps the deployments served after the demo ends."""
+positive pools arrive in the Prefect UI. Also the demo's local services: a ``tubetrail serve``
+process that keeps the deployments served after the demo ends (no work pool: served
+deployments need no worker), and the report server; their pids in ``<workdir>/<name>.pid``
+for ``make stop`` (``devtools.stop``)."""
 
 from __future__ import annotations
 
@@ -65,19 +67,16 @@ def play(city: Path, live: Path, timezone: str, take: Callable[[str, Path], None
     return len(planned)
 
 
-def ensure_work_pool(name: str) -> bool:
-    """Create the process work pool of prefect.yaml unless it exists; True if created now."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-            return False
-        except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-            return True
+def wave_line(n: int, total: int, label: str, files: int, started: float, now: float) -> str:
+    """``wave 3 of 29 04-04 08:00: 12 file(s) (time left ≈ 4 min 10 s)``: the time left is the
+    mean time of the waves so far times the waves left (none known before the first is done)."""
+    done = n - 1
+    left = ""
+    if done:
+        seconds = round((now - started) / done * (total - done))
+        left = f" (time left ≈ {seconds // 60} min {seconds % 60:02d} s)" if seconds >= 60 else \
+            f" (time left ≈ {seconds} s)"
+    return f"wave {n} of {total} {label}: {files} file(s){left}"
 
 
 def ensure_background(workdir: Path, name: str, argv: list[str], env: dict[str, str]) -> tuple[int, bool]:

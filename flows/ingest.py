@@ -9,6 +9,8 @@ left pending goes out with the next run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
@@ -54,6 +56,7 @@ def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = Non
     for batch in plan_batches(files, warehouse_session(config_path, warehouse).cfg):
         taken = take_batch_task(kind, batch, config_path, warehouse)
         outcomes.extend(taken)
+        _progress.advance(len(taken))
         for outcome in taken:
             if outcome.status == "refused":
                 logger.warning("refused %s", outcome.message)
@@ -125,6 +128,7 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     left_pending = publish_alerts("left pending", config_path, warehouse)  # by a run that died before publishing
     with staging_in(staging_root_of(cfg.warehouse.path)):  # an export read for its run time stages there too
         found = discover(Path(inbox), timezone_name=cfg.city.timezone)
+    _progress.start(len(found))
     outcomes: list[FileOutcome] = []
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
     for kind, stretch in groupby(found, key=lambda f: f.kind):
@@ -143,6 +147,41 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
         # the live dashboard of every round with facts, as of the latest fact (nothing new: unchanged)
         publish_dashboard(as_of, None, config_path, warehouse)
     return outcomes
+
+
+# --- progress of a run for a person at a terminal (`tubetrail ingest`'s bar; issue 16.6) --------------
+class _Progress:
+    """Files taken of those found by the ``ingest-inbox`` run of this process, told to the
+    listeners of :func:`ingest_progress` (none when a worker runs the flow: nothing is told)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[int, int], None]] = []
+        self.found = self.taken = 0
+
+    def start(self, found: int) -> None:
+        self.found, self.taken = found, 0
+        self._tell()
+
+    def advance(self, files: int) -> None:
+        self.taken += files
+        self._tell()
+
+    def _tell(self) -> None:
+        for listener in list(self.listeners):
+            listener(self.taken, self.found)
+
+
+_progress = _Progress()
+
+
+@contextmanager
+def ingest_progress(listener: Callable[[int, int], None]) -> Iterator[None]:
+    """While open, ``listener(files taken, files found)`` after discovery and after each batch."""
+    _progress.listeners.append(listener)
+    try:
+        yield
+    finally:
+        _progress.listeners.remove(listener)
 
 
 def publish_ingest_summary(outcomes: list[FileOutcome]) -> None:

@@ -4,7 +4,7 @@ order things happened, reference data first, an export's write time kept."""
 import os
 
 from tests.builders import build, resamples
-from devtools.demo import play, waves
+from devtools.demo import play, wave_line, waves
 
 
 def test_waves_hand_over_every_file_once_in_time_order(tmp_path):
@@ -29,3 +29,11 @@ def test_waves_hand_over_every_file_once_in_time_order(tmp_path):
     assert copied.read_bytes() == (city / "register/r.csv").read_bytes()
     p5 = next((tmp_path / "live").rglob("P5.csv"))
     assert p5.stat().st_mtime == 1_600_000_000  # an export's write time travels with it
+
+
+def test_wave_lines_tell_the_time_left_from_the_waves_so_far():
+    assert wave_line(1, 29, "reference data and the register", 7, 100.0, 100.0) == \
+        "wave 1 of 29 reference data and the register: 7 file(s)"  # nothing timed yet
+    # 4 waves done in 80 s: 20 s a wave, 25 waves left
+    assert wave_line(5, 29, "04-04 09:00", 12, 100.0, 180.0) == "wave 5 of 29 04-04 09:00: 12 file(s) (time left ≈ 8 min 20 s)"
+    assert wave_line(28, 29, "04-05 11:00", 3, 0.0, 270.0) == "wave 28 of 29 04-05 11:00: 3 file(s) (time left ≈ 20 s)"

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 from zoneinfo import ZoneInfo
 
-import click
 import httpx
 import typer
 from rich.console import Console
@@ -112,6 +111,17 @@ class State:
     config_path: str | None = None
     warehouse: str | None = None
     checked: set[str] = field(default_factory=set)
+    verbose: bool = False
+    logging_to: Path | None = None
+    #: the command line's root context: what a command opens for its whole run closes with it
+    root: typer.Context | None = None
+
+    def with_resource(self, manager):
+        """Enter ``manager`` until the command ends (Typer 0.29 brings its own click, whose
+        contexts ``click.get_current_context`` does not see: the root is kept here)."""
+        if self.root is None:  # a State made outside the command line: open until the process ends
+            return manager.__enter__()
+        return self.root.with_resource(manager)
 
     def config(self) -> Config:
         """The configuration of a command that works on the warehouse, checked before any flow
@@ -124,8 +134,18 @@ class State:
         if cfg.warehouse.path not in self.checked:
             check_secrets(cfg)
             self.checked.add(cfg.warehouse.path)
-        use_prefect_server()
+        use_prefect_server(self)
+        self.log_to_file(cfg)
         return cfg
+
+    def log_to_file(self, cfg: Config) -> None:
+        """Prefect's INFO lines of this command to ``prefect.log`` beside the warehouse, not the
+        terminal (``tubetrail.prefect_logs``; ``--verbose``: the terminal too)."""
+        from tubetrail.prefect_logs import log_file_of, prefect_logs_to
+
+        if self.logging_to is None:
+            self.logging_to = log_file_of(cfg.warehouse.path)
+            self.with_resource(prefect_logs_to(self.logging_to, terminal=self.verbose))
 
 
 def check_secrets(cfg: Config) -> None:
@@ -136,7 +156,7 @@ def check_secrets(cfg: Config) -> None:
     check_id_hash_key(cfg.warehouse, id_hash_key())
 
 
-def use_prefect_server() -> None:
+def use_prefect_server(state: State) -> None:
     """Without a Prefect API configured (``PREFECT_API_URL`` or the Prefect profile), the flows of
     this process use the local Prefect server on 127.0.0.1:4200 (the demo's, the UI's), started
     when none answers: never a temporary server per process, which the concurrent runs of several
@@ -148,7 +168,23 @@ def use_prefect_server() -> None:
         return
     home = Path(PREFECT_HOME.value())
     ensure_prefect_server(PREFECT_UI, home / "tubetrail-prefect-server.log")
-    click.get_current_context().find_root().with_resource(prefect_api(PREFECT_UI))
+    state.with_resource(prefect_api(PREFECT_UI))
+
+
+def tubetrail_version() -> str:
+    """The installed package's version (its metadata), e.g. ``0.1.0``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tubetrail")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"tubetrail {tubetrail_version()}\n")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -156,34 +192,90 @@ def main(
     ctx: typer.Context,
     config: Annotated[Optional[str], typer.Option("--config", help="tubetrail.toml (or $TUBETRAIL_CONFIG)")] = None,
     warehouse: Annotated[Optional[str], typer.Option("--warehouse", help="DuckDB warehouse file")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Prefect's INFO log lines on the terminal too "
+                                                            "(always in prefect.log beside the warehouse)")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the version and exit")] = False,
 ) -> None:
-    ctx.obj = State(config, warehouse)
+    ctx.obj = State(config, warehouse, verbose=verbose, root=ctx.find_root())
 
 
-def _run_ingest(state: State, inbox: Path) -> int:
-    from flows.ingest import ingest_inbox
+def print_json(figures: dict) -> None:
+    """``--json``: the figures as one JSON object on stdout, nothing else there (times as ISO text)."""
+    sys.stdout.write(json.dumps(figures, ensure_ascii=False, indent=1, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def refused_line(text: str) -> None:
+    """A refusal: one line on stderr, however wide (exit 1 follows)."""
+    errors.print(f"refused: {' '.join(str(text).split())}", soft_wrap=True, markup=False, highlight=False)
+
+
+AS_JSON = typer.Option("--json", help="print the figures as one JSON object on stdout, nothing else")
+
+
+def _run_ingest(state: State, inbox: Path, as_json: bool = False) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.ingest import ingest_inbox, ingest_progress
 
     cfg = state.config()
-    outcomes = ingest_inbox(str(inbox), state.config_path, cfg.warehouse.path)
+    # files taken of those found, on stderr (stdout stays the table's, or the JSON's)
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("files"), TimeElapsedColumn(),
+                  console=errors, disable=as_json) as bar:
+        job = bar.add_task("ingest", total=None)
+
+        def moved(taken: int, found: int) -> None:
+            bar.update(job, completed=taken, total=found)
+
+        with ingest_progress(moved):
+            outcomes = ingest_inbox(str(inbox), state.config_path, cfg.warehouse.path)
+    refused = [o for o in outcomes if o.status == "refused"]
+    if as_json:
+        print_json(ingest_figures(outcomes))
+        return EXIT_REFUSED if refused else 0
     table = Table("kind", "files taken", "seen before", "refused", "rows read", "accepted", "quarantined")
     for kind in dict.fromkeys(o.kind for o in outcomes):
         mine = [o for o in outcomes if o.kind == kind]
         table.add_row(kind, *(str(sum(o.status == s for o in mine)) for s in ("accepted", "skipped", "refused")),
                       *(f"{sum(getattr(o, a) for o in mine):,}" for a in ("rows_read", "rows_accepted", "rows_quarantined")))
     console.print(table)
-    refused = [o for o in outcomes if o.status == "refused"]
     for o in refused:
         errors.print(f"[red]refused[/red] {o.message}")
     return EXIT_REFUSED if refused else 0
 
 
+def ingest_figures(outcomes: list) -> dict:
+    """The table of ``tubetrail ingest`` as plain values: per kind and in total, files taken, seen
+    before and refused, rows read, accepted and quarantined; the refusals' messages."""
+    def counts(mine: list) -> dict:
+        return {"files_taken": sum(o.status == "accepted" for o in mine),
+                "seen_before": sum(o.status == "skipped" for o in mine),
+                "refused": sum(o.status == "refused" for o in mine),
+                "rows_read": sum(o.rows_read for o in mine), "rows_accepted": sum(o.rows_accepted for o in mine),
+                "rows_quarantined": sum(o.rows_quarantined for o in mine)}
+
+    kinds = dict.fromkeys(o.kind for o in outcomes)
+    return {"kinds": {kind: counts([o for o in outcomes if o.kind == kind]) for kind in kinds},
+            "total": counts(outcomes),
+            "refused": [o.message for o in outcomes if o.status == "refused"]}
+
+
 @app.command()
-def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox folder")]) -> None:
-    """Take every new file under an inbox folder, in dependency order."""
+def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox folder")],
+           as_json: Annotated[bool, AS_JSON] = False) -> None:
+    """Take every new file under an inbox folder, in dependency order (a progress bar of files
+    taken on stderr; exit 1 when a file was refused)."""
     if not inbox.is_dir():
         errors.print(f"{inbox}: not a folder")
         raise typer.Exit(EXIT_USAGE)
-    raise typer.Exit(_run_ingest(ctx.obj, inbox))
+    raise typer.Exit(_run_ingest(ctx.obj, inbox, as_json))
 
 
 @lab_app.command("parse")
@@ -225,21 +317,36 @@ def round_open(
     end: Annotated[str, typer.Option("--end", help="ISO 8601 end of the window")],
     districts: Annotated[Optional[str], typer.Option("--districts", help="comma-separated scope")] = None,
     pool_size: Annotated[Optional[int], typer.Option("--pool-size")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
-    """Open a round; scans are assigned to the round whose window holds them."""
-    from flows.rounds import open_round
+    """Open a round; scans are assigned to the round whose window holds them. Exit 1, one line, when
+    it is refused (already open, window overlapping another round, pool size not allowed): checked
+    before the flow runs, so the refusal is no failed run in the Prefect UI."""
+    from flows.rounds import open_round, round_figures, round_of, round_refusal
     from sampling.rounds import RoundRefused
 
     state: State = ctx.obj
     cfg = state.config()
     scope = [d.strip() for d in districts.split(",") if d.strip()] if districts else None
-    try:
-        open_round(round_id, parse_cli_time(start, cfg.city.timezone), parse_cli_time(end, cfg.city.timezone),
-                   scope, pool_size, state.config_path, cfg.warehouse.path)
-    except RoundRefused as exc:
-        errors.print(f"[red]refused:[/red] {exc}")
-        raise typer.Exit(EXIT_REFUSED) from exc
-    console.print(f"opened round {round_id}")
+    rnd = round_of(cfg, round_id, parse_cli_time(start, cfg.city.timezone), parse_cli_time(end, cfg.city.timezone),
+                   scope, pool_size)
+    refusal = round_refusal(cfg, rnd)
+    if refusal is None:
+        try:  # refused only when another process opened a round in between
+            opened = open_round(rnd.round_id, rnd.starts_at, rnd.ends_at, scope, rnd.pool_size, state.config_path,
+                                cfg.warehouse.path)
+        except RoundRefused as exc:
+            refusal = str(exc)
+    if refusal is not None:
+        if as_json:
+            print_json({**round_figures(rnd), "opened": False, "refused": refusal})
+        refused_line(refusal)
+        raise typer.Exit(EXIT_REFUSED)
+    if as_json:
+        print_json({**opened, "opened": True})
+    else:
+        console.print(f"opened round {round_id}: {opened['starts_at']} to {opened['ends_at']}, "
+                      f"pool size {opened['pool_size']}", soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
@@ -248,6 +355,7 @@ def report(
     round_id: Annotated[str, typer.Option("--round", help="round id")],
     out: Annotated[Path, typer.Option("--out", help="folder for the report files")],
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge time-based rules at this ISO time (default now)")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Write the report files of a round (coverage, status, orders, untested, anomalies, TAT, worklists, report.html)."""
     from flows.report import round_report
@@ -260,8 +368,11 @@ def report(
     except ConfigError:
         raise  # exit 2, not a refusal (a ConfigError is a ValueError)
     except ValueError as exc:
-        errors.print(f"[red]refused:[/red] {exc}")
+        refused_line(str(exc))
         raise typer.Exit(EXIT_REFUSED) from exc
+    if as_json:
+        print_json({**result, "page": str((out / "report.html").resolve())})
+        return
     console.print(f"report of {round_id}: {len(result['files'])} files and {result['worklists']} worklists in {out}; "
                   f"coverage {100 * (result['coverage'] or 0):.2f} %")
     console.print(f"open {(out / 'report.html').resolve()}")
@@ -274,7 +385,7 @@ def plan(
     round_id: Annotated[Optional[str], typer.Option("--round", help="round id (default: the round open at --as-of, "
                                                                      "else the latest)")] = None,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge at this ISO time (default now)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON, nothing else")] = False,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Capacity and stock: tubes the scope needs at its zones' pool sizes, the labs' combined daily capacity,
     hours to test everyone, reagents and consumables in hand as days of whole-population testing, pool-size
@@ -356,6 +467,7 @@ def sms_send(
     round_id: Annotated[Optional[str], typer.Option("--round", help="round id (default: the current round)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count who is due, send nothing, write nothing")] = False,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="judge at this ISO time (default now)")] = None,
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Send the due reminders (untested, with a phone, not opted out, outside quiet hours, once per cool-down).
     Exit 2 when the provider refuses the account (credentials, balance, daily limit): nothing more is sent."""
@@ -370,6 +482,9 @@ def sms_send(
     except (MissingSecret, MissingCredentials, AccountRefused) as exc:
         errors.print(str(exc), soft_wrap=True, markup=False, highlight=False)  # one line, however wide
         raise typer.Exit(EXIT_USAGE) from exc
+    if as_json:
+        print_json({**result, "dry_run": dry_run})
+        return
     table = Table("outcome", "messages")
     for key, value in result["counts"].items():
         table.add_row(key, f"{value:,}")
@@ -389,6 +504,7 @@ def export_results_command(
     ctx: typer.Context,
     since: Annotated[str, typer.Option("--since", help="ISO 8601 time: results decided after it (without offset: city time)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the export's files")],
+    as_json: Annotated[bool, AS_JSON] = False,
 ) -> None:
     """Every final individual result decided since T, for the health-code platform: one CSV (and its
     Parquet twin) per export, exactly once per person, tube and result; the same T gives the same file.
@@ -402,6 +518,11 @@ def export_results_command(
         raise typer.Exit(EXIT_USAGE)
     cfg = state.config()
     result = export_results(str(out.resolve()), when, state.config_path, cfg.warehouse.path)
+    if as_json:
+        print_json(result)
+        if not result["matches_ledger"]:
+            errors.print("warning: the files differ from the content recorded for this export (see the flow run's log)")
+        return
     counts = ", ".join(f"{c['rows']:,} {r}" for r, c in result["counts"].items())
     late = sum(c["decided_before_since"] for c in result["counts"].values())
     if result["export_id"] is None:
@@ -441,9 +562,12 @@ def _server_answers(url: str) -> bool:
         return False
 
 
-def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0) -> bool:
+def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0, *, pid_file: Path | None = None,
+                          env: dict[str, str] | None = None) -> bool:
     """Start a local Prefect server (analytics off) unless one answers; True if started now.
-    Processes starting at once start one server: the first under a lock, the others find it."""
+    Processes starting at once start one server: the first under a lock, the others find it.
+    ``pid_file``: where its pid is written (the demo's, for ``make stop``); ``env``: added to
+    its environment (the demo's ``PREFECT_HOME``, so its database lives under ``data/demo``)."""
     import fcntl
     import tempfile
 
@@ -455,13 +579,16 @@ def ensure_prefect_server(url: str, log_path: Path, timeout: float = 90.0) -> bo
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if _server_answers(url):
             return False
-        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-        env.pop("PREFECT_API_URL", None)
+        server_env = {**os.environ, **(env or {}), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        server_env.pop("PREFECT_API_URL", None)
         with log_path.open("ab") as log:
-            subprocess.Popen(  # noqa: S603 - fixed argv
+            server = subprocess.Popen(  # noqa: S603 - fixed argv
                 [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env,
+                start_new_session=True,
             )
+        if pid_file is not None:
+            pid_file.write_text(str(server.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if _server_answers(url):

@@ -51,7 +51,11 @@ class WarehouseSession:
         """The flows' parameters made a session: ``config_path`` None is the default config
         (``TUBETRAIL_CONFIG``, else ``tubetrail.toml``), ``warehouse`` None the configured path.
         ``write_guard(cfg)`` gives the writer-slot guard of :meth:`write`."""
-        cfg = load_config(config_path).with_warehouse(warehouse)
+        return cls.of_config(load_config(config_path).with_warehouse(warehouse), write_guard=write_guard)
+
+    @classmethod
+    def of_config(cls, cfg: Config, *, write_guard: Callable[[Config], WriteGuard] | None = None) -> WarehouseSession:
+        """A session of a configuration already loaded (the CLI's, checked before any flow runs)."""
         return cls(cfg, id_hash_key(), write_guard(cfg) if write_guard is not None else nullcontext)
 
     @contextmanager

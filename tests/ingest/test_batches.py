@@ -2,6 +2,7 @@
 warehouse that taking them one by one gives; each file keeps its ledger entry, counts,
 quarantine lines and refusal."""
 
+import dataclasses
 import json
 from kernel.config import replace
 from pathlib import Path
@@ -208,13 +209,13 @@ def test_a_batch_settles_and_announces_once_as_its_files_one_by_one(tmp_path, mo
         return aparts[-1]
 
     monkeypatch.setattr(writer, "assign_waiting_scans", settle)
-    monkeypatch.setitem(feeds.FEEDS, "results", replace(results, announce=announce, apart=apart))
+    monkeypatch.setitem(feeds.FEEDS, "results", dataclasses.replace(results, announce=announce, apart=apart))
 
-    one = opened(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
+    one = open_simulated_round(Config().with_warehouse(tmp_path / "one.duckdb"), truth)
     by_file = [take_file(f, one) for f in files]
     assert {n for n, _, _ in settles} == {1} and sum(p for _, p, _ in settles) > 0
     settles.clear(), announces.clear(), aparts.clear()
-    many = opened(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
+    many = open_simulated_round(Config().with_warehouse(tmp_path / "many.duckdb"), truth)
     many = replace(many, ingest=replace(many.ingest, batch_files=7, alert_batch_files=7))
     by_batch = [o for b in plan_batches(files, many) for o in take_batch(b, many)]
 
