@@ -16,12 +16,7 @@ import lab.instruments as instruments_package
 from lab.instruments import REGISTRY, Head, InstrumentFormat, UnrecognisedExport, detect_format, parse_export
 from lab.instruments.common import ParsedExport, records_frame, text_lines
 from tests.conftest import write
-from tests.lab.test_instruments import FIXTURES, instruments  # noqa: F401  (the real exports, in shared/)
-
-
-def real_exports(folder: Path) -> list[Path]:
-    """Every real export beside the goldens: the folder's files but its notes and licences."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".md" and not p.name.startswith("LICENSE"))
+from tests.lab.test_instruments import NAMED, instruments, real_exports  # noqa: F401  (the real exports, in shared/)
 
 
 def claimants(path: Path) -> list[str]:
@@ -37,8 +32,8 @@ def test_every_registered_format_has_a_distinct_name_and_says_what_it_is_not():
 
 
 def test_no_two_formats_claim_the_same_real_export(instruments):
-    exports = real_exports(instruments)
-    assert {p.name for p in exports} >= set(FIXTURES) and len(exports) >= 5
+    exports = [instruments / name for name in real_exports(instruments)]
+    assert {p.name for p in exports} >= set(NAMED) and len(exports) >= 5
     for path in exports:
         claimed = claimants(path)
         assert len(claimed) == 1, (path.name, claimed)
