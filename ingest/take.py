@@ -13,8 +13,8 @@ batch of one; :func:`plan_batches` cuts a stretch of one kind into batches (``[i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from kernel.rules import LINE, WARNING_PREFIX
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_configured
+from warehouse.session import WriteGuard
 from warehouse.writer import (
     FILE_LINE_SHIFT,
     LINE_MASK,
@@ -47,7 +48,6 @@ from warehouse.writer import (
     staged_file_of,
 )
 
-WriteGuard = Callable[[], AbstractContextManager[object]]
 
 #: the outcome's message for a hidden file (``ingest.discover.is_hidden``), reported, not taken
 HIDDEN_FILE = "{label}: hidden file (a name starting with '.'), not taken: a partial upload? rename it when complete"
