@@ -24,8 +24,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +111,14 @@ def sniff_format(path: Path) -> str:
 # --- staging folders ---------------------------------------------------------------------------------
 #
 # A batch is staged in its own folder below the warehouse's staging folder ``<warehouse>.staging/``
-# (mode 0700, beside the warehouse: the same protection), never in $TMPDIR: a staged register
-# holds personal data in clear. The folder holds the batch's checked rows (``stage.duckdb``,
-# ``ingest.take``) and what DuckDB spills while reading. Each staging folder has an ``owner.lock`` its process holds
-# (flock) while it lives. A process killed halfway leaves its folder behind; the next staging
-# sweeps every folder whose lock nobody holds, and never one of a concurrent ingest. Creating a
-# folder (with its lock taken) and sweeping happen under ``.sweep.lock`` of the staging folder,
-# so a sweep never sees a new folder before its owner holds it.
+# (mode 0700, beside the warehouse: the same protection), never in $TMPDIR: a staged register holds
+# personal data in clear. The folder holds what DuckDB spills while reading and staging (the batch's
+# checked rows live in an in-memory ``stage`` database, ``ingest.take``). Each staging folder has an
+# ``owner.lock`` its process holds (flock) while it lives. A process killed halfway leaves its
+# folder behind; the next staging sweeps every folder whose lock nobody holds, and never one of a
+# concurrent ingest. Creating a folder (with its lock taken) and sweeping happen under
+# ``.sweep.lock`` of the staging folder, so a sweep never sees a new folder before its owner holds
+# it.
 
 STAGING_SUFFIX = ".staging"
 _OWNER_LOCK = "owner.lock"
@@ -257,17 +260,50 @@ def read_file(con: duckdb.DuckDBPyConnection, path: Path, required: Iterable[str
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
-    """A whole (small) file as one text frame, read by an in-memory DuckDB spilling to a
-    staging folder (see :func:`staging_in`): the generic results parser and tests."""
-    with staging_folder() as tmp:
-        con = duckdb.connect()
+class _Reader:
+    """An in-memory DuckDB spilling to a staging folder of its own, held until it is dropped
+    (or the process ends): :func:`read_table`'s, one per thread and staging root."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        stack = ExitStack()
         try:
-            con.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
-            with read_file(con, path, required, label) as read:
-                return RawTable(read.frame(), read.rejects, read.file_format)
-        finally:
-            con.close()
+            folder = stack.enter_context(staging_folder(root))
+            self.con = duckdb.connect()
+            stack.callback(self.con.close)
+            self.con.execute(f"SET temp_directory = '{folder / 'spill'}'")
+        except BaseException:
+            stack.close()
+            raise
+        # closed and removed when this reader is dropped (another root, the thread's end) or at exit
+        self._release = weakref.finalize(self, stack.close)
+
+    def close(self) -> None:
+        self._release()
+
+
+_READERS = threading.local()
+
+
+def _reader() -> duckdb.DuckDBPyConnection:
+    """This thread's reader for the context's staging root (see :func:`staging_in`): a DuckDB
+    connects in ≈ 20 ms, more than a small results file takes to read (issue 15: one reader a
+    thread, not one a file). A reader of another root is closed first."""
+    root = _STAGING_ROOT.get()
+    held = getattr(_READERS, "reader", None)
+    if held is None or held.root != root:
+        if held is not None:
+            held.close()
+        _READERS.reader = held = _Reader(root)
+    return held.con
+
+
+def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
+    """A whole (small) file as one text frame, read by this thread's in-memory DuckDB (kept
+    between files), spilling to a staging folder (see :func:`staging_in`): the generic results
+    parser and tests. Its temporary table is dropped after each file."""
+    with read_file(_reader(), path, required, label) as read:
+        return RawTable(read.frame(), read.rejects, read.file_format)
 
 
 @dataclass(frozen=True)
