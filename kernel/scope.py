@@ -44,6 +44,12 @@ _SCOPED_FACTS = {
 }
 
 
+def warehouse_tables(con: duckdb.DuckDBPyConnection) -> str:
+    """The qualified name of the warehouse's own tables (``"<db>".main``): in a scope, the
+    unscoped table, e.g. the register, which a scope leaves empty."""
+    return '"{}".main'.format(con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""'))
+
+
 @contextmanager
 def scoped_to_tubes(con: duckdb.DuckDBPyConnection, tubes_sql: str) -> Iterator[int]:
     """Within the block the derived views see the facts of a few tubes only: ``tubes_sql`` (a
@@ -64,7 +70,7 @@ def scoped_to_tubes(con: duckdb.DuckDBPyConnection, tubes_sql: str) -> Iterator[
                    " AND (table_name = ANY($t) OR table_name LIKE '%\\_snapshot' ESCAPE '\\')",
                    {"t": list(_SCOPED_FACTS)}).fetchall()[0][0]:
         raise RuntimeError("scoped_to_tubes: already scoped, or a snapshot session")
-    wh = '"{}".main'.format(con.execute("SELECT current_database()").fetchall()[0][0].replace('"', '""'))
+    wh = warehouse_tables(con)
     made: list[str] = []
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE scope_tubes AS SELECT DISTINCT tube_barcode FROM ({tubes_sql})"

@@ -31,7 +31,7 @@ import duckdb
 from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
 from kernel.config import Config
-from kernel.scope import scoped_to_tubes
+from kernel.scope import scoped_to_tubes, warehouse_tables
 from kernel.sql import sql_in_list, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
@@ -241,29 +241,34 @@ def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
         for g in late:
             pools += con.execute(pools_sql, {"as_of": judged[g][1], "groups": [g]}).fetchall()
         con.execute("DROP TABLE judged_candidates; DROP TABLE judged_files")
-    pools.sort(key=lambda p: (p[0], p[7] is None, p[7] or latest, p[1]))  # by group, call time (nulls last), tube
-    if not pools:
-        return out
-    define_masking_macros(con)
-    tubes = sql_in_list(sorted({p[1] for p in pools}))
-    members: dict[str, tuple] = {}
-    for tube, people, grids, listed in con.execute(
-        f"""
-        WITH m AS (
-            SELECT tube_barcode, person_key, id_number FROM tube_members WHERE tube_barcode IN {tubes}
-        ), scanned AS (  -- name and phone as scanned, for people outside the register
-            SELECT tube_barcode, person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone
-            FROM scans WHERE tube_barcode IN {tubes} AND event = 'add' GROUP BY ALL
-        )
-        SELECT m.tube_barcode, count(DISTINCT m.person_key), count(DISTINCT reg.grid),
-               list((mask_id(m.id_number), mask_name(coalesce(reg.name, sc.name)),
-                     mask_phone(coalesce(reg.phone, sc.phone)), reg.grid) ORDER BY reg.grid, m.id_number)
-        FROM m LEFT JOIN scanned sc USING (tube_barcode, person_key)
-        LEFT JOIN register reg USING (person_key)
-        GROUP BY m.tube_barcode
-        """
-    ).fetchall():
-        members[tube] = (people, grids, tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in listed))
+        pools.sort(key=lambda p: (p[0], p[7] is None, p[7] or latest, p[1]))  # by group, call time (nulls last), tube
+        if not pools:
+            return out
+        # the members of the positive tubes from the scope's scans (every scan of those tubes);
+        # the scope has no register: their grid, name and phone from the warehouse's, by key
+        wh = warehouse_tables(con)
+        define_masking_macros(con)
+        tubes = sql_in_list(sorted({p[1] for p in pools}))
+        members: dict[str, tuple] = {}
+        for tube, people, grids, listed in con.execute(
+            f"""
+            WITH m AS (
+                SELECT tube_barcode, person_key, id_number FROM tube_members WHERE tube_barcode IN {tubes}
+            ), scanned AS (  -- name and phone as scanned, for people outside the register
+                SELECT tube_barcode, person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone
+                FROM scans WHERE tube_barcode IN {tubes} AND event = 'add' GROUP BY ALL
+            ), reg AS (
+                SELECT person_key, name, phone, grid FROM {wh}.register WHERE person_key IN (SELECT person_key FROM m)
+            )
+            SELECT m.tube_barcode, count(DISTINCT m.person_key), count(DISTINCT reg.grid),
+                   list((mask_id(m.id_number), mask_name(coalesce(reg.name, sc.name)),
+                         mask_phone(coalesce(reg.phone, sc.phone)), reg.grid) ORDER BY reg.grid, m.id_number)
+            FROM m LEFT JOIN scanned sc USING (tube_barcode, person_key)
+            LEFT JOIN reg USING (person_key)
+            GROUP BY m.tube_barcode
+            """
+        ).fetchall():
+            members[tube] = (people, grids, tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in listed))
     for g, tube, round_id, call, lab, run, plate, called_at, pooled, resample in pools:
         out[g].append(PoolAlert(tube, round_id, call, lab, run, plate, called_at,
                                 urgent_due_by(called_at, cfg.resample) if pooled else None,
