@@ -73,10 +73,17 @@ class Feed:
     #: the check sees one file at a time (its label names the lab, run and plate)
     export: bool = False
 
-    @property
-    def needs_views(self) -> bool:
-        return (self.stage_rule is not None or self.announce is not None or self.settle is not None
-                or self.stage_warning is not None)
+    def needs_views(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Must the derived views be defined for this batch before its stage rule? Announce and
+        the stage warning read them; a settle only when it has work (``idle``: no scan waits, so
+        it places nothing and reads no view); a stage rule alone defines them only when its quick
+        path does not apply (``warehouse.writer.apply_stage_rule``)."""
+        if self.announce is not None or self.stage_warning is not None:
+            return True
+        if self.settle is None:
+            return False
+        idle = getattr(self.settle, "idle", None)
+        return idle is None or not idle(con)
 
 
 #: the waiting scans that receipts and results files may place (their orders' facts)

@@ -3,7 +3,8 @@
 :func:`take_batch` is a batch's whole path: hashes → one ledger look-up → each file read
 straight into DuckDB (a temporary table of the session) → the feed's row rules once over the
 batch's rows (``_line`` carries each row's file and line) → the checked rows staged in the
-batch's own ``stage.duckdb`` (below the warehouse's staging folder, 0700, swept after a kill) →
+batch's own in-memory ``stage`` database (spilling to its staging folder below the warehouse's,
+0700, swept after a kill) →
 the last line per unique key within each file → the views defined once → the stage rule and
 warning once over the batch → one transaction that takes every file (``warehouse.writer.record_batch``)
 → one checkpoint when the session closes. Each file keeps its own ledger entry, counts,
@@ -133,7 +134,7 @@ def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = 
                     fresh.append(e)
             if fresh:
                 con.execute(f"SET temp_directory = '{folder / 'spill'}'")
-                attach_stage(con, str(folder / "stage.duckdb"))
+                attach_stage(con)
                 try:
                     taken = _take_staged(con, cfg, feed, fresh, run_id)
                 finally:
@@ -152,10 +153,12 @@ def _take_staged(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh:
     _stage(con, cfg, feed, fresh)
     if any(e.refusal is None for e in fresh):
         _keep_last_per_key(con, feed.unique_key)
-        if feed.needs_views:
+        views = feed.needs_views(con)
+        if views:
             define_views(con, cfg)
-        if feed.stage_rule is not None:
-            apply_stage_rule(con, feed.stage_rule)
+        if feed.stage_rule is not None:  # the rule's full path needs the views (its quick one does not)
+            apply_stage_rule(con, feed.stage_rule,
+                             before_full_rule=None if views else (lambda: define_views(con, cfg)))
         if feed.stage_warning is not None:
             flag_staged(con, feed.stage_warning)
         _count_warnings(con, fresh)

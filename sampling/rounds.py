@@ -78,7 +78,8 @@ def round_in_view(con: duckdb.DuckDBPyConnection, when: datetime) -> tuple[str, 
 
 
 #: The rule "which round does a scan belong to", as SQL over ``incoming`` (the file's checked
-#: scans with ``person_key``): the round whose window holds the scan; else, for a single tube
+#: scans with ``person_key``, which the rule's output keeps: the key is computed once a row);
+#: the round whose window holds the scan; else, for a single tube
 #: (capacity 1) of a person with a re-sampling order, that order's (latest) round; else a seal
 #: follows its tube's round (from this file or from stored scans).
 _ASSIGN_TEMPLATE = """
@@ -104,7 +105,7 @@ WITH windowed AS (
         WHERE tube_barcode IN (SELECT tube_barcode FROM by_row WHERE row_round IS NULL)
     ) GROUP BY tube_barcode
 )
-SELECT b.* EXCLUDE (row_round, row_resample, person_key),
+SELECT b.* EXCLUDE (row_round, row_resample),
        coalesce(b.row_round, t.round_id) AS round_id,
        coalesce(b.row_resample, t.resample, FALSE) AS resample,
        -- in no round yet, but maybe a re-sample whose order is not raised yet: a single-tube

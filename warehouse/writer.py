@@ -138,18 +138,24 @@ def mark_alert_published(con: duckdb.DuckDBPyConnection, alert_id: str, run_id: 
 STAGE = "stage"
 
 
-def attach_stage(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """Attach a batch's staging database (from :mod:`ingest.take`) as ``stage``."""
-    con.execute(f"ATTACH '{path}' AS {STAGE}")
+def attach_stage(con: duckdb.DuckDBPyConnection) -> None:
+    """Attach a batch's staging database (from :mod:`ingest.take`) as ``stage``: in memory, so
+    its rows are never compressed, written or checkpointed (issue 15: a file-backed stage cost a
+    tenth of a scans batch); beyond the session's ``memory_limit`` DuckDB spills it to the
+    session's ``temp_directory`` (the batch's staging folder)."""
+    con.execute(f"ATTACH ':memory:' AS {STAGE}")
 
 
 def detach_stage(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DETACH {STAGE}")
 
 
-def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
+def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule,
+                     before_full_rule: Callable[[], None] | None = None) -> None:
     """Run a rule that needs the warehouse over the staged rows: rows it leaves without
-    ``rule.required_column`` move to the staged quarantine (a scratch database, not the warehouse)."""
+    ``rule.required_column`` move to the staged quarantine (a scratch database, not the warehouse).
+    ``before_full_rule`` runs first when the rule's quick path does not apply (the derived views
+    the full rule reads: a batch of scans inside the round's window defines none)."""
     columns = [c for c in con.sql(f"SELECT * FROM {STAGE}.accepted LIMIT 0").columns]
     data = [c for c in columns if c != LINE and not c.startswith(WARNING_PREFIX)]
     con.execute(
@@ -160,6 +166,8 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule) -> None:
     if rule.quick_sql and rule.quick_when_sql and con.sql(rule.quick_when_sql).fetchall()[0][0]:
         sql = rule.quick_sql
     else:
+        if before_full_rule is not None:
+            before_full_rule()
         sql = rule.sql(con) if callable(rule.sql) else rule.sql
     con.execute(f"CREATE OR REPLACE TEMP TABLE ruled AS {sql}")
     packed = ", ".join(f'"{c}" := "{c}"' for c in data)
@@ -514,19 +522,18 @@ def apply_stock(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str |
 
 
 def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-    """Scan events are facts: appended, never changed (tubes and members are derived from them).
+    """Scan events are facts: appended, never changed (tubes and members are derived from them);
+    their ``person_key`` is the round rule's (computed once a row, by :func:`apply_stage_rule`).
     A re-sample scan that no round holds yet (its order not raised yet) waits in
     ``waiting_scans`` until :func:`assign_waiting_scans` finds its order."""
     con.execute(
-        """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event,
-               CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
+        """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event, person_key,
                id_type, id_number, name, phone, capacity, resample, ?, source_line
            FROM staged WHERE round_id IS NOT NULL""",
         [content_hash],
     )
     con.execute(
-        """INSERT INTO waiting_scans SELECT scanned_at, site_id, collector_id, tube_barcode, event,
-               CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
+        """INSERT INTO waiting_scans SELECT scanned_at, site_id, collector_id, tube_barcode, event, person_key,
                id_type, id_number, name, phone, capacity, ?, source_line
            FROM staged WHERE round_id IS NULL""",
         [content_hash],
@@ -583,8 +590,7 @@ def assign_waiting_scans(con: duckdb.DuckDBPyConnection, content_hashes: Sequenc
     placed = con.execute("SELECT count(*) FROM ruled WHERE round_id IS NOT NULL").fetchall()[0][0]
     if placed:
         con.execute(
-            """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event,
-                   CASE WHEN id_type IS NOT NULL THEN person_key(id_type, id_number) END,
+            """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event, person_key,
                    id_type, id_number, name, phone, capacity, resample, source_hash, source_line
                FROM ruled WHERE round_id IS NOT NULL""")
         con.execute(
@@ -618,11 +624,15 @@ class WaitingScansSettler:
     def __call__(self, con: duckdb.DuckDBPyConnection, content_hashes: Sequence[str], run_id: str | None) -> int:
         return assign_waiting_scans(con, content_hashes, run_id, self.rule, self.table, self.tube_column)
 
+    def idle(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """No scan waits: settling places nothing and reads no derived view."""
+        return not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]
+
     def apart(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Do the staged batch's files (``stage.accepted``, before their facts are written) reach
         waiting tubes apart, none from two files (:func:`waiting_reach`)? Then one settle after all
         of them places what settling each after its own facts places."""
-        if not con.execute("SELECT count(*) FROM waiting_scans").fetchall()[0][0]:
+        if self.idle(con):
             return True
         shared = waiting_reach(con, f'SELECT {staged_file_of()} AS i, trim("{self.tube_column}") AS tube_barcode'
                                     f" FROM {STAGE}.accepted")

@@ -84,7 +84,8 @@ def test_kill_9_halfway_then_rerun_equals_one_clean_run(tmp_path):
 
 
 def test_a_kill_leaves_staging_beside_the_warehouse_and_the_next_start_sweeps_it(tmp_path):
-    """Issue 12.6: a file is staged below ``<warehouse>.staging/`` (0700), never in $TMPDIR; a
+    """Issue 12.6: a file is staged below ``<warehouse>.staging/`` (0700), never in $TMPDIR (the
+    batch's rows in memory, what spills in its folder there); a
     kill -9 mid-staging leaves its folder there, and the next ingest sweeps it, but never the
     staging of a concurrent ingest that is still alive."""
     inbox = tmp_path / "inbox"
@@ -101,14 +102,14 @@ def test_a_kill_leaves_staging_beside_the_warehouse_and_the_next_start_sweeps_it
     proc = subprocess.Popen([sys.executable, "-c", INGEST, str(inbox), str(db)], cwd=REPO, env=env,
                             stderr=subprocess.DEVNULL)
     try:
-        while proc.poll() is None and not list(staging.glob("*/stage.duckdb")):
+        while proc.poll() is None and not list(staging.glob("*/owner.lock")):  # its batch's folder, held
             time.sleep(0.01)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     left = [p for p in staging.iterdir() if p.is_dir()]
-    assert len(left) == 1 and (left[0] / "stage.duckdb").exists(), "killed before or after staging"
+    assert len(left) == 1 and (left[0] / "owner.lock").exists(), "killed before or after staging"
     assert staging.stat().st_mode & 0o777 == 0o700
     assert list(tmpdir.iterdir()) == []
 
