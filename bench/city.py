@@ -163,6 +163,7 @@ def child_logic(spec: dict) -> dict:
     exported for the baselines (Parquet for pandas, CSV for PostgreSQL's COPY)."""
     from kernel.secrets import id_hash_key
     from warehouse.views import define_views
+    from lab.calling import pin_tube_calls
     from reporting.coverage import define_coverage_views
     from warehouse.connection import open_configured
 
@@ -183,6 +184,9 @@ def child_logic(spec: dict) -> dict:
         define_coverage_views(con)
         out["snapshot_s"] = time.perf_counter() - t
         t = time.perf_counter()
+        # tube_calls derived once, as the report does (unpinned, coverage at 25.7 M ran out of the
+        # default 3.5 GB memory limit): its time counts in coverage's
+        pin_tube_calls(con, as_of)
         con.execute("CREATE TEMP TABLE tt_coverage AS SELECT grid, registered, sampled, coverage "
                     "FROM coverage($rid, $as_of) WHERE level = 'grid'", {"rid": rid, "as_of": as_of})
         out["coverage_s"] = time.perf_counter() - t
