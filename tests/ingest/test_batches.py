@@ -229,3 +229,16 @@ def test_a_batch_settles_and_announces_once_as_its_files_one_by_one(tmp_path, mo
     # one pass judged the positive calls of several files, several of which raised alerts
     assert any(n > 1 and raised > 1 for n, raised in announces)
     assert False in aparts and True in aparts  # a batch not apart was taken file after file
+
+
+def test_views_defined_only_for_batches_that_read_them():
+    """Issue 15: defining the derived views costs a micro-batch a tenth of a second. Announce and
+    the stock warning read them; a receipts batch's settle only when a scan waits; a scans
+    batch's round rule only on its full path (``before_full_rule``); manifests never."""
+    from ingest.feeds import FEEDS
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE waiting_scans (tube_barcode VARCHAR)")
+    assert [k for k, feed in FEEDS.items() if feed.needs_views(con)] == ["stock", "results"]
+    con.execute("INSERT INTO waiting_scans VALUES ('T1')")
+    assert [k for k, feed in FEEDS.items() if feed.needs_views(con)] == ["stock", "receipts", "results"]

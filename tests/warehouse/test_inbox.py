@@ -66,3 +66,23 @@ def test_discover_in_dependency_order(tmp_path):
         write(tmp_path / name, "x\n")
     assert [f.label for f in discover(tmp_path)] == [  # a hidden file is listed (reported, never taken)
         "sites/s.csv", "labs/.hidden", "zones/z.csv", "register/a.csv", "register/b.csv", "scans/x/1.csv"]
+
+
+def test_read_table_keeps_one_reader_a_thread_and_staging_root(tmp_path):
+    """Issue 15: a generic results file is read by the thread's reader (a connect cost more than
+    the file), kept between files; under another staging root a new one, the old one closed and
+    its folder removed."""
+    from kernel import tables
+
+    path = write(tmp_path / "a.csv", b"grid,zone\nG1,sealed\n")
+    with tables.staging_in(tmp_path / "r1"):
+        assert read_table(path, ["grid"]).frame["grid"].to_list() == ["G1"]
+        first = tables._reader()
+        assert read_table(path, ["grid"]).rows_read == 1 and tables._reader() is first
+        assert first.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [(0,)]  # dropped
+        assert len([p for p in (tmp_path / "r1").iterdir() if p.is_dir()]) == 1
+    with tables.staging_in(tmp_path / "r2"):
+        assert read_table(path, ["grid"]).rows_read == 1
+        assert tables._reader() is not first
+        assert [p for p in (tmp_path / "r1").iterdir() if p.is_dir()] == []
+        assert len([p for p in (tmp_path / "r2").iterdir() if p.is_dir()]) == 1
