@@ -46,6 +46,7 @@ from reporting.alerts import (
     artifact_slug,
     city_time_text,
 )
+from lab.calling import pin_tube_calls, unpin_tube_calls
 from reporting.coverage import define_coverage_views
 from reporting.daily import daily_dashboard_lines
 from reporting.masking import define_masking_macros
@@ -391,14 +392,22 @@ DASHBOARD_SECTIONS: list[DashboardSection] = [
 
 
 def round_dashboard(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime) -> str:
-    """The dashboard of one round as of ``as_of``: every section of :data:`DASHBOARD_SECTIONS`."""
+    """The dashboard of one round as of ``as_of``: every section of :data:`DASHBOARD_SECTIONS`.
+    Every section judges at ``as_of``, so ``tube_calls(as_of)`` is derived once for them all
+    (``lab.calling.pin_tube_calls``, as the report does: derived inside coverage at 25.7 M
+    residents it ran out of the default 3.5 GB memory limit) and put back afterwards. Needs the
+    snapshot's views."""
     if not con.execute("SELECT 1 FROM rounds WHERE round_id = ?", [round_id]).fetchall():
         raise ValueError(f"round {round_id} is not open in this warehouse")
     define_coverage_views(con)
     define_masking_macros(con)
     lines: list[str] = []
-    for section in DASHBOARD_SECTIONS:
-        lines += section(con, cfg, round_id, as_of)
+    pin_tube_calls(con, as_of)
+    try:
+        for section in DASHBOARD_SECTIONS:
+            lines += section(con, cfg, round_id, as_of)
+    finally:
+        unpin_tube_calls(con)
     return "\n".join(lines).rstrip() + "\n"
 
 
