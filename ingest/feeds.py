@@ -38,6 +38,7 @@ from warehouse.writer import (
     apply_results,
     apply_scans,
     apply_stock,
+    stage_plates_reported_again,
     staged_file_of,
     waiting_scans_settler,
 )
@@ -69,6 +70,9 @@ class Feed:
     #: the chain's event time, by which its files are ordered (``ingest.discover``); None:
     #: reference data, taken first in feed order
     event_time: str | None = None
+    #: once per batch, after the stage rule and warning, before its transaction: what the inserts
+    #: look up, staged beside the rows (results: ``warehouse.writer.stage_plates_reported_again``)
+    prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None
     #: the rows come from an instrument export's parser (``lab.instruments``), not a table reader;
     #: the check sees one file at a time (its label names the lab, run and plate)
     export: bool = False
@@ -119,7 +123,7 @@ FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
          event_time="received_at"),
     Feed("results", (), lambda records, cfg, label: check_results(records, label), apply_results,
          settle=RESULTS_SETTLE, announce=positive_alerts_of_files, apart=_results_apart,
-         event_time="finished_at", export=True),
+         prepare=stage_plates_reported_again, event_time="finished_at", export=True),
 )}
 
 #: feed kinds in dependency order

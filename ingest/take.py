@@ -161,6 +161,8 @@ def _take_staged(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh:
                              before_full_rule=None if views else (lambda: define_views(con, cfg)))
         if feed.stage_warning is not None:
             flag_staged(con, feed.stage_warning)
+        if feed.prepare is not None:
+            feed.prepare(con)
         _count_warnings(con, fresh)
     return record_batch(
         con,

@@ -89,6 +89,31 @@ def test_amended_results_supersede_and_are_audited(called, tmp_path):
     assert kept == [(2,)]  # the first export stays: history, not overwritten
 
 
+def test_a_batch_looks_for_superseded_readings_only_for_plates_reported_again(called, tmp_path, monkeypatch):
+    """Issue 15: a results batch finds its plates reported again once (stored, or in two of its
+    files); only their files look for the readings they supersede, each audited as one by one."""
+    import warehouse.writer as writer
+    from ingest.discover import discover
+    from ingest.take import take_batch
+
+    looked: list[str] = []
+    audit_plates = writer._audit_amended_plates
+    monkeypatch.setattr(writer, "_audit_amended_plates",
+                        lambda con, digest, run_id: (looked.append(digest), audit_plates(con, digest, run_id)))
+    wells = dict(PLATES["P1"][1])
+    wells["TB"] = ("24", "25", "30")
+    write(tmp_path / "again/results/L1/P1-a.csv", results_csv("P1", "16:50", wells))
+    write(tmp_path / "again/results/L1/P9.csv", results_csv("P9", "16:55", dict(CONTROLS)))  # a new plate
+    write(tmp_path / "again/results/L1/P1-b.csv", results_csv("P1", "17:00", wells))
+    files = discover(tmp_path / "again")
+    outcomes = take_batch(files, called)
+    assert [o.status for o in outcomes] == ["accepted"] * 3
+    by_name = {o.file_name: o.content_hash for o in outcomes}
+    assert sorted(looked) == sorted(h for name, h in by_name.items() if "P1-" in name)
+    audit = query_views(called, "SELECT entity_key, action, after->>'files' FROM audit WHERE entity = 'plate' ORDER BY audit_id", [])
+    assert [(k, a) for k, a, _ in audit] == [("L1|P1|P1", "amend")] * 2  # each re-export supersedes what came before
+
+
 def test_roles_from_config_and_internal_control_override(tmp_path, cfg):
     """Targets are mapped to roles by config (a kit naming ORF1ab 'FAM'); with the kit rule
     that a detected target makes a missing internal control irrelevant, TF-like tubes call."""
