@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from tests.conftest import write
 from tests.builders import REGISTER_HEADER, SCAN_HEADER, open_test_round, register_row, ric, take_all
+from kernel.config import Config
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
@@ -143,6 +144,48 @@ def test_every_anomaly_order_and_status(tmp_path, cfg):
     early, _, early_status, _, _ = snapshot(cfg, datetime(2022, 4, 4, 15, tzinfo=SH))
     assert not {k for k, _ in early} & {"tube_lost", "box_lost", "unsealed_at_round_end"}
     assert early_status[P[5]] == "sampled"
+
+
+#: ``tube_policy`` as it was first written: every member of every tube joined to the register and
+#: their grid's zone (the reference the narrowed rule must equal)
+WHOLE_CITY_TUBE_POLICY = """
+    WITH z AS (SELECT grid, zone, coalesce(since, TIMESTAMPTZ '-infinity') AS since FROM zones),
+    mem AS (SELECT tm.round_id, tm.tube_barcode, coalesce(tm.added_at, TIMESTAMPTZ 'infinity') AS added_at,
+                   reg.grid, reg.key_group, reg.household_id
+            FROM tube_members tm LEFT JOIN register reg USING (person_key)),
+    member_zone AS (SELECT mem.*, z.zone FROM mem ASOF LEFT JOIN z ON mem.grid = z.grid AND mem.added_at >= z.since)
+    SELECT mz.round_id, mz.tube_barcode,
+           min(zone_pool_size(mz.key_group, mz.zone, mz.household_id, r.pool_size)) AS allowed_size,
+           coalesce(bool_or(mz.zone = 'sealed'), FALSE) AS sealed_zone,
+           count(*) FILTER (WHERE mz.zone = 'sealed') AS sealed_members,
+           count(DISTINCT mz.household_id) FILTER (WHERE mz.zone = 'sealed') AS sealed_households
+    FROM member_zone mz JOIN rounds r USING (round_id) GROUP BY mz.round_id, mz.tube_barcode"""
+
+
+def test_tube_policy_joins_only_special_members_and_equals_the_whole_city_rule(tmp_path, cfg):
+    """Issue 15: ``tube_policy`` joins only the members of a key group or of a grid ever sealed or
+    controlled; a tube of ordinary members allows the round's size. On a round holding every
+    case (ordinary only, ordinary with a controlled-zone and a limited-mobility member, two
+    sealed households, a key group with an ordinary member, a visitor) it equals the rule over
+    every member; a tube of one sealed household alone has no size (not the round's)."""
+    open_test_round(cfg)
+    root = build_inbox(tmp_path / "in")
+    # one sealed household alone (H9: P15, P16), sampled at home: the household rule, no size
+    write(root / "scans/site/household.csv", SCAN_HEADER + "\n" + "\n".join(
+        [scan("13:00", "SH", "TH", "add", 15, cap="20"), scan("13:01", "SH", "TH", "add", 16, cap="20"),
+         scan("13:02", "SH", "TH", "seal")]) + "\n")
+    take_all(root, cfg)
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg)
+        narrowed = con.execute("SELECT * FROM tube_policy ORDER BY ALL").fetchall()
+        reference = con.execute(WHOLE_CITY_TUBE_POLICY + " ORDER BY ALL").fetchall()
+        policy = {row[1]: row[2] for row in narrowed}
+    assert narrowed == reference
+    assert len(narrowed) == 11
+    assert policy["T1"] == 10 and policy["T2"] == 10  # ordinary; ordinary and a visitor
+    assert policy["T3"] == Config().pool_policy.controlled_size  # G2 members with ordinary ones
+    assert policy["T8"] == Config().pool_policy.key_group_size  # a key group member with an ordinary one
+    assert policy["TH"] is None  # one sealed household: no size limit
 
 
 def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):

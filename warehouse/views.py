@@ -5,7 +5,7 @@ facts (events, receipts, results) into tubes, custody, calls, orders and status 
 
 A read session over a whole city (a report, a benchmark, a summary) passes ``snapshot=True``:
 the base views every later rule reads several times (``tube_members``, ``tubes``, ``custody``,
-``tube_runs``) are then computed once into temporary tables of the session and the views read
+``plate_qc``, ``tube_runs``) are then computed once into temporary tables of the session and the views read
 those. Without it DuckDB recomputes each view wherever a rule names it, which at 24 M people
 holds many large aggregates at once and runs out of memory. A snapshot is of the facts at that
 moment: a session that writes afterwards defines the views again."""
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import duckdb
 
 from kernel.config import Config
-from lab.calling import define_calling_views
+from lab.calling import define_calling_views, snapshot_plates
 from lab.custody import define_custody_views
 from lab.orders import define_order_views
 from reporting.status import define_status_views
@@ -38,8 +38,9 @@ VIEW_RULES: tuple[tuple[str, Callable[..., None], Callable[[Config], object] | N
     ("stock", define_stock_views, lambda cfg: cfg.stock),
 )
 
-#: the base views a snapshot materialises, in dependency order
-SNAPSHOT_VIEWS = ("tube_members", "tubes", "custody", "tube_runs")
+#: the base views a snapshot materialises, in dependency order (``plate_qc`` before ``tube_runs``,
+#: which reads it: the city's readings are ranked for the plates once)
+SNAPSHOT_VIEWS = ("tube_members", "tubes", "custody", "plate_qc", "tube_runs")
 
 
 def define_views(con: duckdb.DuckDBPyConnection, cfg: Config, *, snapshot: bool = False) -> None:
@@ -49,3 +50,5 @@ def define_views(con: duckdb.DuckDBPyConnection, cfg: Config, *, snapshot: bool 
         for name in SNAPSHOT_VIEWS:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {name}_snapshot AS SELECT * FROM {name}")
             con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {name}_snapshot")
+            if name == "plate_qc":
+                snapshot_plates(con, cfg.assay, f"{name}_snapshot")

@@ -134,13 +134,18 @@ def test_a_snapshot_session_derives_the_same_state(called, tmp_path):
     ingest(resamples(tmp_path / "morning"), called)
     queries = ("SELECT * EXCLUDE (person_key) FROM person_status('R1', ?) ORDER BY ALL",
                "SELECT * EXCLUDE (person_key) FROM resample_orders(?) ORDER BY ALL",
-               "SELECT * FROM tube_calls(?) ORDER BY ALL")
+               "SELECT * FROM tube_calls(?) ORDER BY ALL",
+               # issue 15: the snapshot's plates are the ones its runs read; a tubes list derives its own
+               "SELECT * FROM tube_runs WHERE finished_at <= ? ORDER BY ALL",
+               "SELECT * FROM tube_calls(?, tubes := ['TA', 'TH', 'TI']) ORDER BY ALL",
+               "SELECT * FROM lab_anomalies(?) ORDER BY ALL")
     with open_warehouse(called.warehouse.path, id_hash_key()) as con:
         define_views(con, called)
         plain = [con.execute(q, [AS_OF]).fetchall() for q in queries]
         define_views(con, called, snapshot=True)
         snap = [con.execute(q, [AS_OF]).fetchall() for q in queries]
-        assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'tube_members_snapshot'").fetchall() == [(1,)]
+        assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name IN ('tube_members_snapshot', "
+                       "'plate_qc_snapshot')").fetchall() == [(2,)]
     assert snap == plain and all(plain)
 
 
