@@ -78,13 +78,13 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
     con.execute(
         f"""
         CREATE OR REPLACE TEMP MACRO result_readings_of(tubes) AS TABLE
-        WITH ranked AS MATERIALIZED (
+        WITH src AS MATERIALIZED (
             SELECT r.lab_id, r.run_id, r.plate_id, r.well, trim(r.sample) AS sample,
                    control_sample(r.sample) AS control, upper(trim(r.sample)) AS control_name,
                    r.target, {role} AS role, r.ct,
                    coalesce(r.finished_at, l.ingested_at) AS finished_at, r.source_hash, l.ingested_at,
-                   lower(trim(r.target)) AS target_key, row_number() OVER newest AS rank_in_well,
-                   count(*) OVER (newest ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS reported
+                   lower(trim(r.target)) AS target_key, r.source_line,
+                   hash(r.lab_id, r.run_id, r.plate_id, r.well, lower(trim(r.target))) AS reading_hash
             FROM (
                 SELECT * FROM results WHERE tubes IS NULL
                 UNION ALL
@@ -93,10 +93,19 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
                 ) p USING (lab_id, run_id, plate_id)
                 WHERE tubes IS NOT NULL
             ) r JOIN ingest_ledger l ON l.content_hash = r.source_hash
-            WINDOW newest AS (PARTITION BY r.lab_id, r.run_id, r.plate_id, r.well, lower(trim(r.target))
-                              ORDER BY l.ingested_at DESC, r.source_hash, r.source_line DESC)
+        ), again AS MATERIALIZED (
+            -- issue 15: the few wells and targets reported more than once (a re-export, a repeat
+            -- in one file), found by a hash of their key; only their readings are ranked (every
+            -- reading of the city was sorted before). A hash shared by two keys only sends a
+            -- reading to the ranking, which counts its key exactly.
+            SELECT reading_hash FROM src GROUP BY reading_hash HAVING count(*) > 1
+        ), ranked AS MATERIALIZED (
+            SELECT *, row_number() OVER newest AS rank_in_well,
+                   count(*) OVER (newest ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS reported
+            FROM src WHERE reading_hash IN (SELECT reading_hash FROM again)
+            WINDOW newest AS (PARTITION BY lab_id, run_id, plate_id, well, target_key
+                              ORDER BY ingested_at DESC, source_hash, source_line DESC)
         ), repeated AS (
-            -- the few wells and targets reported more than once (a re-export, a repeat in one file)
             SELECT *, min(sample) OVER in_file <> max(sample) OVER in_file
                       OR min(coalesce(ct, -1)) OVER in_file <> max(coalesce(ct, -1)) OVER in_file AS conflicting,
                    first_value(source_hash) OVER (PARTITION BY lab_id, run_id, plate_id, well, target_key
@@ -104,11 +113,15 @@ def define_calling_views(con: duckdb.DuckDBPyConnection, assay: AssayConfig) -> 
             FROM ranked WHERE reported > 1
             WINDOW in_file AS (PARTITION BY lab_id, run_id, plate_id, well, target_key, source_hash)
         )
-        SELECT * EXCLUDE (target_key, rank_in_well, reported), FALSE AS conflicting FROM ranked WHERE reported = 1
+        SELECT * EXCLUDE (target_key, source_line, reading_hash), FALSE AS conflicting FROM src
+        WHERE reading_hash NOT IN (SELECT reading_hash FROM again)
+        UNION ALL BY NAME
+        SELECT * EXCLUDE (target_key, source_line, reading_hash, rank_in_well, reported), FALSE AS conflicting
+        FROM ranked WHERE reported = 1
         UNION ALL BY NAME
         -- the newest file's reading; when that file gives the well and target conflicting
         -- readings, all of them, each marked: none of them may decide a call
-        SELECT * EXCLUDE (target_key, rank_in_well, reported, newest_file) FROM repeated
+        SELECT * EXCLUDE (target_key, source_line, reading_hash, rank_in_well, reported, newest_file) FROM repeated
         WHERE rank_in_well = 1 OR (conflicting AND source_hash = newest_file)
         """
     )

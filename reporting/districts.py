@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from reporting.people_csv import iso_times, write_people_csv
+from reporting.people_csv import iso_times, write_people_csv, write_people_csv_parts
 from reporting.report import DOOR_TO_DOOR, ORDER_COLUMNS, UNTESTED_COLUMNS, WORKLIST_COLUMNS
 
 #: the pack of rows without a district (orders of people outside the register)
@@ -106,9 +106,7 @@ def worklist_rows(door_to_door: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFr
 def write_worklists(work: pl.DataFrame, folder: Path) -> int:
     """One CSV per grid of ``worklist_rows``; returns the number of lists written."""
     folder.mkdir(parents=True, exist_ok=True)
-    for (grid,), part in work.partition_by("grid", as_dict=True, maintain_order=True).items():
-        write_people_csv(part, folder / f"{safe_name(grid, 'grid')}.csv")
-    return work["grid"].n_unique()
+    return write_people_csv_parts(work, "grid", lambda grid: folder / f"{safe_name(grid, 'grid')}.csv")
 
 
 def write_district_pack(report: Path, district: str) -> DistrictPack:

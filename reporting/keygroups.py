@@ -18,7 +18,9 @@ def define_key_group_views(con: duckdb.DuckDBPyConnection, cycles: dict[str, flo
         f"""
         CREATE OR REPLACE TEMP MACRO key_group_compliance(as_of) AS TABLE
         WITH cycle(key_group, days) AS (VALUES {values}), last AS (
-            SELECT person_key, max(added_at) AS last_sampled_at FROM good_tubes(as_of) GROUP BY person_key
+            -- issue 15: the key groups' members' tubes only (not every person of the city grouped)
+            SELECT person_key, max(added_at) AS last_sampled_at FROM good_tubes(as_of)
+            WHERE person_key IN (SELECT person_key FROM register WHERE key_group IS NOT NULL) GROUP BY person_key
         )
         SELECT reg.person_key, reg.id_type, reg.id_number, reg.name, reg.phone, reg.district, reg.subdistrict,
                reg.community, reg.grid, reg.key_group, c.days AS cycle_days, l.last_sampled_at,

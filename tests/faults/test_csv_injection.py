@@ -117,3 +117,26 @@ def test_a_people_csv_written_in_chunks_is_the_same_bytes_as_written_whole(tmp_p
     write_people_csv(frame.head(0), empty)
     write_people_csv_batches(iter(()), tmp_path / "none.csv", empty=frame.head(0))
     assert (tmp_path / "none.csv").read_bytes() == empty.getvalue() == "\ufeffname,phone,when,n,flag\n".encode()
+
+
+def test_people_csv_parts_are_the_bytes_of_each_part_written_alone(tmp_path):
+    """Issue 15: the worklists (one CSV per grid) are neutralised once for the whole district and
+    then cut; each file is the bytes :func:`write_people_csv` gives its part alone, named by the
+    grid as it was (a formula-like grid keeps its file name)."""
+    import io
+    from datetime import datetime, timezone
+
+    from reporting.people_csv import write_people_csv, write_people_csv_parts
+
+    frame = pl.DataFrame({
+        "grid": ["G1", "@G2", "G1", "-G3", "@G2", "G1"],
+        "name": [PAYLOADS[0], "plain", "+8613800001111", PAYLOADS[1], "\t1", None],
+        "when": [datetime(2022, 4, 4, 12, i, tzinfo=timezone.utc) for i in range(6)],
+    }).with_columns(pl.col("when").dt.convert_time_zone("Asia/Shanghai"))
+    written = write_people_csv_parts(frame, "grid", lambda grid: tmp_path / f"{grid}.csv")
+    assert written == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["-G3.csv", "@G2.csv", "G1.csv"]
+    for grid in ("G1", "@G2", "-G3"):
+        alone = io.BytesIO()
+        write_people_csv(frame.filter(pl.col("grid") == grid), alone)
+        assert (tmp_path / f"{grid}.csv").read_bytes() == alone.getvalue()
+    assert "'@G2" in (tmp_path / "@G2.csv").read_text(encoding="utf-8-sig")
