@@ -14,8 +14,11 @@ and is never lost or doubled:
 
 Ordinary orders (the last three) are ``normal``, due ``ordinary_due_hours`` after they are
 raised, at home for people with limited mobility (上门采样); a member who has another good
-tube in the round needs none. An order is *fulfilled* once the person has a re-sample tube
-collected after it was raised that was not refused; ``fulfilled_at`` is when that re-sample was taken (the first such).
+tube in the round needs none. An order is *fulfilled* once the person has a re-sample tube that
+was not refused, collected after the call for an urgent order, and for an ordinary one after
+the person's sample in the failed tube (a lost tube's people are often re-sampled before round
+end + the lost threshold declares it lost); ``fulfilled_at`` is when that re-sample was taken
+(the first such).
 
 At city scale the few source tubes are found first and only their members and those members'
 good tubes are looked at (materialised once), so the macro stays within memory for 24 M people.
@@ -80,7 +83,12 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
             FROM tube_calls(as_of, tubes := tubes) k JOIN custody c USING (tube_barcode)
             WHERE k.call = 'invalid' OR (c.capacity > 1 AND viral_call(k.call))
         ), raised AS MATERIALIZED (
-            SELECT s.round_id, tm.person_key, s.reason, s.tube_barcode AS source_tube, s.raised_at
+            SELECT s.round_id, tm.person_key, s.reason, s.tube_barcode AS source_tube, s.raised_at,
+                   -- what answers the order: for an urgent one a re-sample after the call; for an
+                   -- ordinary one any re-sample after the person's sample in the failed tube (a
+                   -- grid re-samples a late tube's people before the rule declares it lost)
+                   CASE WHEN urgent_reason(s.reason) THEN s.raised_at
+                        ELSE coalesce(least(tm.added_at, s.raised_at), s.raised_at) END AS answered_after
             FROM sources s JOIN tube_members tm USING (round_id, tube_barcode)
             WHERE tubes IS NULL OR tm.tube_barcode IN (SELECT unnest(tubes))
         ), ids AS MATERIALIZED (
@@ -95,8 +103,8 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
             FROM good_tubes(as_of, tubes := tubes) g SEMI JOIN raised r USING (round_id, person_key)
         ), per_order AS (
             SELECT o.round_id, o.person_key, o.source_tube, o.reason,
-                   coalesce(bool_or(t.resample AND t.added_at >= o.raised_at), FALSE) AS fulfilled,
-                   min(t.added_at) FILTER (WHERE t.resample AND t.added_at >= o.raised_at) AS fulfilled_at,
+                   coalesce(bool_or(t.resample AND t.added_at >= o.answered_after), FALSE) AS fulfilled,
+                   min(t.added_at) FILTER (WHERE t.resample AND t.added_at >= o.answered_after) AS fulfilled_at,
                    coalesce(bool_or(NOT t.resample AND t.tube_barcode <> o.source_tube), FALSE) AS other_good_tube
             FROM raised o LEFT JOIN theirs t USING (round_id, person_key)
             GROUP BY o.round_id, o.person_key, o.source_tube, o.reason

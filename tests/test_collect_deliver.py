@@ -203,6 +203,24 @@ def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
     assert ("tube_refused", "T2", P[4], False, True) in orders
 
 
+def test_a_lost_tubes_person_resampled_before_the_tube_is_declared_lost_is_not_ordered_again(tmp_path, cfg):
+    """A tube is declared lost at round end + 12 h (here 04-05 10:00); a grid that re-samples the
+    tube's people earlier (08:00, once the tube was late) has answered the order: it is
+    fulfilled and the person is no longer ``resample`` (issue 14's note: 77 people of a
+    20,000-person city stayed on worklists with a negative re-sample)."""
+    open_test_round(cfg)
+    take_all(build_inbox(tmp_path / "in"), cfg)
+    write(tmp_path / "late/scans/resample.csv", "\n".join([
+        SCAN_HEADER, f"2022-04-05T08:00:00+08:00,SH,C9,R5,add,RIC,{P[5]},,,1",
+        "2022-04-05T08:01:00+08:00,SH,C9,R5,seal,,,,,"]) + "\n")
+    (scans,) = take_all(tmp_path / "late", cfg)
+    assert scans.rows_accepted == 2 and scans.rows_quarantined == 0
+    _, orders, status, _, _ = snapshot(cfg)
+    assert ("tube_lost", "T3", P[5], False, True) in orders
+    assert ("tube_lost", "T3", P[6], False, False) in orders  # not re-sampled: still ordered
+    assert status[P[5]] == "sampled" and status[P[6]] == "resample"
+
+
 def test_a_resample_scanned_before_its_order_waits_and_joins_the_order_round(tmp_path, cfg):
     """Issue 13.8: a re-sample whose scan reaches the inbox before the results file that orders
     it was quarantined for good ("scanned outside every open round") and its order showed
