@@ -369,6 +369,50 @@ def child_microbatch(spec: dict) -> dict:
             "quarantined": o.rows_quarantined}
 
 
+#: the fixed cost a file (issue 15: ≤ 20 ms): this many one-row files against one file of as many rows
+FILE_COST_FILES = 200
+
+
+def child_file_cost(spec: dict) -> dict:
+    """The fixed cost a file, with the city loaded: ``files`` manifest files of one row each, then
+    one manifest file of ``files`` rows (other boxes and tubes), each set taken as the ingest flow
+    takes it; the cost a file is the difference over the extra files. Manifests are the smallest
+    chain feed (a box packed at a site), so little of the difference is rows."""
+    from kernel.secrets import id_hash_key
+    from warehouse.connection import open_configured
+
+    cfg = _cfg(spec)
+    n, root = spec["files"], Path(spec["out"])
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        sites = [r[0] for r in con.execute("SELECT site_id FROM sites ORDER BY site_id LIMIT 50").fetchall()]
+        labs = [r[0] for r in con.execute("SELECT lab_id FROM labs ORDER BY lab_id").fetchall()]
+    header = "box_id,tube_barcode,site_id,packed_at,courier_id,departed_at,lab_id\n"
+
+    def row(kind: str, i: int) -> str:
+        return (f"FC{kind}{i:06d},FC{kind}T{i:06d},{sites[i % len(sites)]},2022-04-04T21:00:00+08:00,K{i % 7},"
+                f"2022-04-04T21:10:00+08:00,{labs[i % len(labs)]}\n")
+
+    many = []
+    for i in range(n):
+        path = root / "many" / "manifests" / f"m{i:04d}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + row("M", i))
+        many.append(["manifests", str(path), f"manifests/m{i:04d}.csv"])
+    one = root / "one" / "manifests" / "all.csv"
+    one.parent.mkdir(parents=True, exist_ok=True)
+    one.write_text(header + "".join(row("O", i) for i in range(n)))
+    t = time.perf_counter()
+    outcomes = tubetrail_take(many, cfg)
+    many_s = time.perf_counter() - t
+    t = time.perf_counter()
+    (single,) = tubetrail_take([["manifests", str(one), "manifests/all.csv"]], cfg)
+    one_s = time.perf_counter() - t
+    accepted = sum(o.rows_accepted for o in outcomes if o.status == "accepted")
+    assert accepted == n and single.rows_accepted == n, (accepted, single.rows_accepted, single.message)
+    return {"files": n, "rows": n, "many_s": many_s, "one_s": one_s,
+            "per_file_ms": 1000 * (many_s - one_s) / (n - 1)}
+
+
 def child_last_wave(spec: dict) -> dict:
     """"Last file → report": the round's last wave lands (its files taken), then the nightly
     report is written (``child_report``'s work) at once; timed from the first file taken."""
@@ -394,6 +438,7 @@ def _child_floor(spec: dict) -> dict:
 
 CHILDREN = {"take": child_take, "latency": child_latency, "report": child_report, "logic": child_logic,
             "pandas": child_pandas, "postgres": child_postgres, "microbatch": child_microbatch,
+            "file_cost": child_file_cost,
             "floor": _child_floor, "last_wave": child_last_wave}
 
 
@@ -585,6 +630,8 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
     say("micro-batch of 50,000 scans")
     fig["micro_batch"] = run_child("microbatch", {**base, "out": str(work / "micro" / "scans" / "micro_batch.parquet"),
                                                   "scans": MICRO_BATCH}, work)
+    say(f"fixed cost a file: {FILE_COST_FILES} one-row files against one file of {FILE_COST_FILES} rows")
+    fig["file_cost"] = run_child("file_cost", {**base, "out": str(work / "filecost"), "files": FILE_COST_FILES}, work)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return fig
@@ -675,6 +722,10 @@ def print_city(fig: dict) -> None:
     m = fig["micro_batch"]
     table.add_row("micro-batch: one file of 50,000 scans", f"{m['wall_s']:.1f}", f"{m['take_s']:.2f}", f"{m['peak_gb']:.2f}",
                   f"{m['accepted']:,} accepted")
+    fc = fig.get("file_cost")
+    if fc:
+        table.add_row(f"fixed cost a file: {fc['files']} one-row files vs one file", f"{fc['wall_s']:.1f}",
+                      f"{fc['many_s']:.2f} / {fc['one_s']:.2f}", f"{fc['peak_gb']:.2f}", f"{fc['per_file_ms']:.1f} ms a file")
     tt = fig["tubetrail"]
     tt_q = tt["coverage_s"] + tt["orders_s"]
     table.add_row("tubetrail: coverage per grid + pool orders", "", f"{tt_q:.2f}", f"{tt['peak_gb']:.2f}",
@@ -842,6 +893,11 @@ def markdown(figures: dict) -> str:
         lines.append(f"| **end to end** (the links above) | | | **{s(e['wall_s'])}** | | **{e['peak_gb']:.2f} GB** |")
         lines.append(f"| micro-batch: one more file of {m['scans']:,} scans | 1 | {m['accepted']:,} | {s(m['wall_s'])} "
                      f"| {m['take_s']:.2f} s | {m['peak_gb']:.2f} GB |")
+        fc = c.get("file_cost")
+        if fc:
+            lines.append(f"| fixed cost a file: {fc['files']} one-row manifest files ({fc['many_s']:.2f} s) against one file "
+                         f"of {fc['rows']} rows ({fc['one_s']:.2f} s) | {fc['files'] + 1} | {2 * fc['rows']:,} | {s(fc['wall_s'])} "
+                         f"| **{fc['per_file_ms']:.1f} ms a file** | {fc['peak_gb']:.2f} GB |")
         tt = c["tubetrail"]
         tq = tt["coverage_s"] + tt["orders_s"]
         lines += ["", f"Coverage per grid ({tt['grids']:,} grids, {tt['registered']:,} registered, {tt['sampled']:,} sampled) "

@@ -238,11 +238,12 @@ class _Checker:
             self._append("quarantined", pl.DataFrame(schema=REJECT_SCHEMA))
 
     def _append(self, table: str, frame: pl.DataFrame) -> None:
+        if table in self.made and not frame.height:  # nothing to add (most files quarantine no row)
+            return
         self.con.register("ingest_arrow", frame.to_arrow())
         try:
             if table in self.made:
-                if frame.height:
-                    self.con.execute(f"INSERT INTO {STAGE}.{table} BY NAME SELECT * FROM ingest_arrow")
+                self.con.execute(f"INSERT INTO {STAGE}.{table} BY NAME SELECT * FROM ingest_arrow")
             else:
                 self.con.execute(f"CREATE TABLE {STAGE}.{table} AS SELECT * FROM ingest_arrow")
                 self.made.add(table)

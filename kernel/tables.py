@@ -347,14 +347,17 @@ def _table_chunks(con: duckdb.DuckDBPyConnection, table: str, rows: int, columns
 def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, label: str, table: str) -> ReadFile:
     _lowered(label, _csv_header(path))
     try:
-        con.execute(
+        # the statement's one row is the rows it stored (no count afterwards: issue 15, a file's fixed cost)
+        rows = int(con.execute(
             f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true,"
             " delim = ',', quote = '\"', escape = '\"', store_rejects = true,"
             f" rejects_table = '{table}_rejects', rejects_scan = '{table}_scans', null_padding = false,"
             f" max_line_size = {MAX_LINE_BYTES})",
             [str(path)],
-        )
-        rejects = pl.from_arrow(
+        ).fetchall()[0][0])
+        physical = _physical_lines(path)
+        # every line the header or a stored row: nothing was rejected, nothing to look up
+        rejects = _NO_CSV_REJECTS if physical == 1 + rows else pl.from_arrow(
             con.sql(
                 f"SELECT line::BIGINT AS {LINE}, column_name::VARCHAR AS column, error_type::VARCHAR AS error_type,"
                 f" csv_line AS raw FROM {table}_rejects ORDER BY line"
@@ -369,8 +372,7 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, label: str, table: str
     if not columns:
         raise RefusedFile(f"{label}: no header row")
     lowered = _lowered(label, columns)
-    rows = int(con.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0])
-    line_of = _good_row_lines(path, rows, rejects.get_column(LINE))
+    line_of = _good_row_lines(path, rows, rejects.get_column(LINE), physical)
     rejects = rejects.group_by(LINE, maintain_order=True).agg(
         pl.col("column").first(),
         pl.format("unreadable row: {}", pl.col("error_type").first().str.to_lowercase()).alias("reason"),
@@ -450,20 +452,30 @@ def _csv_header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _good_row_lines(path: Path, good_rows: int, reject_lines: pl.Series) -> Callable[[pl.Series], pl.Series]:
-    """A function from good-row ordinals (1-based) to their physical CSV lines.
+#: the rejects of a CSV file with none (:func:`_read_csv` does not look when every line is a row)
+_NO_CSV_REJECTS = pl.DataFrame(schema={LINE: pl.Int64, "column": pl.Utf8, "error_type": pl.Utf8, "raw": pl.Utf8})
+
+
+def _physical_lines(path: Path) -> int:
+    """The lines of a file (a last line without its line break counts)."""
+    newlines, last = 0, b"\n"
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return newlines + (0 if last == b"\n" else 1)
+
+
+def _good_row_lines(path: Path, good_rows: int, reject_lines: pl.Series,
+                    physical: int) -> Callable[[pl.Series], pl.Series]:
+    """A function from good-row ordinals (1-based) to their physical CSV lines (``physical``: the
+    file's :func:`_physical_lines`).
 
     When every line is one record (no blank lines, no quoted line breaks: the usual case), a good
     row's line is its ordinal plus the header plus the rejected lines before it. Otherwise the
     record start lines are counted once with the csv module (rare, malformed files only).
     """
     reject_lines = reject_lines.unique().sort()
-    newlines, last = 0, b"\n"
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            newlines += chunk.count(b"\n")
-            last = chunk[-1:]
-    physical = newlines + (0 if last == b"\n" else 1)
     if physical == 1 + good_rows + reject_lines.len():
         shifted = reject_lines - pl.int_range(1, reject_lines.len() + 1, eager=True)
 

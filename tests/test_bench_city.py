@@ -211,3 +211,18 @@ def test_figures_carry_tubetrail_over_floor(floored):
     collect = next(line for line in text.splitlines() if line.startswith("| collect |"))
     assert collect.endswith("| collect (scans) | 20.0 s | 10.0× |")
     assert "**4.0 s** from its files landing to the report" in text
+
+
+def test_the_fixed_cost_a_file_takes_every_row_both_ways(loaded, tmp_path):
+    """Issue 15's fixed cost a file: 20 one-row manifest files and one file of 20 rows, all taken
+    (the figure itself is a time: measured by ``make bench``, never asserted)."""
+    from bench.city import child_file_cost
+
+    import shutil
+
+    _, base, _, _, _, _ = loaded
+    copy = tmp_path / "wh.duckdb"  # the module's warehouse is left as the other tests read it
+    shutil.copy(base["warehouse"], copy)
+    out = child_file_cost({**base, "warehouse": str(copy), "out": str(tmp_path / "filecost"), "files": 20})
+    assert (out["files"], out["rows"]) == (20, 20) and out["many_s"] > 0 and out["one_s"] > 0
+    assert set(out) == {"files", "rows", "many_s", "one_s", "per_file_ms"}
