@@ -103,8 +103,11 @@ def define_order_views(con: duckdb.DuckDBPyConnection, resample: ResampleConfig)
             FROM good_tubes(as_of, tubes := tubes) g SEMI JOIN raised r USING (round_id, person_key)
         ), per_order AS (
             SELECT o.round_id, o.person_key, o.source_tube, o.reason,
-                   coalesce(bool_or(t.resample AND t.added_at >= o.answered_after), FALSE) AS fulfilled,
-                   min(t.added_at) FILTER (WHERE t.resample AND t.added_at >= o.answered_after) AS fulfilled_at,
+                   -- the failed tube never answers its own order (a re-sample invalid twice)
+                   coalesce(bool_or(t.resample AND t.tube_barcode <> o.source_tube
+                                    AND t.added_at >= o.answered_after), FALSE) AS fulfilled,
+                   min(t.added_at) FILTER (WHERE t.resample AND t.tube_barcode <> o.source_tube
+                                           AND t.added_at >= o.answered_after) AS fulfilled_at,
                    coalesce(bool_or(NOT t.resample AND t.tube_barcode <> o.source_tube), FALSE) AS other_good_tube
             FROM raised o LEFT JOIN theirs t USING (round_id, person_key)
             GROUP BY o.round_id, o.person_key, o.source_tube, o.reason

@@ -221,6 +221,27 @@ def test_a_lost_tubes_person_resampled_before_the_tube_is_declared_lost_is_not_o
     assert status[P[5]] == "sampled" and status[P[6]] == "resample"
 
 
+def test_a_resample_invalid_twice_does_not_answer_its_own_order(tmp_path, cfg):
+    """An ordinary order is answered by a re-sample after the person's sample in the failed tube;
+    the failed tube itself, when it is a re-sample, never answers the order it raised: P4's tube
+    T2 was refused, their re-sample R1 is invalid twice, so R1's ``invalid`` order stays open."""
+    from tests.builders import CONTROLS, ND, results_csv
+
+    open_test_round(cfg)
+    take_all(build_inbox(tmp_path / "in"), cfg)
+    write(tmp_path / "late/scans/resample.csv", RESAMPLES)
+    write(tmp_path / "late/manifests/m.csv", RESAMPLE_CUSTODY[0])
+    write(tmp_path / "late/receipts/r.csv", RESAMPLE_CUSTODY[1])
+    for plate, finished in (("P6", "11:00"), ("P7", "11:30")):
+        write(tmp_path / f"late/results/L1/{plate}.csv",
+              results_csv(plate, finished, {**CONTROLS, "R1": (ND, ND, ND)}, day="2022-04-05"))
+    take_all(tmp_path / "late", cfg)
+    _, orders, status, _, _ = snapshot(cfg)
+    assert ("tube_refused", "T2", P[4], False, True) in orders  # answered by R1
+    assert ("invalid", "R1", P[4], False, False) in orders  # R1 answers nothing it raised itself
+    assert status[P[4]] == "resample"
+
+
 def test_a_resample_scanned_before_its_order_waits_and_joins_the_order_round(tmp_path, cfg):
     """Issue 13.8: a re-sample whose scan reaches the inbox before the results file that orders
     it was quarantined for good ("scanned outside every open round") and its order showed
