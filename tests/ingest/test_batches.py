@@ -242,3 +242,33 @@ def test_views_defined_only_for_batches_that_read_them():
     assert [k for k, feed in FEEDS.items() if feed.needs_views(con)] == ["stock", "results"]
     con.execute("INSERT INTO waiting_scans VALUES ('T1')")
     assert [k for k, feed in FEEDS.items() if feed.needs_views(con)] == ["stock", "receipts", "results"]
+
+
+def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg):
+    """A stage rule's rows come out nearly, not exactly, in ``_line`` order (``apply_stage_rule``
+    sorts nothing); ``record_batch(in_line_order=False)`` still writes each file's rows in their
+    line order, and counts them per file."""
+    from kernel.secrets import id_hash_key
+    from warehouse.connection import open_configured
+    from warehouse.writer import FILE_LINE_SHIFT, STAGE, StagedFile, attach_stage, detach_stage, record_batch
+
+    lines = [(i << FILE_LINE_SHIFT) | n for i in (0, 1) for n in range(1, 2001)]
+    shuffled = sorted(lines, key=lambda x: (x * 7919) % 4001)  # a fixed permutation
+    written: list[tuple[str, int]] = []
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        attach_stage(con)
+        try:
+            con.execute(f"CREATE TABLE {STAGE}.accepted AS SELECT unnest(?::BIGINT[]) AS _line", [shuffled])
+            con.execute(f"CREATE TABLE {STAGE}.quarantined (_line BIGINT, \"column\" VARCHAR, reason VARCHAR, raw VARCHAR)")
+            con.execute("CREATE TEMP TABLE written (content_hash VARCHAR, source_line BIGINT)")
+
+            def apply(c, content_hash, run_id):
+                c.execute("INSERT INTO written SELECT ?, source_line FROM staged", [content_hash])
+
+            outcomes = record_batch(con, [StagedFile(i, f"h{i}", "scans", f"f{i}.csv", 1, "csv", 2000) for i in (0, 1)],
+                                    apply=apply, run_id=None, in_line_order=False)
+            written = con.sql("SELECT content_hash, source_line FROM written").fetchall()  # insertion order
+        finally:
+            detach_stage(con)
+    assert [o.rows_accepted for o in outcomes] == [2000, 2000]
+    assert written == [(f"h{i}", n) for i in (0, 1) for n in range(1, 2001)]
