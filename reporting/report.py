@@ -77,6 +77,8 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> pl.DataFra
 
 #: the untested list, materialised once per report (``untested.parquet``/``.csv``, ``door_to_door.parquet``)
 REPORT_UNTESTED = "report_untested"
+#: the report's grids ranked by district and grid (the order of its person-level files)
+REPORT_GRID_ORDER = "report_grid_order"
 #: rows per chunk of a person-level CSV streamed from DuckDB (a chunk at a time in Python)
 CSV_CHUNK_ROWS = 100_000
 
@@ -93,14 +95,22 @@ def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime
         "CREATE OR REPLACE TEMP TABLE report_status AS SELECT * FROM person_status($rid, $as_of)", p)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE report_orders AS SELECT * FROM resample_orders($as_of) WHERE round_id = $rid", p)
+    # the report's order of people: by district, grid and ID number. The grids are ranked once
+    # (a few thousand rows), so a whole-city sort compares an integer and the ID number, not
+    # three strings (the same order; at 25.7 M residents half the sort's time)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {REPORT_GRID_ORDER} AS
+        SELECT district, grid, row_number() OVER (ORDER BY district, grid) AS grid_ord
+        FROM (SELECT DISTINCT district, grid FROM report_status)""")
     # the untested with their door-to-door reason, in the report's order (``ord``: one order for
     # the three files cut from it)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {REPORT_UNTESTED} AS
         SELECT st.round_id, st.id_type, st.id_number, reg.name, reg.phone, reg.address, st.district, st.subdistrict,
                st.community, st.grid, reg.mobility_limited, rt.door_to_door_reason,
-               row_number() OVER (ORDER BY st.district, st.grid, st.id_number) AS ord
-        FROM report_status st JOIN register reg USING (person_key) JOIN sampling_route($as_of) rt USING (person_key)
+               row_number() OVER (ORDER BY g.grid_ord, st.id_number) AS ord
+        FROM report_status st JOIN {REPORT_GRID_ORDER} g USING (district, grid) JOIN register reg USING (person_key)
+        JOIN sampling_route($as_of) rt USING (person_key)
         WHERE st.status = 'untested'""", {"as_of": as_of})
     con.execute("CREATE OR REPLACE TEMP TABLE report_key_groups AS SELECT * FROM key_group_compliance($as_of)",
                 {"as_of": as_of})
@@ -196,8 +206,8 @@ def _write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as
     coverage.write_parquet(out / "coverage_rollup.parquet")
     figures.files.append("coverage_rollup.parquet")
     # the whole city's people: streamed by DuckDB (no times in these files: nothing to convert)
-    copy_parquet(con, f"SELECT {', '.join(PERSON_STATUS_COLUMNS)} FROM report_status ORDER BY district, grid, id_number",
-                 out / "person_status.parquet")
+    copy_parquet(con, f"SELECT {', '.join(PERSON_STATUS_COLUMNS)} FROM report_status JOIN {REPORT_GRID_ORDER} "
+                      "USING (district, grid) ORDER BY grid_ord, id_number", out / "person_status.parquet")
     figures.files.append("person_status.parquet")
     put("resample_orders", frames["resample_orders"].select(ORDER_COLUMNS), csv=True)
     frames["resample_orders"].select(*ORDER_COLUMNS, "fulfilled", "district").sort(

@@ -480,3 +480,23 @@ def test_the_simulate_command_takes_its_pool_sizes_from_the_configuration(tmp_pa
     default = CliRunner().invoke(app, ["--config", str(tmp_path / "empty.toml"), "simulate", "--residents", "100",
                                        "--out", str(tmp_path / "y"), "--pool-size", "7"])
     assert default.exit_code == 2 and "--pool-size must be 1, 5, 10 or 20" in default.output
+
+
+def test_report_people_files_are_in_district_grid_and_id_order(ingested, tmp_path):
+    """Person status, the untested and the door-to-door list are written by district, grid and
+    ID number (the grids ranked once, then the whole city sorted by that rank and the ID)."""
+    from reporting.report import write_report
+
+    cfg, _ = ingested
+    out = tmp_path / "report"
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+        register = pl.from_arrow(con.sql("SELECT id_type, id_number, district, grid FROM register").to_arrow_table())
+    status = pl.read_parquet(out / "person_status.parquet").join(register, on=["id_type", "id_number"], how="left",
+                                                                   maintain_order="left")
+    assert status.height == register.height and status["district"].n_unique() > 1
+    for name, people in (("person_status", status), ("untested", pl.read_parquet(out / "untested.parquet")),
+                         ("door_to_door", pl.read_parquet(out / "door_to_door.parquet"))):
+        keys = people.select("district", "grid", "id_number")
+        assert people.height and keys.equals(keys.sort(keys.columns)), name
