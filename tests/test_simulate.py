@@ -46,6 +46,20 @@ def ingested(city, tmp_path_factory):
     return cfg, outcomes
 
 
+@pytest.fixture(scope="module")
+def city_report(ingested, tmp_path_factory) -> Path:
+    """The nightly report of the ingested city, written once for the tests that read it (the
+    district-pack test adds ``districts/`` to it; the others read only the report's own files)."""
+    from reporting.report import write_report
+
+    cfg, _ = ingested
+    out = tmp_path_factory.mktemp("report") / "report"
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+    return out
+
+
 def test_same_seed_same_bytes_other_seed_other_city(city, tmp_path):
     again = tmp_path / "again"
     simulate_city(RESIDENTS, again, seed=7)
@@ -245,16 +259,11 @@ def test_calls_pools_and_resamples_match_what_the_city_injected(city, ingested):
     assert status["positive"] >= resamples["positive_on_resample"] + len(res["positive_single_tubes"])
 
 
-def test_report_coverage_equals_a_direct_count_from_the_inbox(city, ingested, tmp_path):
+def test_report_coverage_equals_a_direct_count_from_the_inbox(city, ingested, city_report):
     """Coverage per district from the report = people counted straight from the inbox's scan and
     receipt files (last add/void per tube wins; refused tubes do not count), registered ones."""
-    from reporting.report import write_report
-
     cfg, _ = ingested
-    out = tmp_path / "report"
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        define_views(con, cfg, snapshot=True)
-        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+    out = city_report
     scans = pl.concat([pl.read_csv(p, infer_schema=False) for p in (city / "scans").rglob("*.csv")], how="diagonal")
     receipts = pl.concat([pl.read_csv(p, infer_schema=False) for p in (city / "receipts").rglob("*.csv")], how="diagonal")
     refused = receipts.filter(pl.col("condition").is_in(["leaked", "unlabelled", "insufficient"]))["tube_barcode"].unique()
@@ -301,18 +310,13 @@ def test_boxes_and_receipts_arrive_in_files_of_the_period_they_happened(city):
                        .to_list()) == {period}, path.name
 
 
-def test_district_packs_partition_the_city_report(ingested, tmp_path):
+def test_district_packs_partition_the_city_report(city_report):
     """Each of the city's district packs is the report's rows of that district: together they
     hold every untested person and every order once (written here without Dask: the cut is
     the same function the fan-out's tasks call)."""
     from reporting.districts import UNKNOWN_DISTRICT, report_districts, write_district_pack
-    from reporting.report import write_report
 
-    cfg, _ = ingested
-    out = tmp_path / "report"
-    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        define_views(con, cfg, snapshot=True)
-        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+    out = city_report
     districts = report_districts(out)
     registered = pl.read_parquet(out / "coverage.parquet")["district"].unique().to_list()
     assert set(districts) - {UNKNOWN_DISTRICT} == set(registered) and len(registered) > 1
@@ -482,16 +486,12 @@ def test_the_simulate_command_takes_its_pool_sizes_from_the_configuration(tmp_pa
     assert default.exit_code == 2 and "--pool-size must be 1, 5, 10 or 20" in default.output
 
 
-def test_report_people_files_are_in_district_grid_and_id_order(ingested, tmp_path):
+def test_report_people_files_are_in_district_grid_and_id_order(ingested, city_report):
     """Person status, the untested and the door-to-door list are written by district, grid and
     ID number (the grids ranked once, then the whole city sorted by that rank and the ID)."""
-    from reporting.report import write_report
-
     cfg, _ = ingested
-    out = tmp_path / "report"
+    out = city_report
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
-        define_views(con, cfg, snapshot=True)
-        write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
         register = pl.from_arrow(con.sql("SELECT id_type, id_number, district, grid FROM register").to_arrow_table())
     status = pl.read_parquet(out / "person_status.parquet").join(register, on=["id_type", "id_number"], how="left",
                                                                    maintain_order="left")
