@@ -500,3 +500,35 @@ def test_report_people_files_are_in_district_grid_and_id_order(ingested, city_re
                          ("door_to_door", pl.read_parquet(out / "door_to_door.parquet"))):
         keys = people.select("district", "grid", "id_number")
         assert people.height and keys.equals(keys.sort(keys.columns)), name
+
+
+def test_report_runs_without_insertion_order_and_puts_the_setting_back(ingested, city_report, tmp_path, monkeypatch):
+    """Issue 15: the report's plans need not keep insertion order (every file has its explicit
+    order; keeping it took the 25.7 M report of a wave-built warehouse out of memory). The setting
+    is off while the report's tables are made, back on afterwards, and the files are the same
+    bytes as the module's report."""
+    import hashlib
+
+    import reporting.report as report
+
+    cfg, _ = ingested
+    seen = []
+    frames = report.report_frames
+
+    def spy(con, *args, **kwargs):
+        seen.append(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0])
+        return frames(con, *args, **kwargs)
+
+    monkeypatch.setattr(report, "report_frames", spy)
+    out = tmp_path / "report"
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg, snapshot=True)
+        report.write_report(con, cfg, "R20220404", datetime.fromisoformat("2022-04-06T12:00:00+08:00"), out)
+        after = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    assert seen == [False] and after is True
+
+    def files(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file() and "districts" not in p.parts}
+
+    assert files(out) == files(city_report)
