@@ -7,8 +7,7 @@ batch's own in-memory ``stage`` database (spilling to its staging folder below t
 0700, swept after a kill) →
 the last line per unique key within each file → the views defined once → the stage rule and
 warning once over the batch → one transaction that takes every file (``warehouse.writer.record_batch``)
-→ one checkpoint when the session closes (without vacuuming for a small batch:
-``warehouse.connection.vacuum_at_close``). Each file keeps its own ledger entry, counts,
+→ one checkpoint when the session closes. Each file keeps its own ledger entry, counts,
 quarantine lines and refusal; a refused file never blocks the others. :func:`take_file` is a
 batch of one; :func:`plan_batches` cuts a stretch of one kind into batches (``[ingest]`` config).
 """
@@ -33,7 +32,7 @@ from kernel.config import Config
 from kernel.rules import LINE, WARNING_PREFIX
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
-from warehouse.connection import open_configured, vacuum_at_close
+from warehouse.connection import open_configured
 from warehouse.session import WriteGuard
 from warehouse.writer import (
     FILE_LINE_SHIFT,
@@ -140,7 +139,6 @@ def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = 
                     taken = _take_staged(con, cfg, feed, fresh, run_id)
                 finally:
                     detach_stage(con)
-                vacuum_at_close(con, sum(o.rows_accepted + o.rows_quarantined for o in taken))
                 for e, outcome in zip(fresh, taken):
                     outcomes[e.index] = outcome
             for e, earlier in twins:

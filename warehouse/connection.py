@@ -189,28 +189,6 @@ def bound_memory(con: duckdb.DuckDBPyConnection, memory_limit: str, temp_directo
         con.execute(f"SET max_temp_directory_size = {sql_literal(max_temp_directory_size)}")
 
 
-#: a write session that wrote fewer rows than this closes with a checkpoint that does not vacuum
-#: (issue 15): see :func:`vacuum_at_close`
-VACUUM_FROM_ROWS = 1_000_000
-
-
-def vacuum_at_close(con: duckdb.DuckDBPyConnection, rows_written: int) -> None:
-    """Whether the session's closing checkpoint vacuums, by the rows it wrote (issue 15).
-
-    DuckDB's checkpoint vacuums: it merges a table's partly filled row groups at the tail into
-    full ones (and drops deleted rows). For a small batch that rewrite is most of the batch: a
-    50,000-scan micro-batch into the 25.7 M city's ``scans`` rewrote three row groups of about
-    120,000 rows at every close, 0.5 s of its 1.0 s (the checkpoint 0.53–0.58 s with vacuum,
-    0.07 s without; measured 2026-12-01). So a session that wrote fewer than
-    :data:`VACUUM_FROM_ROWS` rows leaves its rows in a row group of their own
-    (``max_vacuum_tasks = 0``), and the next session that writes more vacuums, merging what the
-    small ones left. The facts are the same either way; only their layout on disk differs."""
-    if rows_written < VACUUM_FROM_ROWS:
-        con.execute("SET max_vacuum_tasks = 0")
-    else:
-        con.execute("RESET max_vacuum_tasks")
-
-
 @contextmanager
 def open_warehouse(path: str | Path, key: bytes, *, lock_timeout: float = 600.0,
                    memory_limit: str = "3.5GB", temp_directory: str | Path | None = None,

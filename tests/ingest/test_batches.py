@@ -272,35 +272,3 @@ def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg):
             detach_stage(con)
     assert [o.rows_accepted for o in outcomes] == [2000, 2000]
     assert written == [(f"h{i}", n) for i in (0, 1) for n in range(1, 2001)]
-
-
-def _row_groups(path: str, table: str) -> int:
-    con = duckdb.connect(path, read_only=True)
-    try:
-        return con.sql(f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{table}')").fetchall()[0][0]
-    finally:
-        con.close()
-
-
-def test_a_small_batch_closes_without_vacuuming_and_a_large_one_merges_what_small_ones_left(tmp_path, cfg, monkeypatch):
-    """Issue 15: DuckDB's checkpoint at a session's close merges a table's partly filled tail row
-    groups (0.5 s of a 50,000-scan micro-batch at 25.7 M). A batch of fewer rows than
-    ``VACUUM_FROM_ROWS`` leaves its rows in a row group of their own; a batch of at least that
-    many vacuums, and the facts are the same either way."""
-    from warehouse import connection
-
-    inbox = tmp_path / "in"
-    for i in range(3):
-        write(inbox / f"labs/{i}.csv", "lab_id,name\n" + f"L{i},Lab {i}\n")
-    files = discover(inbox)
-    take_batch(files[:1], cfg)
-    take_batch(files[1:2], cfg)
-    assert _row_groups(cfg.warehouse.path, "labs") == 2  # one row each: not merged
-    monkeypatch.setattr(connection, "VACUUM_FROM_ROWS", 1)
-    take_batch(files[2:], cfg)
-    assert _row_groups(cfg.warehouse.path, "labs") == 1  # one row, at the threshold: all merged
-    con = duckdb.connect(cfg.warehouse.path, read_only=True)
-    try:
-        assert con.sql("SELECT lab_id, name FROM labs ORDER BY 1").fetchall() == [(f"L{i}", f"Lab {i}") for i in range(3)]
-    finally:
-        con.close()
