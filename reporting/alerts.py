@@ -32,7 +32,7 @@ from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
 from kernel.config import Config
 from kernel.scope import scoped_to_tubes, warehouse_tables
-from kernel.sql import sql_in_list, sql_text_list
+from kernel.sql import INDEX_LOOKUP_MAX_KEYS, sql_in_list, sql_key_lookup, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
@@ -249,16 +249,24 @@ def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
         wh = warehouse_tables(con)
         define_masking_macros(con)
         tubes = sql_in_list(sorted({p[1] for p in pools}))
+        con.execute("CREATE OR REPLACE TEMP TABLE alert_members AS"
+                    f" SELECT tube_barcode, person_key, id_number FROM tube_members WHERE tube_barcode IN {tubes}")
+        # the members' register rows through its unique index when they are few (issue 15: the
+        # join scanned the whole register, ≈ 1 s a batch at 25.7 M people, the largest part of
+        # a next-morning results file)
+        (keys,) = con.execute("SELECT count(DISTINCT person_key) FROM alert_members").fetchall()[0]
+        registered = (sql_key_lookup(con, f"{wh}.register", "person_key", "alert_members", alias="r")
+                      if keys <= INDEX_LOOKUP_MAX_KEYS else "r.person_key IN (SELECT person_key FROM alert_members)")
         members: dict[str, tuple] = {}
         for tube, people, grids, listed in con.execute(
             f"""
             WITH m AS (
-                SELECT tube_barcode, person_key, id_number FROM tube_members WHERE tube_barcode IN {tubes}
+                SELECT * FROM alert_members
             ), scanned AS (  -- name and phone as scanned, for people outside the register
                 SELECT tube_barcode, person_key, arg_min(name, scanned_at) AS name, arg_min(phone, scanned_at) AS phone
                 FROM scans WHERE tube_barcode IN {tubes} AND event = 'add' GROUP BY ALL
             ), reg AS (
-                SELECT person_key, name, phone, grid FROM {wh}.register WHERE person_key IN (SELECT person_key FROM m)
+                SELECT person_key, name, phone, grid FROM {wh}.register r WHERE {registered}
             )
             SELECT m.tube_barcode, count(DISTINCT m.person_key), count(DISTINCT reg.grid),
                    list((mask_id(m.id_number), mask_name(coalesce(reg.name, sc.name)),
@@ -269,6 +277,7 @@ def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
             """
         ).fetchall():
             members[tube] = (people, grids, tuple(tuple(x.values()) if isinstance(x, dict) else tuple(x) for x in listed))
+        con.execute("DROP TABLE alert_members")
     for g, tube, round_id, call, lab, run, plate, called_at, pooled, resample in pools:
         out[g].append(PoolAlert(tube, round_id, call, lab, run, plate, called_at,
                                 urgent_due_by(called_at, cfg.resample) if pooled else None,

@@ -20,7 +20,7 @@ import polars as pl
 
 from kernel.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
 from warehouse.connection import registered, transaction
-from kernel.sql import sql_text_list
+from kernel.sql import INDEX_LOOKUP_MAX_KEYS, sql_key_lookup, sql_text_list
 from warehouse.schema import INDEXED_UPSERT_KEYS, UPSERT_KEYS
 
 if TYPE_CHECKING:
@@ -374,13 +374,11 @@ def _fold_reasons(by_reason: dict[str, int]) -> dict[str, int]:
     return folded
 
 
-#: A file with up to this many keys — or up to ``INDEX_LOOKUP_SHARE`` of the table's rows, when
-#: that is more — finds its rows through the table's unique index: an IN list of its keys, which
-#: DuckDB answers by ART look-ups (its own rule: ``index_scan_max_count`` 2048,
-#: ``index_scan_percentage`` 0.001). A bigger file joins the table once (the file is the hash
-#: join's build side). At 25.7 M people an update file of 2,954 rows cost 6.1 s of CPU by the
-#: join (every column of the register read) and ≈ 1 s through the index.
-INDEX_LOOKUP_MAX_KEYS = 2048
+#: A file with up to ``INDEX_LOOKUP_MAX_KEYS`` keys (``kernel.sql``) — or up to this share of the
+#: table's rows, when that is more — finds its rows through the table's unique index: an IN list
+#: of its keys (``kernel.sql.sql_key_lookup``). A bigger file joins the table once (the file is
+#: the hash join's build side). At 25.7 M people an update file of 2,954 rows cost 6.1 s of CPU
+#: by the join (every column of the register read) and ≈ 1 s through the index.
 INDEX_LOOKUP_SHARE = 0.001
 
 
@@ -433,7 +431,7 @@ def upsert_with_audit(
 
     found_sql: str | None = None
     if rows and by_index(rows):
-        found_sql = f"SELECT * FROM {table} t WHERE {_in_keys(con, table, keys[0], 'upsert_source')}"
+        found_sql = f"SELECT * FROM {table} t WHERE {sql_key_lookup(con, table, keys[0], 'upsert_source')}"
     elif rows:
         # the table's key column only, probed against the file's keys (the hash join's build side)
         (hits,) = con.execute(f"SELECT count(*) FROM {table} t SEMI JOIN upsert_source s ON {on}").fetchall()[0]
@@ -458,7 +456,7 @@ def upsert_with_audit(
         )
         (changed,) = con.execute("SELECT count(*) FROM upsert_changed").fetchall()[0]
         if changed and by_index(changed):
-            con.execute(f"DELETE FROM {table} t WHERE {_in_keys(con, table, keys[0], 'upsert_changed')}")
+            con.execute(f"DELETE FROM {table} t WHERE {sql_key_lookup(con, table, keys[0], 'upsert_changed')}")
         elif changed:
             # DELETE … USING is a hash join: a correlated EXISTS here scanned the whole table per
             # row group (1.7 s against 0.16 s for a 24-row update file on a register of 2 M people)
@@ -476,18 +474,6 @@ def _estimated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
     rows = con.execute("SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
                        " AND schema_name = 'main' AND table_name = ?", [table]).fetchall()
     return int(rows[0][0] or 0) if rows else 0
-
-
-def _in_keys(con: duckdb.DuckDBPyConnection, table: str, key: str, relation: str) -> str:
-    """``t.<key> IN (…)``: the distinct keys of ``relation`` as literals of the column's type, so
-    that DuckDB looks them up through the table's unique index (a join would scan the table)."""
-    data_type = con.sql(f"SELECT {key} FROM {table} LIMIT 0").types[0]  # bound, not run
-    values = [v for (v,) in con.execute(f"SELECT DISTINCT CAST({key} AS VARCHAR) FROM {relation}"
-                                         f" WHERE {key} IS NOT NULL ORDER BY 1").fetchall()]
-    if not values:
-        return "FALSE"
-    literals = ", ".join("'" + v.replace("'", "''") + f"'::{data_type}" for v in values)
-    return f"t.{key} IN ({literals})"
 
 
 def apply_register(columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str, str | None], None]:

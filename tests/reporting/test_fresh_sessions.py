@@ -107,3 +107,32 @@ def test_the_export_ledger(session):
     # tests/reporting/test_exports.py, each on a session without views)
     assert (made.export, made.rows.height, made.created) == (None, 0, False)
     assert made.until == datetime(2022, 4, 4, 16, tzinfo=SH)  # the latest call: TA's
+
+
+def test_the_pool_alerts_members_come_from_the_register_through_its_index(session, monkeypatch):
+    """Issue 15: the members' register rows (grid, name, phone) of a positive tube are looked up
+    through the register's unique index (an IN list of their keys), not by a join that scanned
+    the whole register for every results batch; the same alerts as through the join."""
+    import reporting.alerts as alerts
+
+    looked_up: list[str] = []
+
+    def spy(con, table, key, relation, alias="t"):
+        looked_up.append(table)
+        return lookup(con, table, key, relation, alias)
+
+    lookup = alerts.sql_key_lookup
+    with session.read(views=True) as con:
+        files = [h for (h,) in con.execute("SELECT content_hash FROM ingest_ledger WHERE kind = 'results'"
+                                           " ORDER BY content_hash").fetchall()]
+    monkeypatch.setattr(alerts, "sql_key_lookup", spy)
+    with session.read(views=True) as con:
+        by_index = alerts.positive_calls(con, session.cfg, files, AS_OF)
+    assert looked_up and looked_up[0].endswith(".register")
+    monkeypatch.setattr(alerts, "INDEX_LOOKUP_MAX_KEYS", 0)  # as for more members than the index serves
+    with session.read(views=True) as con:
+        by_join = alerts.positive_calls(con, session.cfg, files, AS_OF)
+    assert len(looked_up) == 1
+    assert by_index == by_join
+    (ta,) = [a for a in by_index if a.tube_barcode == "TA"]
+    assert ta.people == 3 and all(grid for *_, grid in ta.members)  # every member's grid, from the register

@@ -14,6 +14,7 @@ from tests.conftest import write
 from tests.builders import REGISTER_HEADER, register_row, ric, query
 from warehouse.connection import open_warehouse
 from ingest.discover import InboxFile
+from kernel.sql import sql_key_lookup
 
 PEOPLE = [ric(f"31011519800101{i:03d}") for i in range(6)]
 KEY = b"test-key"
@@ -103,7 +104,7 @@ def test_migration_10_indexes_the_person_key_and_a_small_file_uses_it(tmp_path):
                    'g', NULL, NULL, FALSE, NULL, 'h', i, now() FROM range(5000) t(i)""")
         con.execute("CREATE TEMP TABLE upsert_source AS SELECT person_key('RIC', i::VARCHAR) AS person_key"
                     " FROM range(10, 13) t(i)")
-        lookup = writer._in_keys(con, "register", "person_key", "upsert_source")
+        lookup = sql_key_lookup(con, "register", "person_key", "upsert_source")
         plan = con.sql(f"EXPLAIN ANALYZE SELECT * FROM register t WHERE {lookup}").fetchall()[0][1]
         assert "Index Scan" in plan
         assert con.sql(f"SELECT id_number FROM register t WHERE {lookup} ORDER BY 1").fetchall() \
