@@ -7,11 +7,13 @@ from collections.abc import Iterable
 
 import duckdb
 
-#: Up to this many keys are looked up in a table with a unique index on them as an IN list of
-#: literals (:func:`sql_key_lookup`), which DuckDB answers by ART look-ups (its own rule:
-#: ``index_scan_max_count`` 2048); more are joined (a join, or ``IN (SELECT …)``, scans the
-#: whole table: at 25.7 M people the register, ≈ 1 s a look-up).
+#: Up to this many keys — or up to ``INDEX_LOOKUP_SHARE`` of the table's rows, when that is
+#: more — are looked up in a table with a unique index on them as an IN list of literals
+#: (:func:`sql_key_lookup`), which DuckDB answers by ART look-ups (its own rule:
+#: ``index_scan_max_count`` 2048, ``index_scan_percentage`` 0.001); more are joined (a join, or
+#: ``IN (SELECT …)``, scans the whole table: at 25.7 M people the register, ≈ 1 s a look-up).
 INDEX_LOOKUP_MAX_KEYS = 2048
+INDEX_LOOKUP_SHARE = 0.001
 
 
 def sql_text(value: str) -> str:
@@ -42,3 +44,17 @@ def sql_key_lookup(con: duckdb.DuckDBPyConnection, table: str, key: str, relatio
         return "FALSE"
     literals = ", ".join(sql_text(v) + f"::{data_type}" for v in values)
     return f"{alias}.{key} IN ({literals})"
+
+
+def estimated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """A table of the warehouse (``main`` of the current database): its row count as the
+    catalogue keeps it (no scan)."""
+    rows = con.execute("SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
+                       " AND schema_name = 'main' AND table_name = ?", [table]).fetchall()
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def served_by_index(con: duckdb.DuckDBPyConnection, table: str, keys: int) -> bool:
+    """Are ``keys`` keys looked up in ``table`` (of the warehouse, with a unique index on the
+    key) through the index, :func:`sql_key_lookup`, rather than by a join over the table?"""
+    return keys <= INDEX_LOOKUP_MAX_KEYS or keys <= INDEX_LOOKUP_SHARE * estimated_rows(con, table)

@@ -32,7 +32,7 @@ from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
 from kernel.config import Config
 from kernel.scope import scoped_to_tubes, warehouse_tables
-from kernel.sql import INDEX_LOOKUP_MAX_KEYS, sql_in_list, sql_key_lookup, sql_text_list
+from kernel.sql import served_by_index, sql_in_list, sql_key_lookup, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
@@ -256,7 +256,7 @@ def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
         # a next-morning results file)
         (keys,) = con.execute("SELECT count(DISTINCT person_key) FROM alert_members").fetchall()[0]
         registered = (sql_key_lookup(con, f"{wh}.register", "person_key", "alert_members", alias="r")
-                      if keys <= INDEX_LOOKUP_MAX_KEYS else "r.person_key IN (SELECT person_key FROM alert_members)")
+                      if served_by_index(con, "register", keys) else "r.person_key IN (SELECT person_key FROM alert_members)")
         members: dict[str, tuple] = {}
         for tube, people, grids, listed in con.execute(
             f"""
