@@ -32,7 +32,7 @@ from lab.orders import urgent_due_by
 from reporting.masking import define_masking_macros
 from kernel.config import Config
 from kernel.scope import scoped_to_tubes, warehouse_tables
-from kernel.sql import served_by_index, sql_in_list, sql_key_lookup, sql_text_list
+from kernel.sql import INDEX_LOOKUP_MAX_KEYS, sql_in_list, sql_key_lookup, sql_text_list
 
 #: the Prefect event a positive pool emits; the demo's automation turns it into a notification
 POOL_POSITIVE_EVENT = "tubetrail.pool.positive"
@@ -253,10 +253,12 @@ def positive_calls_judged(con: duckdb.DuckDBPyConnection, cfg: Config,
                     f" SELECT tube_barcode, person_key, id_number FROM tube_members WHERE tube_barcode IN {tubes}")
         # the members' register rows through its unique index when they are few (issue 15: the
         # join scanned the whole register, ≈ 1 s a batch at 25.7 M people, the largest part of
-        # a next-morning results file)
+        # a next-morning results file). Not by the upsert's share of the table: a day's batch
+        # of 20 results files has ≈ 7,500 members at 25.7 M, and as an IN list they cost 1.5 s
+        # a batch more than the join (docs/benchmarks.md, 2026-12-01 afternoon)
         (keys,) = con.execute("SELECT count(DISTINCT person_key) FROM alert_members").fetchall()[0]
         registered = (sql_key_lookup(con, f"{wh}.register", "person_key", "alert_members", alias="r")
-                      if served_by_index(con, "register", keys) else "r.person_key IN (SELECT person_key FROM alert_members)")
+                      if keys <= INDEX_LOOKUP_MAX_KEYS else "r.person_key IN (SELECT person_key FROM alert_members)")
         members: dict[str, tuple] = {}
         for tube, people, grids, listed in con.execute(
             f"""

@@ -129,7 +129,7 @@ def test_the_pool_alerts_members_come_from_the_register_through_its_index(sessio
     with session.read(views=True) as con:
         by_index = alerts.positive_calls(con, session.cfg, files, AS_OF)
     assert looked_up and looked_up[0].endswith(".register")
-    monkeypatch.setattr(alerts, "served_by_index", lambda *_: False)  # as for more members than the index serves
+    monkeypatch.setattr(alerts, "INDEX_LOOKUP_MAX_KEYS", 0)  # as for more members than go through the index
     with session.read(views=True) as con:
         by_join = alerts.positive_calls(con, session.cfg, files, AS_OF)
     assert len(looked_up) == 1
