@@ -8,10 +8,12 @@ from collections.abc import Iterable
 import duckdb
 
 #: Up to this many keys — or up to ``INDEX_LOOKUP_SHARE`` of the table's rows, when that is
-#: more — are looked up in a table with a unique index on them as an IN list of literals
-#: (:func:`sql_key_lookup`), which DuckDB answers by ART look-ups (its own rule:
-#: ``index_scan_max_count`` 2048, ``index_scan_percentage`` 0.001); more are joined (a join, or
-#: ``IN (SELECT …)``, scans the whole table: at 25.7 M people the register, ≈ 1 s a look-up).
+#: more (:func:`served_by_index`, the register upsert's rule) — are looked up in a table with a
+#: unique index on them as an IN list of literals (:func:`sql_key_lookup`), which DuckDB answers
+#: by ART look-ups (its own rule: ``index_scan_max_count`` 2048, ``index_scan_percentage``
+#: 0.001); more are joined (a join, or ``IN (SELECT …)``, scans the whole table: at 25.7 M
+#: people the register, ≈ 1 s a look-up). The pool alerts keep to the count alone
+#: (``reporting.alerts``: thousands of literals cost more than the join there).
 INDEX_LOOKUP_MAX_KEYS = 2048
 INDEX_LOOKUP_SHARE = 0.001
 
@@ -35,8 +37,8 @@ def sql_text_list(values: Iterable[str]) -> str:
 def sql_key_lookup(con: duckdb.DuckDBPyConnection, table: str, key: str, relation: str, alias: str = "t") -> str:
     """``<alias>.<key> IN (…)``: the distinct keys of ``relation`` as literals of the column's
     type, so that DuckDB looks them up through ``table``'s unique index on ``key`` (a join would
-    scan the table); ``FALSE`` when there are none. Meant for at most
-    :data:`INDEX_LOOKUP_MAX_KEYS` keys."""
+    scan the table); ``FALSE`` when there are none. Meant for the few keys
+    :func:`served_by_index` allows."""
     data_type = con.sql(f"SELECT {key} FROM {table} LIMIT 0").types[0]  # bound, not run
     values = [v for (v,) in con.execute(f"SELECT DISTINCT CAST({key} AS VARCHAR) FROM {relation}"
                                          f" WHERE {key} IS NOT NULL ORDER BY 1").fetchall()]
