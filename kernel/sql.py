@@ -7,15 +7,12 @@ from collections.abc import Iterable
 
 import duckdb
 
-#: Up to this many keys — or up to ``INDEX_LOOKUP_SHARE`` of the table's rows, when that is
-#: more (:func:`served_by_index`, the register upsert's rule) — are looked up in a table with a
-#: unique index on them as an IN list of literals (:func:`sql_key_lookup`), which DuckDB answers
-#: by ART look-ups (its own rule: ``index_scan_max_count`` 2048, ``index_scan_percentage``
-#: 0.001); more are joined (a join, or ``IN (SELECT …)``, scans the whole table: at 25.7 M
-#: people the register, ≈ 1 s a look-up). The pool alerts keep to the count alone
-#: (``reporting.alerts``: thousands of literals cost more than the join there).
+#: Up to this many keys are looked up in a table with a unique index on them as an IN list of
+#: literals (:func:`sql_key_lookup`), which DuckDB answers by ART look-ups (its own rule:
+#: ``index_scan_max_count`` 2048); more are joined (a join, or ``IN (SELECT …)``, scans the
+#: whole table: at 25.7 M people the register, ≈ 1 s a look-up). The register upsert also
+#: allows a share of the table (``warehouse.writer``); the pool alerts keep to this count.
 INDEX_LOOKUP_MAX_KEYS = 2048
-INDEX_LOOKUP_SHARE = 0.001
 
 
 def sql_text(value: str) -> str:
@@ -37,8 +34,8 @@ def sql_text_list(values: Iterable[str]) -> str:
 def sql_key_lookup(con: duckdb.DuckDBPyConnection, table: str, key: str, relation: str, alias: str = "t") -> str:
     """``<alias>.<key> IN (…)``: the distinct keys of ``relation`` as literals of the column's
     type, so that DuckDB looks them up through ``table``'s unique index on ``key`` (a join would
-    scan the table); ``FALSE`` when there are none. Meant for the few keys
-    :func:`served_by_index` allows."""
+    scan the table); ``FALSE`` when there are none. Meant for few keys
+    (:data:`INDEX_LOOKUP_MAX_KEYS`)."""
     data_type = con.sql(f"SELECT {key} FROM {table} LIMIT 0").types[0]  # bound, not run
     values = [v for (v,) in con.execute(f"SELECT DISTINCT CAST({key} AS VARCHAR) FROM {relation}"
                                          f" WHERE {key} IS NOT NULL ORDER BY 1").fetchall()]
@@ -47,16 +44,3 @@ def sql_key_lookup(con: duckdb.DuckDBPyConnection, table: str, key: str, relatio
     literals = ", ".join(sql_text(v) + f"::{data_type}" for v in values)
     return f"{alias}.{key} IN ({literals})"
 
-
-def estimated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    """A table of the warehouse (``main`` of the current database): its row count as the
-    catalogue keeps it (no scan)."""
-    rows = con.execute("SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
-                       " AND schema_name = 'main' AND table_name = ?", [table]).fetchall()
-    return int(rows[0][0] or 0) if rows else 0
-
-
-def served_by_index(con: duckdb.DuckDBPyConnection, table: str, keys: int) -> bool:
-    """Are ``keys`` keys looked up in ``table`` (of the warehouse, with a unique index on the
-    key) through the index, :func:`sql_key_lookup`, rather than by a join over the table?"""
-    return keys <= INDEX_LOOKUP_MAX_KEYS or keys <= INDEX_LOOKUP_SHARE * estimated_rows(con, table)

@@ -20,7 +20,7 @@ import polars as pl
 
 from kernel.rules import LINE, WARNING_PREFIX, StageRule, StageWarning
 from warehouse.connection import registered, transaction
-from kernel.sql import served_by_index, sql_key_lookup, sql_text_list
+from kernel.sql import INDEX_LOOKUP_MAX_KEYS, sql_key_lookup, sql_text_list
 from warehouse.schema import INDEXED_UPSERT_KEYS, UPSERT_KEYS
 
 if TYPE_CHECKING:
@@ -374,6 +374,15 @@ def _fold_reasons(by_reason: dict[str, int]) -> dict[str, int]:
     return folded
 
 
+#: A file with up to ``INDEX_LOOKUP_MAX_KEYS`` keys (``kernel.sql``) — or up to this share of the
+#: table's rows, when that is more — finds its rows through the table's unique index: an IN list
+#: of its keys (``kernel.sql.sql_key_lookup``; DuckDB's own rule: ``index_scan_max_count`` 2048,
+#: ``index_scan_percentage`` 0.001). A bigger file joins the table once (the file is the hash
+#: join's build side). At 25.7 M people an update file of 2,954 rows cost 6.1 s of CPU by the
+#: join (every column of the register read) and ≈ 1 s through the index.
+INDEX_LOOKUP_SHARE = 0.001
+
+
 def upsert_with_audit(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -418,10 +427,8 @@ def upsert_with_audit(
     con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_source AS {source_sql}")
     (rows,) = con.execute("SELECT count(*) FROM upsert_source").fetchall()[0]
     def by_index(n: int) -> bool:
-        """Are ``n`` keys looked up through the index (else a join over the table, the file its
-        build side)? At 25.7 M people an update file of 2,954 rows cost 6.1 s of CPU by the join
-        (every column of the register read) and ≈ 1 s through the index (``kernel.sql``)."""
-        return indexed and served_by_index(con, table, n)
+        """Are ``n`` keys looked up through the index (else a join over the table)?"""
+        return indexed and (n <= INDEX_LOOKUP_MAX_KEYS or n <= INDEX_LOOKUP_SHARE * _estimated_rows(con, table))
 
     found_sql: str | None = None
     if rows and by_index(rows):
@@ -461,6 +468,13 @@ def upsert_with_audit(
     # not in a ``finally``: after an error the caller's transaction is rolled back, the temp tables with it
     con.execute("DROP TABLE IF EXISTS upsert_source; DROP TABLE IF EXISTS upsert_found;"
                 " DROP TABLE IF EXISTS upsert_changed")
+
+
+def _estimated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """The table's row count as the catalogue keeps it (no scan)."""
+    rows = con.execute("SELECT estimated_size FROM duckdb_tables() WHERE database_name = current_database()"
+                       " AND schema_name = 'main' AND table_name = ?", [table]).fetchall()
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def apply_register(columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str, str | None], None]:

@@ -8,12 +8,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import warehouse.writer as writer
 from ingest.take import take_file
 from tests.conftest import write
 from tests.builders import REGISTER_HEADER, register_row, ric, query
 from warehouse.connection import open_warehouse
 from ingest.discover import InboxFile
-import kernel.sql
 from kernel.sql import sql_key_lookup
 
 PEOPLE = [ric(f"31011519800101{i:03d}") for i in range(6)]
@@ -34,7 +34,7 @@ def lookup(request, monkeypatch):
     """Both ways of finding the file's people: through the index (a small file) and by a hash
     join over the register's key column (a file bigger than the look-up limit)."""
     if request.param == "hash join":
-        monkeypatch.setattr(kernel.sql, "INDEX_LOOKUP_MAX_KEYS", 1)
+        monkeypatch.setattr(writer, "INDEX_LOOKUP_MAX_KEYS", 1)
     return request.param
 
 
