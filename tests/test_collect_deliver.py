@@ -188,6 +188,25 @@ def test_tube_policy_joins_only_special_members_and_equals_the_whole_city_rule(t
     assert policy["TH"] is None  # one sealed household: no size limit
 
 
+
+def test_tube_policy_takes_each_members_zone_at_the_time_they_were_added(tmp_path, cfg):
+    """Issue 15: a grid's zone holds from its ``since`` until the next one's (an equality join on
+    the grid, not an ASOF join). G3, sealed, is lifted to precaution at 11:00:30: T5's P15
+    (11:00) and T9's P16 (11:00) were sampled under the seal, T5's P17 (11:01) after it. Equal to
+    the ASOF rule over every member."""
+    open_test_round(cfg)
+    root = build_inbox(tmp_path / "in")
+    write(root / "zones/lifted.csv", "grid,zone,since\nG3,precaution,2022-04-04T11:00:30+08:00\n")
+    take_all(root, cfg)
+    with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
+        define_views(con, cfg)
+        assert con.execute("SELECT count(*) FROM zones WHERE grid = 'G3'").fetchall() == [(2,)]
+        narrowed = con.execute("SELECT * FROM tube_policy ORDER BY ALL").fetchall()
+        reference = con.execute(WHOLE_CITY_TUBE_POLICY + " ORDER BY ALL").fetchall()
+    assert narrowed == reference
+    sealed_members = {row[1]: row[4] for row in narrowed}
+    assert sealed_members["T5"] == 1 and sealed_members["T9"] == 1
+
 def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
     open_test_round(cfg)
     take_all(build_inbox(tmp_path / "in"), cfg)
