@@ -19,7 +19,8 @@ is cut into batches by ``ingest.take.plan_batches``, as the flow does):
 Then, with the city loaded: the coverage per grid and the pool orders (positive pooled tube →
 members → urgent re-sampling orders) on tubetrail's views, the same logic in plain pandas and in
 SQL on PostgreSQL 15 (``bench.baselines``) over the accepted facts, every result asserted equal;
-and a micro-batch: one more scan file of 50,000 scans of registered people, taken.
+a micro-batch: one more scan file of 50,000 scans of registered people, taken; the fixed cost a
+file; and a register update of 100 people (every other one with a new phone) in a warm process.
 
 The floor (``bench.floor``, issue 15): the same inbox loaded in bulk with plain DuckDB SQL, link
 by link in child processes, its coverage per grid asserted equal to tubetrail's, and tubetrail ÷
@@ -413,6 +414,58 @@ def child_file_cost(spec: dict) -> dict:
             "per_file_ms": 1000 * (many_s - one_s) / (n - 1)}
 
 
+
+#: a district's register update file (issue 15: ≤ 0.2 s at 25.7 M): this many people
+REGISTER_UPDATE_ROWS = 100
+
+
+def child_register_update(spec: dict) -> dict:
+    """A register update of ``rows`` people with the city loaded, taken as the ingest flow takes
+    it: the register's own rows of people spread over the city by a hash, every other one with a
+    new mobile number (the rest repeat their row). A first update of other people is taken before
+    in the same process, so the one measured is a warm process's, as the flow's worker is. The
+    people the update changed are counted from the audit."""
+    import duckdb
+
+    from kernel.secrets import id_hash_key
+    from kernel.sql import sql_text
+    from warehouse.connection import open_configured
+
+    cfg = _cfg(spec)
+    n, root = spec["rows"], Path(spec["out"])
+    columns = ("id_type, id_number, name, phone, district, subdistrict, community, grid, address, household_id,"
+               " mobility_limited, key_group")
+    audited = "SELECT count(*) FROM audit WHERE entity = 'register'"
+    paths = []
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        for part in ("warm", "measured"):
+            path = root / "register" / f"update_{part}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            offset = 0 if part == "warm" else n
+            con.execute(f"""
+                COPY (SELECT * EXCLUDE (k) REPLACE (
+                          CASE WHEN k % 2 = 0 THEN '139' || lpad((hash(id_number, '{part}', {sql_text(str(root))}) % 100000000)::VARCHAR, 8, '0')
+                               ELSE phone END AS phone)
+                      FROM (SELECT * EXCLUDE (person_key), row_number() OVER (ORDER BY hash(person_key), person_key)
+                                       - 1 - {offset} AS k
+                            FROM (SELECT person_key, {columns.replace('mobility_limited', 'mobility_limited::VARCHAR AS mobility_limited')}
+                                  FROM register ORDER BY hash(person_key), person_key LIMIT {2 * n}))
+                      WHERE k >= 0 AND k < {n} ORDER BY k) TO '{path}' (FORMAT parquet)""")
+            paths.append(path)
+        rows = duckdb.sql(f"SELECT count(*) FROM '{paths[1]}'").fetchall()[0][0]
+    (warm,) = tubetrail_take([["register", str(paths[0]), "register/update_warm.parquet"]], cfg)
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        (before,) = con.execute(audited).fetchall()[0]
+    t = time.perf_counter()
+    (o,) = tubetrail_take([["register", str(paths[1]), "register/update_measured.parquet"]], cfg)
+    taken = time.perf_counter() - t
+    assert warm.status == "accepted" and o.status == "accepted", (warm.message, o.message)
+    with open_configured(cfg.warehouse, id_hash_key()) as con:
+        (after,) = con.execute(audited).fetchall()[0]
+    return {"rows": rows, "accepted": o.rows_accepted, "quarantined": o.rows_quarantined, "changed": after - before,
+            "take_s": taken}
+
+
 def child_last_wave(spec: dict) -> dict:
     """"Last file → report": the round's last wave lands (its files taken), then the nightly
     report is written (``child_report``'s work) at once; timed from the first file taken."""
@@ -438,7 +491,7 @@ def _child_floor(spec: dict) -> dict:
 
 CHILDREN = {"take": child_take, "latency": child_latency, "report": child_report, "logic": child_logic,
             "pandas": child_pandas, "postgres": child_postgres, "microbatch": child_microbatch,
-            "file_cost": child_file_cost,
+            "file_cost": child_file_cost, "register_update": child_register_update,
             "floor": _child_floor, "last_wave": child_last_wave}
 
 
@@ -632,6 +685,9 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
                                                   "scans": MICRO_BATCH}, work)
     say(f"fixed cost a file: {FILE_COST_FILES} one-row files against one file of {FILE_COST_FILES} rows")
     fig["file_cost"] = run_child("file_cost", {**base, "out": str(work / "filecost"), "files": FILE_COST_FILES}, work)
+    say(f"a register update of {REGISTER_UPDATE_ROWS} rows")
+    fig["register_update"] = run_child("register_update", {**base, "out": str(work / "regupdate"),
+                                                            "rows": REGISTER_UPDATE_ROWS}, work)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return fig
@@ -726,6 +782,10 @@ def print_city(fig: dict) -> None:
     if fc:
         table.add_row(f"fixed cost a file: {fc['files']} one-row files vs one file", f"{fc['wall_s']:.1f}",
                       f"{fc['many_s']:.2f} / {fc['one_s']:.2f}", f"{fc['peak_gb']:.2f}", f"{fc['per_file_ms']:.1f} ms a file")
+    ru = fig.get("register_update")
+    if ru:
+        table.add_row(f"register update: {ru['rows']} rows ({ru['changed']} changed), warm process", f"{ru['wall_s']:.1f}",
+                      f"{ru['take_s']:.2f}", f"{ru['peak_gb']:.2f}", f"{ru['accepted']:,} accepted")
     tt = fig["tubetrail"]
     tt_q = tt["coverage_s"] + tt["orders_s"]
     table.add_row("tubetrail: coverage per grid + pool orders", "", f"{tt_q:.2f}", f"{tt['peak_gb']:.2f}",
@@ -898,6 +958,10 @@ def markdown(figures: dict) -> str:
             lines.append(f"| fixed cost a file: {fc['files']} one-row manifest files ({fc['many_s']:.2f} s) against one file "
                          f"of {fc['rows']} rows ({fc['one_s']:.2f} s) | {fc['files'] + 1} | {2 * fc['rows']:,} | {s(fc['wall_s'])} "
                          f"| **{fc['per_file_ms']:.1f} ms a file** | {fc['peak_gb']:.2f} GB |")
+        ru = c.get("register_update")
+        if ru:
+            lines.append(f"| register update: {ru['rows']} rows ({ru['changed']} changed), taken in a warm process | 1 "
+                         f"| {ru['accepted']:,} | {s(ru['wall_s'])} | **{ru['take_s']:.2f} s** | {ru['peak_gb']:.2f} GB |")
         tt = c["tubetrail"]
         tq = tt["coverage_s"] + tt["orders_s"]
         lines += ["", f"Coverage per grid ({tt['grids']:,} grids, {tt['registered']:,} registered, {tt['sampled']:,} sampled) "
