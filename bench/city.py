@@ -414,7 +414,6 @@ def child_file_cost(spec: dict) -> dict:
             "per_file_ms": 1000 * (many_s - one_s) / (n - 1)}
 
 
-
 #: a district's register update file (issue 15: ≤ 0.2 s at 25.7 M): this many people
 REGISTER_UPDATE_ROWS = 100
 
