@@ -188,7 +188,6 @@ def test_tube_policy_joins_only_special_members_and_equals_the_whole_city_rule(t
     assert policy["TH"] is None  # one sealed household: no size limit
 
 
-
 def test_tube_policy_takes_each_members_zone_at_the_time_they_were_added(tmp_path, cfg):
     """Issue 15: a grid's zone holds from its ``since`` until the next one's (an equality join on
     the grid, not an ASOF join). G3, sealed, is lifted to precaution at 11:00:30: T5's P15
@@ -206,6 +205,7 @@ def test_tube_policy_takes_each_members_zone_at_the_time_they_were_added(tmp_pat
     assert narrowed == reference
     sealed_members = {row[1]: row[4] for row in narrowed}
     assert sealed_members["T5"] == 1 and sealed_members["T9"] == 1
+
 
 def test_resample_after_the_window_belongs_to_the_order_round(tmp_path, cfg):
     open_test_round(cfg)
