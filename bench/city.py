@@ -424,34 +424,31 @@ def child_register_update(spec: dict) -> dict:
     new mobile number (the rest repeat their row). A first update of other people is taken before
     in the same process, so the one measured is a warm process's, as the flow's worker is. The
     people the update changed are counted from the audit."""
-    import duckdb
-
     from kernel.secrets import id_hash_key
     from kernel.sql import sql_text
+    from sampling.register import COLUMNS
     from warehouse.connection import open_configured
 
     cfg = _cfg(spec)
     n, root = spec["rows"], Path(spec["out"])
-    columns = ("id_type, id_number, name, phone, district, subdistrict, community, grid, address, household_id,"
-               " mobility_limited, key_group")
+    columns = ", ".join(f"{c}::VARCHAR AS {c}" for c in COLUMNS)  # as the inbox's register files hold them
     audited = "SELECT count(*) FROM audit WHERE entity = 'register'"
-    paths = []
+    paths, rows = [], 0
     with open_configured(cfg.warehouse, id_hash_key()) as con:
         for part in ("warm", "measured"):
             path = root / "register" / f"update_{part}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             offset = 0 if part == "warm" else n
-            con.execute(f"""
+            (rows,) = con.execute(f"""
                 COPY (SELECT * EXCLUDE (k) REPLACE (
                           CASE WHEN k % 2 = 0 THEN '139' || lpad((hash(id_number, '{part}', {sql_text(str(root))}) % 100000000)::VARCHAR, 8, '0')
                                ELSE phone END AS phone)
                       FROM (SELECT * EXCLUDE (person_key), row_number() OVER (ORDER BY hash(person_key), person_key)
                                        - 1 - {offset} AS k
-                            FROM (SELECT person_key, {columns.replace('mobility_limited', 'mobility_limited::VARCHAR AS mobility_limited')}
+                            FROM (SELECT person_key, {columns}
                                   FROM register ORDER BY hash(person_key), person_key LIMIT {2 * n}))
-                      WHERE k >= 0 AND k < {n} ORDER BY k) TO '{path}' (FORMAT parquet)""")
+                      WHERE k >= 0 AND k < {n} ORDER BY k) TO '{path}' (FORMAT parquet)""").fetchall()[0]
             paths.append(path)
-        rows = duckdb.sql(f"SELECT count(*) FROM '{paths[1]}'").fetchall()[0][0]
     (warm,) = tubetrail_take([["register", str(paths[0]), "register/update_warm.parquet"]], cfg)
     with open_configured(cfg.warehouse, id_hash_key()) as con:
         (before,) = con.execute(audited).fetchall()[0]
