@@ -7,7 +7,8 @@ batch's own in-memory ``stage`` database (spilling to its staging folder below t
 0700, swept after a kill) →
 the last line per unique key within each file → the views defined once → the stage rule and
 warning once over the batch → one transaction that takes every file (``warehouse.writer.record_batch``)
-→ one checkpoint when the session closes. Each file keeps its own ledger entry, counts,
+→ one checkpoint when the session closes (merging the tables' partly filled tail row groups every
+fourth batch: ``warehouse.writer.note_vacuum_debt``). Each file keeps its own ledger entry, counts,
 quarantine lines and refusal; a refused file never blocks the others. :func:`take_file` is a
 batch of one; :func:`plan_batches` cuts a stretch of one kind into batches (``[ingest]`` config).
 """
