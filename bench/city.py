@@ -52,6 +52,9 @@ from pathlib import Path
 
 PG_PORT = 5434
 MICRO_BATCH = 50_000
+#: micro-batches taken one after the other: the first is the figure; four in a row hold one that merges
+#: the tables' tail row groups (``warehouse.writer.VACUUM_EVERY_BATCHES``)
+MICRO_BATCHES = 4
 LINKS = ("reference and register", "collect (scans)", "deliver (boxes, receipts)", "test (results)",
          "positive-pool latency", "re-samples (next morning)", "report")
 
@@ -325,49 +328,72 @@ def child_postgres(spec: dict) -> dict:
 
 
 def child_microbatch(spec: dict) -> dict:
-    """One scan file of 50,000 scans in the simulator's format: registered people (the register's
-    identities, spread over the city by a hash), pools of 10 at the city's sites, then taken."""
+    """``batches`` scan files of ``scans`` scans each in the simulator's format: registered people
+    (the register's identities, spread over the city by a hash, other people in each file), pools
+    of 10 at the city's sites; then taken one after the other, each a batch of its own. The first
+    is the micro-batch's figure (``take_s``); ``takes`` are all of them, ``vacuumed`` says whose
+    close merged the tables' tail row groups (``warehouse.writer.note_vacuum_debt``: every
+    fourth batch, so the series shows the merge's cost too)."""
     import duckdb
 
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
+    from warehouse.writer import VACUUM_DEBT
 
     cfg = _cfg(spec)
-    path = Path(spec["out"])
-    path.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(spec["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
     n = spec["scans"]
     tubes = -(-n // 11)  # up to 10 adds and one seal per tube
     adds = n - tubes
+    paths = [out.with_name(f"{out.stem}_{j}{out.suffix}") if j else out for j in range(spec.get("batches", 1))]
     t = time.perf_counter()
     with open_configured(cfg.warehouse, id_hash_key()) as con:
-        con.execute(f"""
-            COPY (
-              WITH people AS (
-                SELECT id_type, id_number, name, phone, row_number() OVER () - 1 AS k
-                FROM (SELECT * FROM register ORDER BY hash(person_key) LIMIT {adds})
-              ), sites AS (SELECT site_id, row_number() OVER (ORDER BY site_id) - 1 AS s FROM sites WHERE kind <> 'home'),
-              nsites AS (SELECT count(*) AS c FROM sites),
-              ev AS (
-                SELECT TIMESTAMPTZ '2022-04-04 21:00:00+08' + to_seconds(p.k * 0.07) AS at, p.k // 10 AS tube,
-                       'add' AS event, p.id_type, p.id_number, p.name, p.phone FROM people p
-                UNION ALL
-                SELECT TIMESTAMPTZ '2022-04-04 21:00:00+08' + to_seconds((t * 10 + 9) * 0.07 + 1), t, 'seal',
-                       NULL, NULL, NULL, NULL FROM range({tubes}) r(t)
-              )
-              SELECT strftime(ev.at AT TIME ZONE 'Asia/Shanghai', '%Y-%m-%dT%H:%M:%S+08:00') AS scanned_at, st.site_id,
-                     'C' || substr(st.site_id, 2) AS collector_id, 'MB' || lpad(ev.tube::VARCHAR, 9, '0') AS tube_barcode,
-                     ev.event, ev.id_type, ev.id_number, ev.name, ev.phone, '10' AS capacity
-              FROM ev, nsites JOIN sites st ON st.s = ev.tube % nsites.c
-              ORDER BY ev.at
-            ) TO '{path}' (FORMAT parquet)""")
-        rows = duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
+        for j, path in enumerate(paths):
+            con.execute(f"""
+                COPY (
+                  WITH people AS (
+                    SELECT id_type, id_number, name, phone, row_number() OVER () - 1 AS k
+                    FROM (SELECT * FROM register ORDER BY hash(person_key) LIMIT {adds} OFFSET {j * adds})
+                  ), sites AS (SELECT site_id, row_number() OVER (ORDER BY site_id) - 1 AS s FROM sites WHERE kind <> 'home'),
+                  nsites AS (SELECT count(*) AS c FROM sites),
+                  ev AS (
+                    SELECT TIMESTAMPTZ '2022-04-04 21:00:00+08' + to_seconds(p.k * 0.07) AS at, p.k // 10 AS tube,
+                           'add' AS event, p.id_type, p.id_number, p.name, p.phone FROM people p
+                    UNION ALL
+                    SELECT TIMESTAMPTZ '2022-04-04 21:00:00+08' + to_seconds((t * 10 + 9) * 0.07 + 1), t, 'seal',
+                           NULL, NULL, NULL, NULL FROM range({tubes}) r(t)
+                  )
+                  SELECT strftime(ev.at AT TIME ZONE 'Asia/Shanghai', '%Y-%m-%dT%H:%M:%S+08:00') AS scanned_at, st.site_id,
+                         'C' || substr(st.site_id, 2) AS collector_id,
+                         'MB' || {j} || lpad(ev.tube::VARCHAR, 8, '0') AS tube_barcode,
+                         ev.event, ev.id_type, ev.id_number, ev.name, ev.phone, '10' AS capacity
+                  FROM ev, nsites JOIN sites st ON st.s = ev.tube % nsites.c
+                  ORDER BY ev.at
+                ) TO '{path}' (FORMAT parquet)""")
+        rows = duckdb.sql(f"SELECT count(*) FROM '{out}'").fetchall()[0][0]
     written = time.perf_counter() - t
-    t = time.perf_counter()
-    (o,) = tubetrail_take([["scans", str(path), "scans/micro_batch.parquet"]], cfg)
-    taken = time.perf_counter() - t
-    assert o.status == "accepted", o.message
-    return {"write_s": written, "take_s": taken, "scans": rows, "accepted": o.rows_accepted,
-            "quarantined": o.rows_quarantined}
+    takes, vacuumed, outcomes = [], [], []
+    for path in paths:
+        t = time.perf_counter()
+        (o,) = tubetrail_take([["scans", str(path), f"scans/{path.name}"]], cfg)
+        takes.append(time.perf_counter() - t)
+        assert o.status == "accepted", o.message
+        outcomes.append(o)
+        con = duckdb.connect(str(cfg.warehouse.path), read_only=True)
+        try:  # a batch that vacuumed left no debt behind it
+            (debt,) = con.execute("SELECT value FROM warehouse_settings WHERE name = ?", [VACUUM_DEBT]).fetchone()
+        finally:
+            con.close()
+        vacuumed.append(json.loads(debt)["batches"] == 0)
+    return {"write_s": written, "take_s": takes[0], "scans": rows, "accepted": outcomes[0].rows_accepted,
+            "quarantined": outcomes[0].rows_quarantined, "takes": takes, "vacuumed": vacuumed}
+
+
+def micro_series(m: dict) -> str:
+    """The micro-batches in a row, each taken time, "merged" after the one whose close vacuumed."""
+    takes = [f"{t:.2f} s" + (" merged" if v else "") for t, v in zip(m.get("takes", []), m.get("vacuumed", []))]
+    return f"{len(takes)} in a row: " + ", ".join(takes) if takes else "one"
 
 
 #: the fixed cost a file (issue 15: ≤ 20 ms): this many one-row files against one file of as many rows
@@ -678,7 +704,7 @@ def bench_city(residents: int, root: Path, pg_dsn: str | None, keep: bool, inbox
         progress(fig)
     say("micro-batch of 50,000 scans")
     fig["micro_batch"] = run_child("microbatch", {**base, "out": str(work / "micro" / "scans" / "micro_batch.parquet"),
-                                                  "scans": MICRO_BATCH}, work)
+                                                  "scans": MICRO_BATCH, "batches": MICRO_BATCHES}, work)
     say(f"fixed cost a file: {FILE_COST_FILES} one-row files against one file of {FILE_COST_FILES} rows")
     fig["file_cost"] = run_child("file_cost", {**base, "out": str(work / "filecost"), "files": FILE_COST_FILES}, work)
     say(f"a register update of {REGISTER_UPDATE_ROWS} rows")
@@ -773,7 +799,7 @@ def print_city(fig: dict) -> None:
     table.add_row("[bold]end to end (inbox → report)[/bold]", f"{e['wall_s']:.1f}", "", f"{e['peak_gb']:.2f}", "max over the links")
     m = fig["micro_batch"]
     table.add_row("micro-batch: one file of 50,000 scans", f"{m['wall_s']:.1f}", f"{m['take_s']:.2f}", f"{m['peak_gb']:.2f}",
-                  f"{m['accepted']:,} accepted")
+                  f"{m['accepted']:,} accepted; {micro_series(m)}")
     fc = fig.get("file_cost")
     if fc:
         table.add_row(f"fixed cost a file: {fc['files']} one-row files vs one file", f"{fc['wall_s']:.1f}",
@@ -947,8 +973,8 @@ def markdown(figures: dict) -> str:
             continue
         e, m = c["end_to_end"], c["micro_batch"]
         lines.append(f"| **end to end** (the links above) | | | **{s(e['wall_s'])}** | | **{e['peak_gb']:.2f} GB** |")
-        lines.append(f"| micro-batch: one more file of {m['scans']:,} scans | 1 | {m['accepted']:,} | {s(m['wall_s'])} "
-                     f"| {m['take_s']:.2f} s | {m['peak_gb']:.2f} GB |")
+        lines.append(f"| micro-batch: one more file of {m['scans']:,} scans ({micro_series(m)}) | 1 | {m['accepted']:,} "
+                     f"| {s(m['wall_s'])} | {m['take_s']:.2f} s | {m['peak_gb']:.2f} GB |")
         fc = c.get("file_cost")
         if fc:
             lines.append(f"| fixed cost a file: {fc['files']} one-row manifest files ({fc['many_s']:.2f} s) against one file "
