@@ -330,15 +330,16 @@ def child_postgres(spec: dict) -> dict:
 def child_microbatch(spec: dict) -> dict:
     """``batches`` scan files of ``scans`` scans each in the simulator's format: registered people
     (the register's identities, spread over the city by a hash, other people in each file), pools
-    of 10 at the city's sites; then taken one after the other, each a batch of its own. The first
-    is the micro-batch's figure (``take_s``); ``takes`` are all of them, ``vacuumed`` says whose
-    close merged the tables' tail row groups (``warehouse.writer.note_vacuum_debt``: every
-    fourth batch, so the series shows the merge's cost too)."""
+    of 10 at the city's sites; then, from a settled layout (``warehouse.writer.merge_tail_row_groups``,
+    untimed), taken one after the other, each a batch of its own. The first is the micro-batch's
+    figure (``take_s``); ``takes`` are all of them and ``mean_s`` their mean, ``vacuumed`` says
+    whose close merged the tables' tail row groups (``warehouse.writer.note_vacuum_debt``: every
+    fourth batch, so four in a row show the merge's cost too)."""
     import duckdb
 
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
-    from warehouse.writer import VACUUM_DEBT
+    from warehouse.writer import VACUUM_DEBT, merge_tail_row_groups
 
     cfg = _cfg(spec)
     out = Path(spec["out"])
@@ -371,6 +372,7 @@ def child_microbatch(spec: dict) -> dict:
                   FROM ev, nsites JOIN sites st ON st.s = ev.tube % nsites.c
                   ORDER BY ev.at
                 ) TO '{path}' (FORMAT parquet)""")
+        merge_tail_row_groups(con)  # what the links before left is merged here, not in the first batch
         rows = duckdb.sql(f"SELECT count(*) FROM '{out}'").fetchall()[0][0]
     written = time.perf_counter() - t
     takes, vacuumed, outcomes = [], [], []
@@ -387,13 +389,14 @@ def child_microbatch(spec: dict) -> dict:
             con.close()
         vacuumed.append(json.loads(debt)["batches"] == 0)
     return {"write_s": written, "take_s": takes[0], "scans": rows, "accepted": outcomes[0].rows_accepted,
-            "quarantined": outcomes[0].rows_quarantined, "takes": takes, "vacuumed": vacuumed}
+            "quarantined": outcomes[0].rows_quarantined, "takes": takes, "vacuumed": vacuumed,
+            "mean_s": sum(takes) / len(takes)}
 
 
 def micro_series(m: dict) -> str:
     """The micro-batches in a row, each taken time, "merged" after the one whose close vacuumed."""
     takes = [f"{t:.2f} s" + (" merged" if v else "") for t, v in zip(m.get("takes", []), m.get("vacuumed", []))]
-    return f"{len(takes)} in a row: " + ", ".join(takes) if takes else "one"
+    return f"{len(takes)} in a row: " + ", ".join(takes) + f"; mean {m['mean_s']:.2f} s" if takes else "one"
 
 
 #: the fixed cost a file (issue 15: ≤ 20 ms): this many one-row files against one file of as many rows
@@ -407,12 +410,14 @@ def child_file_cost(spec: dict) -> dict:
     chain feed (a box packed at a site), so little of the difference is rows."""
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
+    from warehouse.writer import merge_tail_row_groups
 
     cfg = _cfg(spec)
     n, root = spec["files"], Path(spec["out"])
     with open_configured(cfg.warehouse, id_hash_key()) as con:
         sites = [r[0] for r in con.execute("SELECT site_id FROM sites ORDER BY site_id LIMIT 50").fetchall()]
         labs = [r[0] for r in con.execute("SELECT lab_id FROM labs ORDER BY lab_id").fetchall()]
+        merge_tail_row_groups(con)  # the steps before are merged here, untimed
     header = "box_id,tube_barcode,site_id,packed_at,courier_id,departed_at,lab_id\n"
 
     def row(kind: str, i: int) -> str:
@@ -454,6 +459,7 @@ def child_register_update(spec: dict) -> dict:
     from kernel.sql import sql_text
     from sampling.register import COLUMNS
     from warehouse.connection import open_configured
+    from warehouse.writer import merge_tail_row_groups
 
     cfg = _cfg(spec)
     n, root = spec["rows"], Path(spec["out"])
@@ -478,6 +484,7 @@ def child_register_update(spec: dict) -> dict:
     (warm,) = tubetrail_take([["register", str(paths[0]), "register/update_warm.parquet"]], cfg)
     with open_configured(cfg.warehouse, id_hash_key()) as con:
         (before,) = con.execute(audited).fetchall()[0]
+        merge_tail_row_groups(con)  # the steps before are merged here, untimed
     t = time.perf_counter()
     (o,) = tubetrail_take([["register", str(paths[1]), "register/update_measured.parquet"]], cfg)
     taken = time.perf_counter() - t

@@ -388,6 +388,17 @@ def note_vacuum_debt(con: duckdb.DuckDBPyConnection, rows_read: int) -> bool:
     return vacuum
 
 
+def merge_tail_row_groups(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge now what small batches left (a checkpoint that vacuums) and clear their count: a
+    settled layout, so that what a measurement times is its own batches' cost, not the merge of
+    the batches before it (``bench.city``'s steps)."""
+    with transaction(con):
+        con.execute("INSERT INTO warehouse_settings VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    [VACUUM_DEBT, json.dumps({"batches": 0, "rows": 0})])
+    con.execute("RESET max_vacuum_tasks")
+    con.execute("CHECKPOINT")
+
+
 def vacuum_at_close(con: duckdb.DuckDBPyConnection, vacuum: bool) -> None:
     """The session's closing checkpoint vacuums (DuckDB's default) or not (``max_vacuum_tasks = 0``)."""
     con.execute("RESET max_vacuum_tasks" if vacuum else "SET max_vacuum_tasks = 0")

@@ -305,11 +305,21 @@ def test_small_batches_close_without_vacuuming_until_every_fourth_merges_what_th
     take_batch(files[4:5], cfg)
     assert _row_groups(cfg.warehouse.path, "labs") == 2
     monkeypatch.setattr(writer, "VACUUM_FROM_ROWS", 2)  # one row now, one before: the rows say vacuum
-    take_batch(files[5:], cfg)
+    take_batch(files[5:6], cfg)
+    assert _row_groups(cfg.warehouse.path, "labs") == 1
+    write(inbox / "labs/6.csv", "lab_id,name\nL6,Lab 6\n")
+    monkeypatch.setattr(writer, "VACUUM_FROM_ROWS", 1_000_000)
+    take_batch([f for f in discover(inbox) if f.label.endswith("6.csv")], cfg)
+    assert _row_groups(cfg.warehouse.path, "labs") == 2
+    con = duckdb.connect(cfg.warehouse.path)
+    try:  # merged on demand (a measurement's settled start), the count cleared
+        writer.merge_tail_row_groups(con)
+    finally:
+        con.close()
     assert _row_groups(cfg.warehouse.path, "labs") == 1
     con = duckdb.connect(cfg.warehouse.path, read_only=True)
     try:
-        assert con.sql("SELECT lab_id, name FROM labs ORDER BY 1").fetchall() == [(f"L{i}", f"Lab {i}") for i in range(6)]
+        assert con.sql("SELECT lab_id, name FROM labs ORDER BY 1").fetchall() == [(f"L{i}", f"Lab {i}") for i in range(7)]
         assert con.sql("SELECT value FROM warehouse_settings WHERE name = 'vacuum_debt'").fetchall() == [
             ('{"batches": 0, "rows": 0}',)]
     finally:
