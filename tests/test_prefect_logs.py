@@ -39,3 +39,24 @@ def test_info_to_the_file_warnings_to_the_terminal_too(tmp_path):
         assert "after the command" not in path.read_text(encoding="utf-8")
     finally:
         logger.setLevel(level)
+
+
+def test_a_transport_fault_the_client_reconnects_from_goes_to_the_file_not_the_terminal(tmp_path):
+    """A busy Prefect server made the events websocket miss a keepalive during a concurrent
+    ingest: ``websockets.client`` logged an error with its traceback on the terminal of a run
+    that then finished 0 (the fault suite's gate, 2026-12-01). The file keeps it whole."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()
+    console = next(h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler))
+    with prefect_logs_to(log_file_of(tmp_path / "wh.duckdb")) as path:
+        try:
+            raise ConnectionError("no close frame received or sent")
+        except ConnectionError:
+            logging.getLogger("websockets.client").error("keepalive ping failed", exc_info=True)
+            fault = logging.LogRecord("websockets.client", logging.ERROR, __file__, 1, "keepalive ping failed", None, None)
+        ours = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "a flow run failed", None, None)
+        assert not console.filter(fault) and console.filter(ours)
+    text = path.read_text(encoding="utf-8")
+    assert "ERROR   | websockets.client - keepalive ping failed" in text and "Traceback" in text

@@ -18,11 +18,20 @@ LOG_NAME = "prefect.log"
 CHILD_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
 
 
+#: the loggers of the transport under Prefect's clients: a fault there (a busy server missing a
+#: websocket keepalive, logged as an error with its traceback) is one the client reconnects from,
+#: so the terminal does not show it; the file keeps it whole
+TRANSPORT_LOGGERS = ("websockets",)
+
+
 class _WarningsAndUp(logging.Filter):
     """On the terminal: warnings and errors only (a filter, not the handler's level, so Prefect's
-    incremental logging set-up, which resets handler levels, does not undo it)."""
+    incremental logging set-up, which resets handler levels, does not undo it), and none of the
+    transport's (:data:`TRANSPORT_LOGGERS`) below critical."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if (record.name or "").partition(".")[0] in TRANSPORT_LOGGERS:
+            return record.levelno >= logging.CRITICAL
         return record.levelno >= logging.WARNING
 
 
