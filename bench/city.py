@@ -19,7 +19,8 @@ is cut into batches by ``ingest.take.plan_batches``, as the flow does):
 Then, with the city loaded: the coverage per grid and the pool orders (positive pooled tube →
 members → urgent re-sampling orders) on tubetrail's views, the same logic in plain pandas and in
 SQL on PostgreSQL 15 (``bench.baselines``) over the accepted facts, every result asserted equal;
-a micro-batch: one more scan file of 50,000 scans of registered people, taken; the fixed cost a
+a micro-batch: one more scan file of 50,000 scans of registered people, taken (four in a row, from
+a settled layout: the fourth's close merges the small batches' row groups); the fixed cost a
 file; and a register update of 100 people (every other one with a new phone) in a warm process.
 
 The floor (``bench.floor``, issue 15): the same inbox loaded in bulk with plain DuckDB SQL, link
