@@ -383,9 +383,15 @@ def note_vacuum_debt(con: duckdb.DuckDBPyConnection, rows_read: int) -> bool:
     debt = json.loads(row[0][0]) if row else {"batches": 0, "rows": 0}
     batches, rows = debt["batches"] + 1, debt["rows"] + rows_read
     vacuum = batches >= VACUUM_EVERY_BATCHES or rows >= VACUUM_FROM_ROWS
-    con.execute("INSERT INTO warehouse_settings VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                [VACUUM_DEBT, json.dumps({"batches": 0, "rows": 0} if vacuum else {"batches": batches, "rows": rows})])
+    if vacuum:
+        batches, rows = 0, 0
+    _set_vacuum_debt(con, batches, rows)
     return vacuum
+
+
+def _set_vacuum_debt(con: duckdb.DuckDBPyConnection, batches: int, rows: int) -> None:
+    con.execute("INSERT INTO warehouse_settings VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [VACUUM_DEBT, json.dumps({"batches": batches, "rows": rows})])
 
 
 def merge_tail_row_groups(con: duckdb.DuckDBPyConnection) -> None:
@@ -393,8 +399,7 @@ def merge_tail_row_groups(con: duckdb.DuckDBPyConnection) -> None:
     settled layout, so that what a measurement times is its own batches' cost, not the merge of
     the batches before it (``bench.city``'s steps)."""
     with transaction(con):
-        con.execute("INSERT INTO warehouse_settings VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    [VACUUM_DEBT, json.dumps({"batches": 0, "rows": 0})])
+        _set_vacuum_debt(con, 0, 0)
     con.execute("RESET max_vacuum_tasks")
     con.execute("CHECKPOINT")
 
