@@ -351,12 +351,16 @@ def child_microbatch(spec: dict) -> dict:
     paths = [out.with_name(f"{out.stem}_{j}{out.suffix}") if j else out for j in range(spec.get("batches", 1))]
     t = time.perf_counter()
     with open_configured(cfg.warehouse, id_hash_key()) as con:
+        # every file's people at once (one pass over the register), numbered in that order
+        con.execute(f"""CREATE TEMP TABLE micro_people AS
+                        SELECT id_type, id_number, name, phone, row_number() OVER () - 1 AS k
+                        FROM (SELECT * FROM register ORDER BY hash(person_key) LIMIT {adds * len(paths)})""")
         for j, path in enumerate(paths):
             con.execute(f"""
                 COPY (
                   WITH people AS (
-                    SELECT id_type, id_number, name, phone, row_number() OVER () - 1 AS k
-                    FROM (SELECT * FROM register ORDER BY hash(person_key) LIMIT {adds} OFFSET {j * adds})
+                    SELECT id_type, id_number, name, phone, k - {j * adds} AS k FROM micro_people
+                    WHERE k >= {j * adds} AND k < {(j + 1) * adds}
                   ), sites AS (SELECT site_id, row_number() OVER (ORDER BY site_id) - 1 AS s FROM sites WHERE kind <> 'home'),
                   nsites AS (SELECT count(*) AS c FROM sites),
                   ev AS (
