@@ -4,6 +4,8 @@ lost and nothing twice, and the packs are written by Dask workers (a LocalCluste
 flow, or a running scheduler named in ``[scale] dask_address``)."""
 
 
+import time
+
 import polars as pl
 import pytest
 
@@ -48,8 +50,12 @@ def sorted_rows(frame):
     return frame.sort(frame.columns, nulls_last=True)
 
 
-def district_task_runs(folder):
-    """The task runs of the ``district-packs`` subflow run that wrote ``folder``'s packs."""
+def district_task_runs(folder, expected: int):
+    """The task runs of the ``district-packs`` subflow run that wrote ``folder``'s packs, once
+    ``expected`` of them are in a final state. Task run states reach the server as events that
+    its recorder writes asynchronously (a busy SQLite makes it retry them: "database is
+    locked"), so they may lag the flow's return; waited for, up to 90 s, like the events of
+    the alert tests."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
 
@@ -57,7 +63,13 @@ def district_task_runs(folder):
         runs = [r for r in client.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["district-packs"]}))
                 if r.parameters.get("report") == str(folder)]
         assert len(runs) == 1 and runs[0].state.is_completed(), runs
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [runs[0].id]}))
+        deadline = time.monotonic() + 90
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [runs[0].id]}))
+            settled = len(tasks) == expected and all(t.state is not None and t.state.is_final() for t in tasks)
+            if settled or time.monotonic() > deadline:
+                return tasks
+            time.sleep(0.5)
 
 
 def test_the_report_fans_out_one_pack_per_district_on_a_local_dask_cluster(tmp_path, cfg):
@@ -98,7 +110,7 @@ def test_the_report_fans_out_one_pack_per_district_on_a_local_dask_cluster(tmp_p
     assert (xuhui["registered"], xuhui["sampled"], xuhui["untested"], xuhui["worklist_rows"]) == (3, 0, 3, 2)
 
     # one task run per district, each on a Dask worker of the flow's LocalCluster (2 processes)
-    runs = district_task_runs(folder)
+    runs = district_task_runs(folder, len(districts))
     assert sorted(r.name for r in runs) == sorted(f"district pack {d}" for d in districts)
     assert all(r.state.is_completed() for r in runs)
     workers = {p["dask_worker"] for p in result["districts"]}
@@ -122,4 +134,4 @@ def test_a_configured_scheduler_address_is_used(tmp_path, cfg):
                               config(tmp_path, f'dask_address = "{cluster.scheduler_address}"'), cfg.warehouse.path)
     workers = {p["dask_worker"] for p in result["districts"]}
     assert workers and workers <= ours, (workers, ours)
-    assert len(district_task_runs(folder)) == 3
+    assert len(district_task_runs(folder, 3)) == 3
