@@ -27,13 +27,14 @@ from kernel.rules import (
     Checked,
     concat_quarantine,
     one_of,
-    parse_time,
+    parsed_time,
     required,
     split_by_rules,
     stripped,
     text_rules,
     time_rule,
     with_columns_present,
+    with_parsed_times,
 )
 
 CONDITIONS = ("ok", "leaked", "unlabelled", "insufficient")
@@ -46,34 +47,34 @@ RECEIPT_COLUMNS = ("lab_id", "box_id", "tube_barcode", "received_at", "condition
 
 
 def check_manifests(raw: pl.DataFrame, *, timezone: str) -> Checked:
-    frame = with_columns_present(raw, MANIFEST_OPTIONAL)
+    frame = with_parsed_times(with_columns_present(raw, MANIFEST_OPTIONAL), ["packed_at", "departed_at"], timezone)
     rules = [
         *text_rules(MANIFEST_COLUMNS),
         *(required(c) for c in ("box_id", "tube_barcode", "site_id")),
-        time_rule("packed_at", timezone),
-        time_rule("departed_at", timezone, optional=True),
+        time_rule("packed_at", timezone, parsed=True),
+        time_rule("departed_at", timezone, optional=True, parsed=True),
     ]
     good, bad = split_by_rules(frame, rules)
     good = good.with_columns(
         *(stripped(c) for c in ("box_id", "tube_barcode", "site_id", "courier_id", "lab_id")),
-        parse_time("packed_at", timezone),
-        parse_time("departed_at", timezone),
+        parsed_time("packed_at"),
+        parsed_time("departed_at"),
     ).select(*MANIFEST_COLUMNS, LINE)
     return Checked(good, concat_quarantine(bad))
 
 
 def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
-    frame = with_columns_present(raw, RECEIPT_OPTIONAL)
+    frame = with_parsed_times(with_columns_present(raw, RECEIPT_OPTIONAL), ["received_at"], timezone)
     rules = [
         *text_rules(RECEIPT_COLUMNS),
         *(required(c) for c in ("lab_id", "box_id", "tube_barcode")),
-        time_rule("received_at", timezone),
+        time_rule("received_at", timezone, parsed=True),
         one_of("condition", CONDITIONS, optional=True),
     ]
     good, bad = split_by_rules(frame, rules)
     good = good.with_columns(
         *(stripped(c) for c in ("lab_id", "box_id", "tube_barcode")),
-        parse_time("received_at", timezone),
+        parsed_time("received_at"),
         pl.col("condition").str.strip_chars().str.to_lowercase().replace("", None).fill_null("ok"),
     ).select(*RECEIPT_COLUMNS, LINE)
     return Checked(good, concat_quarantine(bad))

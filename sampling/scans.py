@@ -13,7 +13,7 @@ from kernel.rules import (
     Rule,
     blank,
     concat_quarantine,
-    parse_time,
+    parsed_time,
     positive_int_rule,
     required,
     split_by_rules,
@@ -21,6 +21,7 @@ from kernel.rules import (
     text_rules,
     time_rule,
     with_columns_present,
+    with_parsed_times,
 )
 
 EVENTS = ("add", "seal", "void")
@@ -34,11 +35,13 @@ def check_scans(raw: pl.DataFrame, *, timezone: str) -> Checked:
         pl.col("event").str.strip_chars().str.to_lowercase(),
         pl.col("id_type").str.strip_chars().str.to_uppercase(),
     )
-    frame = frame.with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number"))
+    frame = with_parsed_times(
+        frame.with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number")),
+        ["scanned_at"], timezone)
     person_event = pl.col("event").is_in(["add", "void"])
     rules = [
         *text_rules(COLUMNS),
-        time_rule("scanned_at", timezone),
+        time_rule("scanned_at", timezone, parsed=True),
         *(required(c) for c in ("site_id", "collector_id", "tube_barcode")),
         Rule("event", "event not one of add, seal, void", ~pl.col("event").is_in(list(EVENTS))),
         Rule("id_type", "add/void without id_type", person_event & blank("id_type")),
@@ -52,7 +55,7 @@ def check_scans(raw: pl.DataFrame, *, timezone: str) -> Checked:
     ]
     good, bad = split_by_rules(frame, rules)
     good = good.with_columns(
-        parse_time("scanned_at", timezone),
+        parsed_time("scanned_at"),
         *(stripped(c) for c in ("site_id", "collector_id", "tube_barcode", "name", "phone")),
         pl.when(person_event).then(pl.col("id_type")).otherwise(None).alias("id_type"),
         pl.when(person_event).then(pl.col("id_number")).otherwise(None).alias("id_number"),

@@ -60,3 +60,41 @@ def test_parse_time_equals_the_reference_on_any_text(texts: list[str | None]) ->
     # and inside a lazy query that filters first (the expression is elementwise)
     lazy = frame.lazy().filter(pl.col("at").str.len_bytes() > 9).select(parse_time("at", "Asia/Shanghai")).collect()
     assert lazy.equals(frame.filter(pl.col("at").str.len_bytes() > 9).select(reference_parse_time("at", "Asia/Shanghai")))
+
+
+def test_the_scan_manifest_and_receipt_checks_keep_the_time_rule_with_the_time_parsed_once() -> None:
+    """``with_parsed_times``: each check parses a time column once for its rule and its rows kept;
+    the rows kept hold exactly ``parse_time``'s instant, a broken time is quarantined by its rule,
+    and a blank optional time (``departed_at``) is no time, not a broken one."""
+    from lab.custody import check_manifests, check_receipts
+    from sampling.scans import check_scans
+
+    tz = "Asia/Shanghai"
+    times = ["2022-04-04T06:02:12+08:00", "2022-04-04 06:02", "junk", "2022-04-04T06:02:12Z"]
+    line = pl.Series("_line", range(1, 5), dtype=pl.Int64)
+    expected = pl.DataFrame({"t": times}).select(parse_time("t", tz))["t"].to_list()
+
+    scans = check_scans(pl.DataFrame({"_line": line, "scanned_at": times, "site_id": ["S1"] * 4,
+                                      "collector_id": ["C1"] * 4, "tube_barcode": ["T1"] * 4,
+                                      "event": ["seal"] * 4}), timezone=tz)
+    assert scans.accepted["_line"].to_list() == [1, 2, 4]
+    assert scans.accepted["scanned_at"].to_list() == [expected[0], expected[1], expected[3]]
+    assert scans.accepted.schema["scanned_at"] == pl.Datetime("us", "UTC")
+    assert [c for c in scans.accepted.columns if c.startswith("__")] == []
+    assert scans.quarantined.select("_line", "reason").rows() == [(3, "scanned_at not an ISO 8601 time")]
+
+    manifests = check_manifests(pl.DataFrame({
+        "_line": line, "box_id": ["B1"] * 4, "tube_barcode": ["T1", "T2", "T3", "T4"], "site_id": ["S1"] * 4,
+        "packed_at": [times[0], times[2], times[1], times[3]], "departed_at": ["", None, "junk", times[1]]}),
+        timezone=tz)
+    assert manifests.accepted.select("_line", "packed_at", "departed_at").rows() == [
+        (1, expected[0], None), (4, expected[3], expected[1])]
+    assert manifests.quarantined.select("_line", "reason").rows() == [
+        (2, "packed_at not an ISO 8601 time"), (3, "departed_at not an ISO 8601 time")]
+
+    receipts = check_receipts(pl.DataFrame({"_line": line, "lab_id": ["L1"] * 4, "box_id": ["B1"] * 4,
+                                            "tube_barcode": ["T1", "T2", "T3", "T4"], "received_at": times}),
+                              timezone=tz)
+    assert receipts.accepted.select("_line", "received_at").rows() == [(1, expected[0]), (2, expected[1]),
+                                                                       (4, expected[3])]
+    assert receipts.quarantined.select("_line", "reason").rows() == [(3, "received_at not an ISO 8601 time")]
