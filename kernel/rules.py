@@ -224,9 +224,9 @@ def _parse_times(texts: pl.Series, *, timezone: str) -> pl.Series:
 
 def with_parsed_times(frame: pl.DataFrame, columns: Iterable[str], timezone: str) -> pl.DataFrame:
     """``frame`` with each time column also parsed (:func:`parse_time`) into its
-    :func:`parsed_column`, once: the rule (``time_rule(..., parsed=True)``) reads it and the rows
-    kept take it (:func:`parsed_time`), where parsing it for both was a fifth of checking a
-    scans file (issue 15)."""
+    :func:`parsed_column`, once: its :func:`time_rule` reads it and the rows kept take it
+    (:func:`parsed_time`), where parsing it for both was a fifth of checking a scans file
+    (issue 15)."""
     return frame.with_columns(parse_time(c, timezone).alias(parsed_column(c)) for c in columns)
 
 
@@ -240,11 +240,10 @@ def parsed_time(column: str) -> pl.Expr:
     return pl.col(parsed_column(column)).alias(column)
 
 
-def time_rule(column: str, timezone: str, *, optional: bool = False, parsed: bool = False) -> Rule:
-    """The time is unreadable (:func:`parse_time` gives null); ``optional``: a blank is no
-    time, not a broken one. ``parsed``: the frame holds the parse already
-    (:func:`with_parsed_times`), read rather than parsed again."""
-    bad = (pl.col(parsed_column(column)) if parsed else parse_time(column, timezone)).is_null()
+def time_rule(column: str, *, optional: bool = False) -> Rule:
+    """The time is unreadable: its parse in a frame of :func:`with_parsed_times` is null;
+    ``optional``: a blank is no time, not a broken one."""
+    bad = pl.col(parsed_column(column)).is_null().alias(column)
     if optional:
         bad = bad & ~blank(column)
     return Rule(column, f"{column} not an ISO 8601 time", bad)

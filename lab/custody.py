@@ -51,8 +51,8 @@ def check_manifests(raw: pl.DataFrame, *, timezone: str) -> Checked:
     rules = [
         *text_rules(MANIFEST_COLUMNS),
         *(required(c) for c in ("box_id", "tube_barcode", "site_id")),
-        time_rule("packed_at", timezone, parsed=True),
-        time_rule("departed_at", timezone, optional=True, parsed=True),
+        time_rule("packed_at"),
+        time_rule("departed_at", optional=True),
     ]
     good, bad = split_by_rules(frame, rules)
     good = good.with_columns(
@@ -68,7 +68,7 @@ def check_receipts(raw: pl.DataFrame, *, timezone: str) -> Checked:
     rules = [
         *text_rules(RECEIPT_COLUMNS),
         *(required(c) for c in ("lab_id", "box_id", "tube_barcode")),
-        time_rule("received_at", timezone, parsed=True),
+        time_rule("received_at"),
         one_of("condition", CONDITIONS, optional=True),
     ]
     good, bad = split_by_rules(frame, rules)

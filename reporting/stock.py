@@ -58,13 +58,14 @@ from kernel.rules import (
     blank,
     concat_quarantine,
     one_of,
-    parse_time,
+    parsed_time,
     required,
     split_by_rules,
     stripped,
     text_rules,
     time_rule,
     with_columns_present,
+    with_parsed_times,
 )
 from kernel.sql import sql_text_list
 
@@ -110,11 +111,11 @@ def check_stock(raw: pl.DataFrame, *, timezone: str) -> Checked:
     """The row rules of a ``stock/`` file (all text, ``_line``): text rules, required columns,
     an ISO time (city time when naive), a known item, a whole quantity of 0 or more and a whole
     ``tests_per_unit`` above 0 (default 1). ``city`` is not a holder (it names the total)."""
-    frame = with_columns_present(raw, STOCK_OPTIONAL)
+    frame = with_parsed_times(with_columns_present(raw, STOCK_OPTIONAL), ["at"], timezone)
     rules = [
         *text_rules(STOCK_COLUMNS),
         *(required(c) for c in STOCK_REQUIRED),
-        time_rule("at", timezone),
+        time_rule("at"),
         Rule("holder", f"holder '{CITY}' names the city's total, not a holder",
              pl.col("holder").str.strip_chars().str.to_lowercase() == CITY),
         one_of("item", ITEMS),
@@ -123,7 +124,7 @@ def check_stock(raw: pl.DataFrame, *, timezone: str) -> Checked:
     ]
     good, bad = split_by_rules(frame, rules)
     good = good.with_columns(
-        parse_time("at", timezone),
+        parsed_time("at"),
         stripped("holder"),
         pl.col("item").str.strip_chars().str.to_lowercase(),
         pl.col("quantity").str.strip_chars().cast(pl.Int64),

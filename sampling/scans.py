@@ -41,7 +41,7 @@ def check_scans(raw: pl.DataFrame, *, timezone: str) -> Checked:
     person_event = pl.col("event").is_in(["add", "void"])
     rules = [
         *text_rules(COLUMNS),
-        time_rule("scanned_at", timezone, parsed=True),
+        time_rule("scanned_at"),
         *(required(c) for c in ("site_id", "collector_id", "tube_barcode")),
         Rule("event", "event not one of add, seal, void", ~pl.col("event").is_in(list(EVENTS))),
         Rule("id_type", "add/void without id_type", person_event & blank("id_type")),

@@ -11,13 +11,14 @@ from kernel.rules import (
     clock_rule,
     concat_quarantine,
     one_of,
-    parse_time,
+    parsed_time,
     required,
     split_by_rules,
     stripped,
     text_rules,
     time_rule,
     with_columns_present,
+    with_parsed_times,
 )
 
 SITE_KINDS = ("fixed", "mobile", "home")
@@ -52,17 +53,17 @@ def check_sites(raw: pl.DataFrame) -> Checked:
 
 def check_zones(raw: pl.DataFrame, *, timezone: str) -> Checked:
     """A zone row says a grid is sealed / controlled / precaution since a time (no time = always)."""
-    frame = with_columns_present(raw, ZONE_OPTIONAL)
+    frame = with_parsed_times(with_columns_present(raw, ZONE_OPTIONAL), ["since"], timezone)
     rules = [
         *text_rules(ZONE_COLUMNS),
         required("grid"),
         one_of("zone", ZONES),
-        time_rule("since", timezone, optional=True),
+        time_rule("since", optional=True),
     ]
     good, bad = split_by_rules(frame, rules)
     good = good.with_columns(
         stripped("grid"),
         pl.col("zone").str.strip_chars().str.to_lowercase(),
-        parse_time("since", timezone),
+        parsed_time("since"),
     ).select(*ZONE_COLUMNS, LINE)
     return Checked(good, concat_quarantine(bad))

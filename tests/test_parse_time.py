@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.rules import _LOCAL, _WITH_OFFSET, parse_time, time_rule
+from kernel.rules import _LOCAL, _WITH_OFFSET, parse_time, time_rule, with_parsed_times
 
 
 def reference_parse_time(column: str, tz: str) -> pl.Expr:
@@ -48,7 +48,7 @@ def test_parse_time_reads_each_form_as_the_first_format_that_parses_it() -> None
 
 def test_a_rule_and_its_parse_agree_on_every_row_of_a_mixed_frame() -> None:
     frame = pl.DataFrame({"at": ["2022-04-04T06:02:12+08:00"] * 5 + ["2022-04-04 06:02", "junk", None]})
-    broken = frame.select(time_rule("at", "Asia/Shanghai").broken)["at"].to_list()
+    broken = with_parsed_times(frame, ["at"], "Asia/Shanghai").select(time_rule("at").broken)["at"].to_list()
     parsed = frame.select(parse_time("at", "Asia/Shanghai"))["at"].to_list()
     assert broken == [p is None for p in parsed] == [False] * 6 + [True, True]
 
