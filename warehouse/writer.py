@@ -400,7 +400,7 @@ def merge_tail_row_groups(con: duckdb.DuckDBPyConnection) -> None:
     the batches before it (``bench.city``'s steps)."""
     with transaction(con):
         _set_vacuum_debt(con, 0, 0)
-    con.execute("RESET max_vacuum_tasks")
+    vacuum_at_close(con, True)
     con.execute("CHECKPOINT")
 
 
