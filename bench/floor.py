@@ -99,10 +99,11 @@ def define_macros(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     con.execute("""CREATE OR REPLACE TEMP MACRO ts(v) AS
         TRY_CAST(regexp_replace(st(v), 'Z$', '+00:00') AS TIMESTAMPTZ)""")
     digits = " + ".join(f"TRY_CAST(substr(n, {i + 1}, 1) AS INTEGER) * {w}" for i, w in enumerate(RIC_WEIGHTS))
-    con.execute(f"""CREATE OR REPLACE TEMP MACRO ric_problem(n) AS
+    # ``latest``: the day a birth date may not pass (a scan's own local day; the register's take day)
+    con.execute(f"""CREATE OR REPLACE TEMP MACRO ric_problem(n, latest) AS
         CASE WHEN NOT coalesce(regexp_full_match(n, '\\d{{17}}[\\dX]'), FALSE) THEN 'RIC not 17 digits plus a check character'
              WHEN coalesce(year(try_strptime(substr(n, 7, 8), '%Y%m%d')) < 1880
-                           OR try_strptime(substr(n, 7, 8), '%Y%m%d')::DATE > current_date, TRUE)
+                           OR try_strptime(substr(n, 7, 8), '%Y%m%d')::DATE > coalesce(latest, DATE '9999-12-31'), TRUE)
              THEN 'RIC birth date not a real date'
              WHEN substr('{RIC_CHECK_CHARS}', (({digits}) % 11) + 1, 1) <> substr(n, 18, 1)
              THEN 'RIC check digit wrong (GB 11643)' END""")
@@ -189,7 +190,8 @@ def link_register(con: duckdb.DuckDBPyConnection, spec: dict) -> dict:
         SELECT *, CASE WHEN rough AND ({per_column}) THEN 'text' WHEN rough AND bad_free_text(address) THEN 'address: text'
                        WHEN id_type IS NULL OR id_type NOT IN ({types}) THEN 'id_type'
                        WHEN blank(id_number) THEN 'id_number missing'
-                       WHEN id_type = 'RIC' AND ric_problem(id_number) IS NOT NULL THEN ric_problem(id_number)
+                       WHEN id_type = 'RIC' AND ric_problem(id_number, current_date) IS NOT NULL
+                       THEN ric_problem(id_number, current_date)
                        WHEN blank(name) THEN 'name missing'
                        WHEN blank(district) OR blank(subdistrict) OR blank(community) OR blank(grid) THEN 'area missing'
                        WHEN NOT coalesce(lower(st(mobility_limited)) IN
@@ -252,7 +254,7 @@ def _load_scans(con: duckdb.DuckDBPyConnection, files: list) -> dict:
                         WHEN event IN ('add', 'void') AND blank(id_type) THEN 'add/void without id_type'
                         WHEN event IN ('add', 'void') AND id_type NOT IN ({types}) THEN 'id_type'
                         WHEN event IN ('add', 'void') AND blank(id_number) THEN 'add/void without id_number'
-                        WHEN event IN ('add', 'void') AND id_type = 'RIC' THEN ric_problem(id_number)
+                        WHEN event IN ('add', 'void') AND id_type = 'RIC' THEN ric_problem(id_number, scan_at::DATE)
                         WHEN NOT blank(capacity) AND (cap IS NULL OR cap < 1) THEN 'capacity'
                    END AS problem
             FROM raw

@@ -40,21 +40,23 @@ def _batch_run_name() -> str:
 
 @task(retries=2, retry_delay_seconds=2, task_run_name=_batch_run_name)
 def take_batch_task(kind: str, files: list[InboxFile], config_path: str | None,
-                    warehouse: str | None) -> list[FileOutcome]:
+                    warehouse: str | None, as_of: datetime | None = None) -> list[FileOutcome]:
     """One batch (``ingest.take.take_batch``): one outcome per file. A retry re-runs the batch:
     the ledger skips the files already taken."""
     session = warehouse_session(config_path, warehouse)
-    return take_batch(files, session.cfg, run_id=str(flow_run.get_id()), write_guard=session.write_guard)
+    return take_batch(files, session.cfg, run_id=str(flow_run.get_id()), write_guard=session.write_guard,
+                      as_of=as_of)
 
 
 @flow(name="ingest-feed", flow_run_name="ingest {kind}")
-def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = None, warehouse: str | None = None) -> list[FileOutcome]:
+def ingest_feed(kind: str, files: list[InboxFile], config_path: str | None = None, warehouse: str | None = None,
+                as_of: datetime | None = None) -> list[FileOutcome]:
     """One stretch of one feed, in discover's order (a later file wins over an earlier one),
-    batch by batch (``[ingest] batch_files`` / ``batch_bytes``)."""
+    batch by batch (``[ingest] batch_files`` / ``batch_bytes``); ``as_of``: see ``ingest_inbox``."""
     logger = get_run_logger()
     outcomes = []
     for batch in plan_batches(files, warehouse_session(config_path, warehouse).cfg):
-        taken = take_batch_task(kind, batch, config_path, warehouse)
+        taken = take_batch_task(kind, batch, config_path, warehouse, as_of)
         outcomes.extend(taken)
         _progress.advance(len(taken))
         for outcome in taken:
@@ -119,9 +121,11 @@ def _inbox_run_name() -> str:
 
 @flow(name="ingest-inbox", flow_run_name=_inbox_run_name)
 def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | None = None,
-                 label: str | None = None) -> list[FileOutcome]:
+                 label: str | None = None, as_of: datetime | None = None) -> list[FileOutcome]:
     """Take every new file under ``inbox``: reference data, the register, then the chain.
-    ``label`` names the run (the demo: the hour of the round a wave holds)."""
+    ``label`` names the run (the demo: the hour of the round a wave holds). ``as_of`` judges the
+    rules a row's own time cannot (a register row's birth date: not after that day); default:
+    when the run starts, once for all its batches and their retries."""
     logger = get_run_logger()
     cfg = warehouse_session(config_path, warehouse).cfg  # fails fast, before any file, when the key is missing
     ensure_concurrency_limits(cfg)
@@ -129,23 +133,24 @@ def ingest_inbox(inbox: str, config_path: str | None = None, warehouse: str | No
     with staging_in(staging_root_of(cfg.warehouse.path)):  # an export read for its run time stages there too
         found = discover(Path(inbox), timezone_name=cfg.city.timezone)
     _progress.start(len(found))
+    judged_at = as_of or datetime.now(timezone.utc)  # the run's clock, read once
     outcomes: list[FileOutcome] = []
     # one ingest-feed run per consecutive stretch of one kind, in the order discover gives
     for kind, stretch in groupby(found, key=lambda f: f.kind):
-        outcomes.extend(ingest_feed(kind, list(stretch), config_path, warehouse))
+        outcomes.extend(ingest_feed(kind, list(stretch), config_path, warehouse, judged_at))
     logger.info("took %(taken)d file(s), %(seen_before)d seen before, %(refused)d refused, %(hidden)d hidden "
                 "(not taken)", ingest_counts(outcomes))
     publish_ingest_summary(outcomes)
-    as_of = None
+    latest_fact = None
     if any(o.kind in CHAIN_KINDS and o.status == "accepted" for o in outcomes):
-        as_of = publish_chain_summary(config_path, warehouse)
-        raise_timed_alerts(as_of, config_path, warehouse)  # overdue, lost, silent, over capacity: at the latest fact
+        latest_fact = publish_chain_summary(config_path, warehouse)
+        raise_timed_alerts(latest_fact, config_path, warehouse)  # overdue, lost, silent, over capacity: at the latest fact
     elif any(o.kind in STOCK_KINDS and o.status == "accepted" for o in outcomes):
         raise_stock_alerts(config_path, warehouse)  # a count alone may put an item under the minimum days
     published = publish_alerts("at the end", config_path, warehouse)
     if left_pending or published or any(o.status == "accepted" for o in outcomes):
         # the live dashboard of every round with facts, as of the latest fact (nothing new: unchanged)
-        publish_dashboard(as_of, None, config_path, warehouse)
+        publish_dashboard(latest_fact, None, config_path, warehouse)
     return outcomes
 
 

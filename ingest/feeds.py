@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 import polars as pl
@@ -48,8 +49,9 @@ from warehouse.writer import (
 class Feed:
     kind: str
     required: tuple[str, ...]
-    #: the feed's row rules over text rows (``_line`` opaque: a batch's rows carry their file in it)
-    check: Callable[[pl.DataFrame, Config, str], Checked]
+    #: the feed's row rules over text rows (``_line`` opaque: a batch's rows carry their file in it),
+    #: given the file's label (an export's) and the take's ``as_of`` (rules with no time of their row)
+    check: Callable[[pl.DataFrame, Config, str, datetime], Checked]
     #: the insert (``warehouse.writer``), one file at a time, over the view ``staged``
     apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None]
     #: within one file, the last line per key wins (None: every row is an event)
@@ -102,26 +104,27 @@ def _results_apart(con: duckdb.DuckDBPyConnection, cfg: Config) -> bool:
 
 
 FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
-    Feed("sites", SITE_REQUIRED, lambda raw, cfg, label: check_sites(raw), apply_reference("sites", SITE_COLUMNS),
+    Feed("sites", SITE_REQUIRED, lambda raw, cfg, label, as_of: check_sites(raw), apply_reference("sites", SITE_COLUMNS),
          ("site_id",)),
-    Feed("labs", LAB_REQUIRED, lambda raw, cfg, label: check_labs(raw), apply_reference("labs", LAB_COLUMNS),
+    Feed("labs", LAB_REQUIRED, lambda raw, cfg, label, as_of: check_labs(raw), apply_reference("labs", LAB_COLUMNS),
          ("lab_id",)),
-    Feed("zones", ZONE_REQUIRED, lambda raw, cfg, label: check_zones(raw, timezone=cfg.city.timezone),
+    Feed("zones", ZONE_REQUIRED, lambda raw, cfg, label, as_of: check_zones(raw, timezone=cfg.city.timezone),
          apply_reference("zones", ZONE_COLUMNS), ("grid", "since")),
     Feed("register", REGISTER_REQUIRED,
-         lambda raw, cfg, label: check_register(raw, phone_region=cfg.city.phone_region),
+         lambda raw, cfg, label, as_of: check_register(raw, judged_on=cfg.city.local_day(as_of),
+                                                        phone_region=cfg.city.phone_region),
          apply_register(REGISTER_COLUMNS), REGISTER_KEY),
     # a count is a fact of its time: a delivery counted at noon is taken in the noon of a replay
-    Feed("stock", STOCK_REQUIRED, lambda raw, cfg, label: check_stock(raw, timezone=cfg.city.timezone),
+    Feed("stock", STOCK_REQUIRED, lambda raw, cfg, label, as_of: check_stock(raw, timezone=cfg.city.timezone),
          apply_stock, STOCK_UNIQUE_KEY, stage_warning=UNKNOWN_HOLDER, event_time="at"),
-    Feed("scans", SCAN_REQUIRED, lambda raw, cfg, label: check_scans(raw, timezone=cfg.city.timezone),
+    Feed("scans", SCAN_REQUIRED, lambda raw, cfg, label, as_of: check_scans(raw, timezone=cfg.city.timezone),
          apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at"),
-    Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label: check_manifests(raw, timezone=cfg.city.timezone),
+    Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label, as_of: check_manifests(raw, timezone=cfg.city.timezone),
          apply_manifests, event_time="packed_at"),
-    Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label: check_receipts(raw, timezone=cfg.city.timezone),
+    Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label, as_of: check_receipts(raw, timezone=cfg.city.timezone),
          apply_receipts, settle=RECEIPTS_SETTLE, apart=lambda con, cfg: RECEIPTS_SETTLE.apart(con),
          event_time="received_at"),
-    Feed("results", (), lambda records, cfg, label: check_results(records, label), apply_results,
+    Feed("results", (), lambda records, cfg, label, as_of: check_results(records, label), apply_results,
          settle=RESULTS_SETTLE, announce=positive_alerts_of_files, apart=_results_apart,
          prepare=stage_plates_reported_again, event_time="finished_at", export=True),
 )}

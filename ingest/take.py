@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -79,9 +80,9 @@ def plan_batches(files: Sequence[InboxFile], cfg: Config) -> list[list[InboxFile
 
 
 def take_file(file: InboxFile, cfg: Config, *, run_id: str | None = None,
-              write_guard: WriteGuard = nullcontext) -> FileOutcome:
+              write_guard: WriteGuard = nullcontext, as_of: datetime | None = None) -> FileOutcome:
     """One file: a batch of one."""
-    return take_batch([file], cfg, run_id=run_id, write_guard=write_guard)[0]
+    return take_batch([file], cfg, run_id=run_id, write_guard=write_guard, as_of=as_of)[0]
 
 
 @dataclass
@@ -97,12 +98,17 @@ class _File:
 
 
 def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = None,
-               write_guard: WriteGuard = nullcontext) -> list[FileOutcome]:
+               write_guard: WriteGuard = nullcontext, as_of: datetime | None = None) -> list[FileOutcome]:
     """Take files of one kind, in their order, as one batch (see the module's text); returns
     one outcome per file, in the same order. Idempotent: a file the ledger holds is skipped, so
-    a retry re-runs the batch safely. The write guard is held once, for the whole batch."""
+    a retry re-runs the batch safely. The write guard is held once, for the whole batch.
+
+    ``as_of`` judges the rules a row's own time cannot (a register row has none: a birth date
+    after its day is not real); ``None``: the time of the take, read here once, the one place
+    ingest reads the clock (``tubetrail ingest --as-of`` fixes it for a replay)."""
     if not files:
         return []
+    as_of = as_of or datetime.now(timezone.utc)
     kinds = {f.kind for f in files}
     if len(kinds) != 1:
         raise ValueError(f"a batch holds files of one kind, not {', '.join(sorted(kinds))}")
@@ -137,7 +143,7 @@ def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = 
                 con.execute(f"SET temp_directory = '{folder / 'spill'}'")
                 attach_stage(con)
                 try:
-                    taken = _take_staged(con, cfg, feed, fresh, run_id)
+                    taken = _take_staged(con, cfg, feed, fresh, run_id, as_of)
                 finally:
                     detach_stage(con)
                 for e, outcome in zip(fresh, taken):
@@ -150,8 +156,8 @@ def take_batch(files: Sequence[InboxFile], cfg: Config, *, run_id: str | None = 
 
 
 def _take_staged(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh: list[_File],
-                 run_id: str | None) -> list[FileOutcome]:
-    _stage(con, cfg, feed, fresh)
+                 run_id: str | None, as_of: datetime) -> list[FileOutcome]:
+    _stage(con, cfg, feed, fresh, as_of)
     if any(e.refusal is None for e in fresh):
         _keep_last_per_key(con, feed.unique_key)
         views = feed.needs_views(con)
@@ -188,8 +194,8 @@ class _Checker:
     """Collects text frames of the batch's files (``_line`` carrying the file) and runs the
     feed's rules once per ``CHUNK_ROWS`` rows, appending to the stage's tables."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed) -> None:
-        self.con, self.cfg, self.feed = con, cfg, feed
+    def __init__(self, con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, as_of: datetime) -> None:
+        self.con, self.cfg, self.feed, self.as_of = con, cfg, feed, as_of
         self.pending: list[tuple[int, pl.DataFrame]] = []
         self.rows = 0
         self.made: set[str] = set()
@@ -222,7 +228,7 @@ class _Checker:
 
     def _check(self, parts: list[tuple[int, pl.DataFrame]], label: str) -> None:
         batch = parts[0][1] if len(parts) == 1 else pl.concat([f for _, f in parts], how="diagonal_relaxed")
-        checked = self.feed.check(batch, self.cfg, label)
+        checked = self.feed.check(batch, self.cfg, label, self.as_of)
         self._append("accepted", checked.accepted)
         if checked.quarantined.height:
             # the raw text of a quarantined row as its own file had it (its own columns only)
@@ -253,8 +259,8 @@ class _Checker:
             self.con.unregister("ingest_arrow")
 
 
-def _stage(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh: list[_File]) -> None:
-    checker = _Checker(con, cfg, feed)
+def _stage(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh: list[_File], as_of: datetime) -> None:
+    checker = _Checker(con, cfg, feed, as_of)
     for e in fresh:
         path, label = Path(e.file.path), e.file.label
         try:

@@ -23,7 +23,7 @@ import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +56,10 @@ class _Section(BaseModel):
 class CityConfig(_Section):
     timezone: str = "Asia/Shanghai"
     phone_region: str = "CN"
+
+    def local_day(self, instant: datetime) -> date:
+        """The city's calendar day at ``instant`` (an aware time)."""
+        return instant.astimezone(zoneinfo.ZoneInfo(self.timezone)).date()
 
     def check(self, prefix: str) -> None:
         try:

@@ -39,11 +39,18 @@ def ric_shape_ok(id_number: pl.Expr) -> pl.Expr:
     return id_number.str.contains(r"^\d{17}[\dX]$").fill_null(False)
 
 
-def ric_birth_date(id_number: pl.Expr) -> pl.Expr:
-    """Birth date of an 18-character RIC; null where not a real calendar date, before 1880 or in
-    the future."""
+def ric_birth_date(id_number: pl.Expr, latest: pl.Expr | date | None = None) -> pl.Expr:
+    """Birth date of an 18-character RIC; null where not a real calendar date, before 1880 or
+    after ``latest``, the day the row is judged on (a date, or an expression per row; a null
+    row or ``None`` sets no bound). Never the wall clock: the register is judged on the take's
+    ``as_of`` and a scan on its own day (``sampling.scans.check_scans``), so a replay judges
+    alike."""
     born = id_number.str.slice(6, 8).str.to_date("%Y%m%d", strict=False)
-    return pl.when((born.dt.year() >= 1880) & (born <= pl.lit(date.today()))).then(born).otherwise(None)
+    real = born.dt.year() >= 1880
+    if latest is not None:
+        bound = latest if isinstance(latest, pl.Expr) else pl.lit(latest, dtype=pl.Date)
+        real = real & ((born <= bound) | bound.is_null())
+    return pl.when(real).then(born).otherwise(None)
 
 
 def ric_check_char(id_number: pl.Expr) -> pl.Expr:

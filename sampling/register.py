@@ -9,6 +9,8 @@ warehouse audits the amendment).
 
 from __future__ import annotations
 
+from datetime import date
+
 import polars as pl
 
 from sampling.identity import (
@@ -65,12 +67,14 @@ WARN_PHONE_INVALID = "phone not a valid number (kept without phone)"
 WARN_PHONE_MISSING = "no phone (kept)"
 
 
-def ric_rules(id_type: str = "id_type", id_number: str = "id_number", born: str | None = None) -> list[Rule]:
-    """The strict RIC rules: shape, real birth date, GB 11643 check character. ``born``: a column
-    already holding :func:`ric_birth_date` (computed once, also for the region warning)."""
+def ric_rules(id_type: str = "id_type", id_number: str = "id_number", born: str | None = None,
+              latest: pl.Expr | date | None = None) -> list[Rule]:
+    """The strict RIC rules: shape, real birth date (not after ``latest``: see
+    :func:`ric_birth_date`), GB 11643 check character. ``born``: a column already holding
+    :func:`ric_birth_date` (computed once, also for the region warning)."""
     is_ric = pl.col(id_type) == "RIC"
     number = pl.col(id_number)
-    birth = pl.col(born) if born is not None else ric_birth_date(number)
+    birth = pl.col(born) if born is not None else ric_birth_date(number, latest)
     return [
         Rule(id_number, "RIC not 17 digits plus a check character", is_ric & ~ric_shape_ok(number)),
         Rule(id_number, "RIC birth date not a real date", is_ric & birth.is_null()),
@@ -78,13 +82,15 @@ def ric_rules(id_type: str = "id_type", id_number: str = "id_number", born: str 
     ]
 
 
-def check_register(raw: pl.DataFrame, *, phone_region: str = "CN") -> Checked:
+def check_register(raw: pl.DataFrame, *, judged_on: date, phone_region: str = "CN") -> Checked:
+    """The register's rows judged on the city-local day ``judged_on`` (the take's ``as_of``: a
+    register row has no time of its own); a birth date after it is not a real date."""
     frame = with_columns_present(raw, OPTIONAL)
     frame = frame.with_columns(
         pl.col("id_type").str.strip_chars().str.to_uppercase(),
     ).with_columns(normalise_id_number(pl.col("id_type"), pl.col("id_number")).alias("id_number"))
     # the birth date once: the RIC rules and the region warning both need it
-    frame = frame.with_columns(ric_birth_date(pl.col("id_number")).alias(_BORN))
+    frame = frame.with_columns(ric_birth_date(pl.col("id_number"), judged_on).alias(_BORN))
 
     rules = [
         *text_rules(COLUMNS),

@@ -13,6 +13,7 @@ from kernel.rules import (
     Rule,
     blank,
     concat_quarantine,
+    parsed_column,
     parsed_time,
     positive_int_rule,
     required,
@@ -48,7 +49,9 @@ def check_scans(raw: pl.DataFrame, *, timezone: str) -> Checked:
         Rule("id_type", f"id_type not one of {', '.join(sorted(ID_TYPES))}",
              person_event & ~pl.col("id_type").is_in(list(ID_TYPES))),
         Rule("id_number", "add/void without id_number", person_event & blank("id_number")),
-        *(Rule(r.column, r.reason, person_event & r.broken) for r in ric_rules()),
+        # born after the scan's own day is not a real birth date (the event's day, not the clock)
+        *(Rule(r.column, r.reason, person_event & r.broken)
+          for r in ric_rules(latest=pl.col(parsed_column("scanned_at")).dt.convert_time_zone(timezone).dt.date())),
         positive_int_rule("capacity"),
         Rule("capacity", "capacity must be at least 1",
              pl.col("capacity").str.strip_chars().cast(pl.Int64, strict=False).fill_null(1) < 1),

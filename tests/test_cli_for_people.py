@@ -78,6 +78,32 @@ def only_json(done) -> dict:
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_ingest_as_of_judges_a_register_birth_date_on_that_day_in_the_city(tmp_path):
+    """``ingest --as-of``: the register's rows, which carry no time, are judged on the city's day
+    at that time; the same file gives the same warehouse whenever it is replayed with it."""
+    from tests.builders import REGISTER_HEADER, register_row, ric, write
+
+    inbox = tmp_path / "in"
+    write(inbox / "register/r.csv", "\n".join([REGISTER_HEADER, register_row(ric("11010120300101001")),
+                                               register_row(ric("11010120000101001"), name="李四")]) + "\n")
+
+    def take(as_of: str, name: str) -> dict:
+        done = CliRunner().invoke(app, ["--warehouse", str(tmp_path / name), "ingest", str(inbox), "--as-of", as_of,
+                                        "--json"])
+        assert done.exit_code == 0, done.output
+        return json.loads(done.stdout)["kinds"]["register"]
+
+    # 23:59 on 31 December 2029 in Shanghai: the one born on 1 January 2030 is not born yet
+    assert take("2029-12-31T23:59:00+08:00", "early.duckdb") == {
+        "files_taken": 1, "seen_before": 0, "refused": 0, "rows_read": 2, "rows_accepted": 1, "rows_quarantined": 1}
+    # 16:30 UTC that evening is 00:30 on 1 January in the city: born that day, real
+    assert take("2029-12-31T16:30:00Z", "late.duckdb")["rows_accepted"] == 2
+    bad = CliRunner().invoke(app, ["--warehouse", str(tmp_path / "x.duckdb"), "ingest", str(inbox), "--as-of", "soon"])
+    assert (bad.exit_code, bad.stdout) == (2, "")  # a usage error, nothing taken
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_json_of_the_commands_scripts_read(cfg, tmp_path):
     opened = only_json(cli(cfg, *ROUND, "--json"))
     assert opened == {"round_id": "R1", "starts_at": "2022-04-04T06:00:00+08:00",

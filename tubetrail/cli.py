@@ -220,7 +220,7 @@ def refused_line(text: str) -> None:
 AS_JSON = typer.Option("--json", help="print the figures as one JSON object on stdout, nothing else")
 
 
-def _run_ingest(state: State, inbox: Path, as_json: bool = False) -> int:
+def _run_ingest(state: State, inbox: Path, as_json: bool = False, as_of: datetime | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.ingest import ingest_inbox, ingest_progress
@@ -235,7 +235,7 @@ def _run_ingest(state: State, inbox: Path, as_json: bool = False) -> int:
             bar.update(job, completed=taken, total=found)
 
         with ingest_progress(moved):
-            outcomes = ingest_inbox(str(inbox), state.config_path, cfg.warehouse.path)
+            outcomes = ingest_inbox(str(inbox), state.config_path, cfg.warehouse.path, as_of=as_of)
     refused = [o for o in outcomes if o.status == "refused"]
     if as_json:
         print_json(ingest_figures(outcomes))
@@ -269,13 +269,18 @@ def ingest_figures(outcomes: list) -> dict:
 
 @app.command()
 def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox folder")],
-           as_json: Annotated[bool, AS_JSON] = False) -> None:
+           as_json: Annotated[bool, AS_JSON] = False,
+           as_of: Annotated[Optional[str], typer.Option(
+               "--as-of", help="judge the rules a row's own time cannot (a register birth date: not after "
+                               "that day) at this ISO time (default now)")] = None) -> None:
     """Take every new file under an inbox folder, in dependency order (a progress bar of files
     taken on stderr; exit 1 when a file was refused)."""
     if not inbox.is_dir():
         errors.print(f"{inbox}: not a folder")
         raise typer.Exit(EXIT_USAGE)
-    raise typer.Exit(_run_ingest(ctx.obj, inbox, as_json))
+    state: State = ctx.obj
+    when = parse_cli_time(as_of, state.config().city.timezone) if as_of else None
+    raise typer.Exit(_run_ingest(state, inbox, as_json, when))
 
 
 @lab_app.command("parse")
