@@ -55,6 +55,27 @@ def register_row(id_number: str, name: str = "张三", phone: str = "13800138000
     return f"{id_type},{id_number},{name},{phone},黄浦区,外滩街道,中山居委,{grid},{address},H1,{mobility},{key_group}"
 
 
+def settled_task_runs(flow_run_ids: list, expected: int, timeout: float = 90.0) -> list:
+    """The task runs of these flow runs, once ``expected`` of them are in a final state. Task runs
+    and their states reach the Prefect server as events that its recorder writes asynchronously
+    (a busy SQLite makes it retry them: "database is locked"), so they may lag the flow's
+    return; waited for, up to ``timeout`` seconds (a bound on waiting, not a timing assertion),
+    like the events of the alert tests. After the bound, whatever is there is returned."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": list(flow_run_ids)}))
+            settled = len(tasks) == expected and all(t.state is not None and t.state.is_final() for t in tasks)
+            if settled or time.monotonic() > deadline:
+                return tasks
+            time.sleep(0.5)
+
+
 def query(cfg, sql: str, params=()) -> list[tuple]:
     """A read of a test's warehouse (read only, closed at once): the rows of ``sql``."""
     con = duckdb.connect(cfg.warehouse.path, read_only=True)

@@ -4,13 +4,11 @@ lost and nothing twice, and the packs are written by Dask workers (a LocalCluste
 flow, or a running scheduler named in ``[scale] dask_address``)."""
 
 
-import time
-
 import polars as pl
 import pytest
 
 from tests.conftest import write
-from tests.builders import AS_OF, P, REGISTER_HEADER, build, ingest, open_test_round, ric
+from tests.builders import AS_OF, P, REGISTER_HEADER, build, ingest, open_test_round, ric, settled_task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -52,24 +50,15 @@ def sorted_rows(frame):
 
 def district_task_runs(folder, expected: int):
     """The task runs of the ``district-packs`` subflow run that wrote ``folder``'s packs, once
-    ``expected`` of them are in a final state. Task run states reach the server as events that
-    its recorder writes asynchronously (a busy SQLite makes it retry them: "database is
-    locked"), so they may lag the flow's return; waited for, up to 90 s, like the events of
-    the alert tests."""
+    ``expected`` of them are in a final state (``tests.builders.settled_task_runs``)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowRunFilter
+    from prefect.client.schemas.filters import FlowFilter
 
     with get_client(sync_client=True) as client:
         runs = [r for r in client.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["district-packs"]}))
                 if r.parameters.get("report") == str(folder)]
-        assert len(runs) == 1 and runs[0].state.is_completed(), runs
-        deadline = time.monotonic() + 90
-        while True:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [runs[0].id]}))
-            settled = len(tasks) == expected and all(t.state is not None and t.state.is_final() for t in tasks)
-            if settled or time.monotonic() > deadline:
-                return tasks
-            time.sleep(0.5)
+    assert len(runs) == 1 and runs[0].state.is_completed(), runs
+    return settled_task_runs([runs[0].id], expected)
 
 
 def test_the_report_fans_out_one_pack_per_district_on_a_local_dask_cluster(tmp_path, cfg):
