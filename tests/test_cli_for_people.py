@@ -80,7 +80,7 @@ def only_json(done) -> dict:
 @pytest.mark.usefixtures("prefect_server")
 def test_ingest_as_of_judges_a_register_birth_date_on_that_day_in_the_city(tmp_path):
     """``ingest --as-of``: the register's rows, which carry no time, are judged on the city's day
-    at that time; the same file gives the same warehouse whenever it is replayed with it."""
+    at that time, whatever the clock says; a time that is not ISO 8601 is a usage error."""
     from tests.builders import REGISTER_HEADER, register_row, ric, write
 
     inbox = tmp_path / "in"

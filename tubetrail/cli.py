@@ -279,7 +279,8 @@ def ingest(ctx: typer.Context, inbox: Annotated[Path, typer.Argument(help="inbox
         errors.print(f"{inbox}: not a folder")
         raise typer.Exit(EXIT_USAGE)
     state: State = ctx.obj
-    when = parse_cli_time(as_of, state.config().city.timezone) if as_of else None
+    # a bad time: exit 2 at once, before the command's set-up (its config, the Prefect server)
+    when = parse_cli_time(as_of, load_config(state.config_path).city.timezone) if as_of else None
     raise typer.Exit(_run_ingest(state, inbox, as_json, when))
 
 
