@@ -192,13 +192,18 @@ def _take_staged(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh:
 
 class _Checker:
     """Collects text frames of the batch's files (``_line`` carrying the file) and runs the
-    feed's rules once per ``CHUNK_ROWS`` rows, appending to the stage's tables."""
+    feed's rules once per ``CHUNK_ROWS`` rows (an export's once per file), appending the checked
+    rows to the stage's tables together, once per ``CHUNK_ROWS`` rows and at the end."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, as_of: datetime) -> None:
         self.con, self.cfg, self.feed, self.as_of = con, cfg, feed, as_of
         self.pending: list[tuple[int, pl.DataFrame]] = []
         self.rows = 0
         self.made: set[str] = set()
+        # checked rows not yet in the stage, per table: appended together (one insert per table
+        # for up to CHUNK_ROWS rows, not one per file: issue 15, ≈ 9 ms a results file)
+        self.checked: dict[str, list[pl.DataFrame]] = {}
+        self.checked_rows = 0
 
     def add(self, index: int, frame: pl.DataFrame, label: str) -> None:
         frame = frame.with_columns((pl.col(LINE).cast(pl.Int64) + (index << FILE_LINE_SHIFT)).alias(LINE))
@@ -211,14 +216,19 @@ class _Checker:
             self.flush()
 
     def flush(self) -> None:
+        """Check what is pending and write every checked row to the stage."""
         if self.pending:
             self._check(self.pending, "")
         self.pending, self.rows = [], 0
+        self._write()
 
     def drop(self, index: int) -> None:
         """Forget a file refused halfway (a damaged row group of a large Parquet file)."""
         self.pending = [(i, f) for i, f in self.pending if i != index]
         self.rows = sum(f.height for _, f in self.pending)
+        other = pl.col(LINE) // (1 << FILE_LINE_SHIFT) != index
+        self.checked = {table: [f.filter(other) for f in frames] for table, frames in self.checked.items()}
+        self.checked_rows = sum(f.height for frames in self.checked.values() for f in frames)
         for table in self.made:
             self.con.execute(f"DELETE FROM {STAGE}.{table} WHERE {staged_file_of()} = {int(index)}")
 
@@ -246,17 +256,28 @@ class _Checker:
             self._append("quarantined", pl.DataFrame(schema=REJECT_SCHEMA))
 
     def _append(self, table: str, frame: pl.DataFrame) -> None:
-        if table in self.made and not frame.height:  # nothing to add (most files quarantine no row)
-            return
-        self.con.register("ingest_arrow", frame.to_arrow())
-        try:
-            if table in self.made:
-                self.con.execute(f"INSERT INTO {STAGE}.{table} BY NAME SELECT * FROM ingest_arrow")
-            else:
-                self.con.execute(f"CREATE TABLE {STAGE}.{table} AS SELECT * FROM ingest_arrow")
-                self.made.add(table)
-        finally:
-            self.con.unregister("ingest_arrow")
+        if not frame.height and (table in self.made or table in self.checked):
+            return  # nothing to add (most files quarantine no row)
+        self.checked.setdefault(table, []).append(frame)
+        self.checked_rows += frame.height
+        if self.checked_rows >= CHUNK_ROWS:
+            self._write()
+
+    def _write(self) -> None:
+        for table, frames in self.checked.items():
+            frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+            if table in self.made and not frame.height:
+                continue
+            self.con.register("ingest_arrow", frame.to_arrow())
+            try:
+                if table in self.made:
+                    self.con.execute(f"INSERT INTO {STAGE}.{table} BY NAME SELECT * FROM ingest_arrow")
+                else:
+                    self.con.execute(f"CREATE TABLE {STAGE}.{table} AS SELECT * FROM ingest_arrow")
+                    self.made.add(table)
+            finally:
+                self.con.unregister("ingest_arrow")
+        self.checked, self.checked_rows = {}, 0
 
 
 def _stage(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh: list[_File], as_of: datetime) -> None:

@@ -3,12 +3,18 @@ warehouse that taking them one by one gives; each file keeps its ledger entry, c
 quarantine lines and refusal."""
 
 import dataclasses
+import io
 import json
 from kernel.config import replace
 from pathlib import Path
 
 import duckdb
+import polars as pl
+import pyarrow.parquet as pq
 import pytest
+
+import ingest.take
+import kernel.tables
 
 from ingest import discover as discovery
 from ingest.discover import discover
@@ -17,6 +23,7 @@ from tests.conftest import write
 from tests.builders import REGISTER_HEADER, open_simulated_round, register_row, ric
 from kernel.config import Config
 from devtools.simcity import simulate_city
+from warehouse.writer import STAGE, staged_file_of
 
 #: when and by which run a row was written (the clock), and this warehouse's own id: never equal
 #: across two warehouses
@@ -101,6 +108,55 @@ def test_one_bad_file_never_blocks_its_batch_and_each_file_keeps_its_own_counts(
                      ("register/3.csv", 2, "duplicate row (same as line 3)")]
     assert refused == 2
     assert {o.status for o in take_batch(discover(inbox), cfg)} == {"skipped"}  # a retry takes nothing twice
+
+
+@pytest.mark.parametrize("checked_every", [10, 1_000_000])
+def test_a_file_refused_halfway_leaves_none_of_its_rows_and_its_batch_stands(tmp_path, cfg, monkeypatch,
+                                                                             checked_every):
+    """A Parquet register file whose third row group is damaged is refused after its first two
+    chunks were read (chunks of 10 rows here, a million in use), and checked and staged when the
+    rules run every 10 rows, or still waiting for them: none of its rows is kept, the ledger has
+    it refused with no row, and the files before and after it in the batch are taken whole."""
+    monkeypatch.setattr(kernel.tables, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(ingest.take, "CHUNK_ROWS", checked_every)
+    people = [ric(f"31011519800101{i:03d}") for i in range(32)]
+    inbox = tmp_path / "in"
+    write(inbox / "register/1.csv", REGISTER_HEADER + "\n" + register_row(people[30]) + "\n")
+    damaged = inbox / "register/2.parquet"
+    rows = pl.read_csv(io.StringIO(REGISTER_HEADER + "\n" + "\n".join(register_row(p) for p in people[:30]) + "\n"),
+                       infer_schema=False)
+    pq.write_table(rows.to_arrow(), damaged, row_group_size=10, compression="zstd")
+    third = pq.ParquetFile(damaged).metadata.row_group(2)
+    start = min(third.column(c).data_page_offset for c in range(third.num_columns))
+    data = bytearray(damaged.read_bytes())
+    data[start:start + 16] = b"\xff" * 16  # its page header unreadable
+    damaged.write_bytes(bytes(data))
+    write(inbox / "register/3.csv", REGISTER_HEADER + "\n" + register_row(people[31]) + "\n")
+    staged_of_refused: list[int] = []  # its rows left in the stage, which rules over the whole batch would read
+    record = ingest.take.record_batch
+
+    def recorded(con, files, **kwargs):
+        staged_of_refused.append(
+            con.sql(f"SELECT count(*) FROM {STAGE}.accepted WHERE {staged_file_of()} = 1").fetchall()[0][0])
+        return record(con, files, **kwargs)
+
+    monkeypatch.setattr(ingest.take, "record_batch", recorded)
+    outcomes = take_batch(discover(inbox), cfg)
+    assert staged_of_refused == [0]
+    assert [(o.file_name, o.status, o.rows_read, o.rows_accepted) for o in outcomes] == [
+        ("register/1.csv", "accepted", 1, 1), ("register/2.parquet", "refused", 0, 0), ("register/3.csv", "accepted", 1, 1)]
+    assert outcomes[1].message.startswith("register/2.parquet: not readable as Parquet")
+    con = duckdb.connect(cfg.warehouse.path, read_only=True)
+    try:
+        kept = sorted(r[0] for r in con.sql("SELECT id_number FROM register").fetchall())
+        ledger = con.sql("SELECT file_name, status, rows_read FROM ingest_ledger ORDER BY 1").fetchall()
+        quarantined = con.sql("SELECT count(*) FROM quarantine").fetchall()[0][0]
+    finally:
+        con.close()
+    assert kept == sorted([people[30], people[31]])
+    assert ledger == [("register/1.csv", "accepted", 1), ("register/2.parquet", "refused", 0),
+                      ("register/3.csv", "accepted", 1)]
+    assert quarantined == 0
 
 
 def test_batches_are_cut_by_kind_files_and_bytes(tmp_path):
