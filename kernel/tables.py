@@ -299,11 +299,56 @@ def _reader() -> duckdb.DuckDBPyConnection:
 
 
 def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
-    """A whole (small) file as one text frame, read by this thread's in-memory DuckDB (kept
-    between files), spilling to a staging folder (see :func:`staging_in`): the generic results
-    parser and tests. Its temporary table is dropped after each file."""
+    """A whole (small) file as one text frame: a plain CSV by polars (:func:`plain_csv_table`),
+    any other by this thread's in-memory DuckDB (kept between files), spilling to a staging
+    folder (see :func:`staging_in`): the generic results parser and tests. Its temporary table is
+    dropped after each file."""
+    required = tuple(required)
+    plain = plain_csv_table(path, required)
+    if plain is not None:
+        return plain
     with read_file(_reader(), path, required, label) as read:
         return RawTable(read.frame(), read.rejects, read.file_format)
+
+
+#: one CSV field on one line: unquoted (no quote, comma or line break), or quoted with its quotes
+#: doubled inside (RFC 4180, DuckDB's ``quote = '"', escape = '"'``) and no line break
+_PLAIN_FIELD = rb'(?:[^",\n]*|"(?:[^"\n]|"")*")'
+
+
+def plain_csv_table(path: Path, required: Iterable[str]) -> RawTable | None:
+    """A plain CSV file read whole by polars, giving what :func:`read_file` gives, or None for any
+    other file. Plain: UTF-8 (a BOM tolerated), no carriage return or NUL, header names distinct,
+    non-empty and naming every required column, and every line a row of the header's number of
+    fields, each unquoted or wholly quoted (:data:`_PLAIN_FIELD`) with no line break inside: then
+    nothing is a reject and a row's line is its ordinal plus one. An empty or quoted empty field
+    is null, as DuckDB reads it. Issue 15: a generic results file of 3,200 readings took 15 ms
+    through DuckDB's reader (``read_csv`` with its rejects table, then the rows copied back in
+    line order); any file that is not plain still goes there."""
+    if sniff_format(path) != "csv":
+        return None
+    data = path.read_bytes()
+    if not data or b"\r" in data or b"\x00" in data or b"\n\n" in data or foreign_encoding(path) is not None:
+        return None
+    header = _csv_header(path)
+    lowered = [c.strip().lower() for c in header]
+    if (not header or any(not c for c in lowered) or len(set(lowered)) != len(lowered)
+            or any(c not in lowered for c in required)):
+        return None
+    line = _PLAIN_FIELD + rb"(?:," + _PLAIN_FIELD + rb"){" + str(len(header) - 1).encode() + rb"}"
+    if re.fullmatch(line + rb"(?:\n" + line + rb")*\n?", data.removeprefix(b"\xef\xbb\xbf")) is None:
+        return None
+    try:
+        frame = pl.read_csv(data, has_header=True, infer_schema=False, encoding="utf8")
+    except (pl.exceptions.PolarsError, UnicodeDecodeError):
+        return None
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if frame.height != lines - 1 or frame.width != len(header):
+        return None
+    frame = frame.rename(dict(zip(frame.columns, lowered))).with_columns(
+        pl.when(pl.all().str.len_bytes() > 0).then(pl.all()).name.keep(),
+        pl.int_range(2, frame.height + 2, dtype=pl.Int64).alias(LINE))
+    return RawTable(frame, _empty_rejects(), "csv")
 
 
 @dataclass(frozen=True)

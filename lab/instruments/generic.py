@@ -2,9 +2,10 @@
 finished_at (optional); any order, names case-insensitive, a UTF-8 BOM tolerated; CSV, or Parquet /
 JSON Lines with the same columns.
 
-Possibly millions of rows, so nothing here goes row by row in Python: the file is read in bulk by
-DuckDB with every column as text (the inbox stager, which also numbers the physical lines and
-keeps unreadable lines as rejects), then Ct, wells and times are parsed with polars expressions.
+Possibly millions of rows, so nothing here goes row by row in Python: the file is read in bulk with
+every column as text (``kernel.tables.read_table``: a plain CSV by polars, any other file by DuckDB,
+which also numbers the physical lines and keeps unreadable lines as rejects), then Ct, wells and
+times are parsed with polars expressions.
 
 ``ct``: empty, ``Undetermined``, ``NaN``, ``No Ct`` (any case) mean not detected; any other text
 that is not a positive number (``-1``, ``0``, ``31,5``, ``lots`` …) is a row-level reject, never a

@@ -2,6 +2,8 @@
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import write
 from kernel.tables import RefusedFile, read_table
@@ -86,3 +88,74 @@ def test_read_table_keeps_one_reader_a_thread_and_staging_root(tmp_path):
         assert tables._reader() is not first
         assert [p for p in (tmp_path / "r1").iterdir() if p.is_dir()] == []
         assert len([p for p in (tmp_path / "r2").iterdir() if p.is_dir()]) == 1
+
+
+def _through_duckdb(path, required):
+    """What :func:`read_table` gives through the thread's DuckDB reader, whatever the file."""
+    from kernel import tables
+
+    with tables.read_file(tables._reader(), path, required) as read:
+        return tables.RawTable(read.frame(), read.rejects, read.file_format)
+
+
+_PLAIN = st.text(alphabet=st.sampled_from(list("aZ09 .-_/:+") + ["黄", "浦", "\t"]), max_size=6)
+_ODD = st.text(alphabet=st.sampled_from(["a", ",", '"', "\r", "\n"]), min_size=1, max_size=3)
+#: a field: plain or wholly quoted (quotes doubled inside, commas), and one in 40 odd (a stray
+#: quote, comma, carriage return or line break: the file is then not plain)
+_FIELD = st.integers(0, 39).flatmap(lambda n: _ODD if n == 0 else _PLAIN if n % 2 else st.text(
+    alphabet=st.sampled_from(["a", " ", ",", '"', "黄"]), max_size=4).map(lambda t: '"' + t.replace('"', '""') + '"'))
+
+
+@st.composite
+def _csv(draw):
+    """A header naming ``grid`` among others (any case, spaces around, now and then a name twice
+    or empty) and rows mostly of its width."""
+    names = draw(st.lists(st.sampled_from(["zone", "ct", "n", "well"]), unique=True, max_size=3))
+    names = draw(st.permutations(["grid", *names]))
+    names = [draw(st.sampled_from([n, n.upper(), f" {n}", f"{n} "])) for n in names]
+    if draw(st.integers(0, 9)) == 0:
+        names.append(draw(st.sampled_from(["", "GRID", "x"])))
+    width = st.integers(len(names), len(names)) if draw(st.integers(0, 4)) else st.integers(0, len(names) + 1)
+    rows = draw(st.lists(width.flatmap(lambda w: st.lists(_FIELD, min_size=w, max_size=w)), max_size=6))
+    return names, rows
+
+
+@given(csv=_csv(), bom=st.booleans(), last_break=st.booleans(), blank_line=st.integers(0, 4))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_plain_csv_read_by_polars_is_what_duckdb_reads(tmp_path_factory, csv, bom, last_break, blank_line):
+    """Issue 15: :func:`kernel.tables.plain_csv_table` reads a CSV only when it is plain, and then
+    gives the frame, lines, rejects and format that the DuckDB reader gives (random headers, rows
+    of any width, quoted fields, stray quotes, commas, carriage returns and line breaks, blank
+    lines, a BOM, a missing last line break)."""
+    from kernel.tables import plain_csv_table
+
+    header, rows = csv
+    lines = [",".join(header), *(",".join(r) for r in rows)]
+    if blank_line == 0 and rows:
+        lines.insert(2, "")
+    text = "\n".join(lines) + ("\n" if last_break else "")
+    path = tmp_path_factory.mktemp("plain") / "t.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    required = ["grid"]
+    plain = plain_csv_table(path, required)
+    if plain is None:
+        return
+    slow = _through_duckdb(path, required)
+    assert plain.file_format == slow.file_format == "csv"
+    assert plain.frame.schema == slow.frame.schema
+    assert plain.frame.rows() == slow.frame.rows()
+    assert plain.rejects.height == slow.rejects.height == 0 and plain.rejects.schema == slow.rejects.schema
+
+
+def test_a_generic_results_file_is_plain_and_read_by_polars(tmp_path):
+    """The usual results file (a quoted empty Ct as the simulator writes it) is read the fast way,
+    with its lines; one with a stray quote is not."""
+    from kernel.tables import plain_csv_table
+
+    path = write(tmp_path / "r.csv", "lab_id,run_id,plate_id,well,sample,target,ct\nL1,R1,P1,A1,T1,N,31.5\nL1,R1,P1,A1,T1,ORF1ab,\"\"\n")
+    plain = plain_csv_table(path, ["lab_id", "ct"])
+    assert plain is not None and plain.frame.rows() == _through_duckdb(path, ["lab_id", "ct"]).frame.rows() == [
+        ("L1", "R1", "P1", "A1", "T1", "N", "31.5", 2), ("L1", "R1", "P1", "A1", "T1", "ORF1ab", None, 3)]
+    stray = write(tmp_path / "q.csv", 'lab_id,ct\nL1,3"1.5\nL2,30\n')
+    assert plain_csv_table(stray, ["lab_id", "ct"]) is None
+    assert read_table(stray, ["lab_id", "ct"]).frame.rows() == _through_duckdb(stray, ["lab_id", "ct"]).frame.rows()
