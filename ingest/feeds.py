@@ -38,6 +38,7 @@ from warehouse.writer import (
     apply_register,
     apply_results,
     apply_scans,
+    apply_scans_together,
     apply_stock,
     stage_plates_reported_again,
     staged_file_of,
@@ -78,6 +79,10 @@ class Feed:
     #: the rows come from an instrument export's parser (``lab.instruments``), not a table reader;
     #: the check sees one file at a time (its label names the lab, run and plate)
     export: bool = False
+    #: the insert of every file taken in a batch at once, over the view ``staged_together``
+    #: (``warehouse.writer.record_batch``), for a feed whose files raise nothing (None: ``apply``
+    #: file after file)
+    apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None] | None = None
 
     def needs_views(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Must the derived views be defined for this batch before its stage rule? Announce and
@@ -118,7 +123,7 @@ FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
     Feed("stock", STOCK_REQUIRED, lambda raw, cfg, label, as_of: check_stock(raw, timezone=cfg.city.timezone),
          apply_stock, STOCK_UNIQUE_KEY, stage_warning=UNKNOWN_HOLDER, event_time="at"),
     Feed("scans", SCAN_REQUIRED, lambda raw, cfg, label, as_of: check_scans(raw, timezone=cfg.city.timezone),
-         apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at"),
+         apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at", apply_together=apply_scans_together),
     Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label, as_of: check_manifests(raw, timezone=cfg.city.timezone),
          apply_manifests, event_time="packed_at"),
     Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label, as_of: check_receipts(raw, timezone=cfg.city.timezone),

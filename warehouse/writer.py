@@ -249,6 +249,7 @@ def record_batch(
     settle: Callable[[duckdb.DuckDBPyConnection, Sequence[str], str | None], object] | None = None,
     apart: Callable[[duckdb.DuckDBPyConnection], bool] | None = None,
     in_line_order: bool = True,
+    apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None] | None = None,
 ) -> list[FileOutcome]:
     """Take a staged batch (attached as ``stage``) in one transaction: every file's facts,
     quarantine rows, ledger entry and alerts commit together or not at all, file after file in
@@ -267,7 +268,14 @@ def record_batch(
 
     ``in_line_order`` says the stage holds its rows in ``_line`` order (as read); when not (a
     stage rule's output), ``staged`` sorts each file's rows, so every file's facts are written in
-    their line order either way. A batch that wrote counts towards the next vacuum
+    their line order either way.
+
+    ``apply_together(con, run_id)``, for a feed whose files raise nothing (no settle, no
+    announce), writes the accepted rows of every file taken now in one go instead, from the view
+    ``staged_together`` (each row with its file's ``source_hash``, its ``source_line`` and
+    ``staged_order``, the order to write them in: file after file, each in line order, as file
+    after file writes them). Issue 15: a collect batch of 243 scan files wrote 5.2 M scans in
+    243 inserts of 42 ms each. A batch that wrote counts towards the next vacuum
     (:func:`note_vacuum_debt`), which sets whether the session's closing checkpoint merges."""
     taken = [f for f in files if f.refusal is None]
     accepted_by: dict[int, int] = {}
@@ -298,6 +306,8 @@ def record_batch(
     # quarantine and ledger entries in one statement each for the batch; the others file after
     # file, in each file's order
     per_file = settle is not None or announce is not None
+    # the files taken now, by staged index, when their rows are written together (see above)
+    together_files: dict[int, str] | None = {} if apply_together is not None and not per_file else None
     outcomes: list[FileOutcome] = []
     ledger_rows: list[list] = []
     now = _now()
@@ -320,9 +330,12 @@ def record_batch(
                 record_alerts(con, f.alerts)
                 outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "refused", message=f.refusal))
                 continue
-            lo, hi = f.index << FILE_LINE_SHIFT, (f.index + 1) << FILE_LINE_SHIFT
-            con.execute(f"SET VARIABLE ingest_lo = {lo}::BIGINT; SET VARIABLE ingest_hi = {hi}::BIGINT")
-            apply(con, f.content_hash, run_id)
+            if together_files is None:
+                lo, hi = f.index << FILE_LINE_SHIFT, (f.index + 1) << FILE_LINE_SHIFT
+                con.execute(f"SET VARIABLE ingest_lo = {lo}::BIGINT; SET VARIABLE ingest_hi = {hi}::BIGINT")
+                apply(con, f.content_hash, run_id)
+            else:
+                together_files[f.index] = f.content_hash
             accepted = accepted_by.get(f.index, 0)
             by_reason = quarantined_by.get(f.index, {})
             quarantined = sum(by_reason.values())
@@ -341,6 +354,8 @@ def record_batch(
             outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "accepted", rows_read=f.rows_read,
                                         rows_accepted=accepted, rows_quarantined=quarantined,
                                         quarantined_by_reason=_fold_reasons(by_reason), warnings=dict(f.warnings)))
+        if together_files:
+            _apply_together(con, together_files, exclude, apply_together, run_id)
         if ledger_rows:
             taken_now = {row[0] for row in ledger_rows}
             _record_taken(con, [f for f in taken if f.content_hash in taken_now], ledger_rows, run_id, now)
@@ -354,6 +369,23 @@ def record_batch(
     if vacuum is not None:
         vacuum_at_close(con, vacuum)
     return outcomes
+
+
+def _apply_together(con: duckdb.DuckDBPyConnection, files: dict[int, str], exclude: str,
+                    apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None], run_id: str | None) -> None:
+    """Write the staged rows of ``files`` (staged index → content hash) through ``apply_together``
+    and the view ``staged_together`` (see :func:`record_batch`)."""
+    hashes = pl.DataFrame({"staged_file": list(files), "source_hash": list(files.values())},
+                          schema={"staged_file": pl.Int64, "source_hash": pl.Utf8})
+    with registered(con, "staged_hashes", hashes.to_arrow()):
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW staged_together AS SELECT a.* EXCLUDE ({exclude}), h.source_hash,"
+            f" a.{LINE} & {LINE_MASK} AS source_line, a.{LINE} AS staged_order"
+            f" FROM {STAGE}.accepted a JOIN staged_hashes h ON h.staged_file = {staged_file_of(f'a.{LINE}')}")
+        try:
+            apply_together(con, run_id)
+        finally:
+            con.execute("DROP VIEW staged_together")
 
 
 #: issue 15: the checkpoint at a batch's close vacuums (merges the partly filled row groups at
@@ -599,6 +631,19 @@ def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str |
            FROM staged WHERE round_id IS NULL""",
         [content_hash],
     )
+
+
+def apply_scans_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
+    """:func:`apply_scans` for every file of a staged batch at once (``record_batch``'s
+    ``apply_together``): the same rows in the same order, two statements for the batch."""
+    con.execute(
+        """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event, person_key,
+               id_type, id_number, name, phone, capacity, resample, source_hash, source_line
+           FROM staged_together WHERE round_id IS NOT NULL ORDER BY staged_order""")
+    con.execute(
+        """INSERT INTO waiting_scans SELECT scanned_at, site_id, collector_id, tube_barcode, event, person_key,
+               id_type, id_number, name, phone, capacity, source_hash, source_line
+           FROM staged_together WHERE round_id IS NULL ORDER BY staged_order""")
 
 
 def waiting_reach(con: duckdb.DuckDBPyConnection, file_tubes_sql: str) -> int:

@@ -301,16 +301,19 @@ def test_views_defined_only_for_batches_that_read_them():
     assert [k for k, feed in FEEDS.items() if feed.needs_views(con)] == ["stock", "receipts", "results"]
 
 
-def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg):
+@pytest.mark.parametrize("together", [False, True])
+def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, together):
     """A stage rule's rows come out nearly, not exactly, in ``_line`` order (``apply_stage_rule``
     sorts nothing); ``record_batch(in_line_order=False)`` still writes each file's rows in their
-    line order, and counts them per file."""
+    line order, and counts them per file, whether file after file (``apply``) or every file at
+    once (``apply_together``, as scans are: issue 15); a refused file's staged rows are never
+    written."""
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
     from warehouse.writer import FILE_LINE_SHIFT, STAGE, StagedFile, attach_stage, detach_stage, record_batch
 
-    lines = [(i << FILE_LINE_SHIFT) | n for i in (0, 1) for n in range(1, 2001)]
-    shuffled = sorted(lines, key=lambda x: (x * 7919) % 4001)  # a fixed permutation
+    lines = [(i << FILE_LINE_SHIFT) | n for i in (0, 1, 2) for n in range(1, 2001)]
+    shuffled = sorted(lines, key=lambda x: (x * 7919) % 6007)  # a fixed permutation
     written: list[tuple[str, int]] = []
     with open_configured(cfg.warehouse, id_hash_key()) as con:
         attach_stage(con)
@@ -320,15 +323,22 @@ def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg):
             con.execute("CREATE TEMP TABLE written (content_hash VARCHAR, source_line BIGINT)")
 
             def apply(c, content_hash, run_id):
+                assert not together
                 c.execute("INSERT INTO written SELECT ?, source_line FROM staged", [content_hash])
 
-            outcomes = record_batch(con, [StagedFile(i, f"h{i}", "scans", f"f{i}.csv", 1, "csv", 2000) for i in (0, 1)],
-                                    apply=apply, run_id=None, in_line_order=False)
+            def apply_together(c, run_id):
+                c.execute("INSERT INTO written SELECT source_hash, source_line FROM staged_together ORDER BY staged_order")
+
+            files = [StagedFile(0, "h0", "scans", "f0.csv", 1, "csv", 2000),
+                     StagedFile(1, "h1", "scans", "f1.csv", 1, "csv", 0, refusal="f1.csv: refused halfway"),
+                     StagedFile(2, "h2", "scans", "f2.csv", 1, "csv", 2000)]
+            outcomes = record_batch(con, files, apply=apply, run_id=None, in_line_order=False,
+                                    apply_together=apply_together if together else None)
             written = con.sql("SELECT content_hash, source_line FROM written").fetchall()  # insertion order
         finally:
             detach_stage(con)
-    assert [o.rows_accepted for o in outcomes] == [2000, 2000]
-    assert written == [(f"h{i}", n) for i in (0, 1) for n in range(1, 2001)]
+    assert [(o.status, o.rows_accepted) for o in outcomes] == [("accepted", 2000), ("refused", 0), ("accepted", 2000)]
+    assert written == [(f"h{i}", n) for i in (0, 2) for n in range(1, 2001)]
 
 
 def _row_groups(path: str, table: str) -> int:
