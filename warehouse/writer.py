@@ -275,8 +275,10 @@ def record_batch(
     ``staged_together`` (each row with its file's ``source_hash``, its ``source_line`` and
     ``staged_order``, the order to write them in: file after file, each in line order, as file
     after file writes them). Issue 15: a collect batch of 243 scan files wrote 5.2 M scans in
-    243 inserts of 42 ms each. A batch that wrote counts towards the next vacuum
-    (:func:`note_vacuum_debt`), which sets whether the session's closing checkpoint merges."""
+    243 inserts of 42 ms each.
+
+    A batch that wrote counts towards the next vacuum (:func:`note_vacuum_debt`), which sets
+    whether the session's closing checkpoint merges."""
     taken = [f for f in files if f.refusal is None]
     accepted_by: dict[int, int] = {}
     quarantined_by: dict[int, dict[str, int]] = {}
@@ -614,36 +616,31 @@ def apply_stock(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str |
     )
 
 
+#: a scan's facts as the stage holds them, in the order of ``scans`` (then its source columns)
+#: and of ``waiting_scans`` (no round, no re-sample flag yet)
+_SCAN_FACTS = ("round_id, scanned_at, site_id, collector_id, tube_barcode, event, person_key, id_type, id_number,"
+               " name, phone, capacity, resample")
+_WAITING_FACTS = "scanned_at, site_id, collector_id, tube_barcode, event, person_key, id_type, id_number, name, phone, capacity"
+
+
 def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
     """Scan events are facts: appended, never changed (tubes and members are derived from them);
     their ``person_key`` is the round rule's (computed once a row, by :func:`apply_stage_rule`).
     A re-sample scan that no round holds yet (its order not raised yet) waits in
     ``waiting_scans`` until :func:`assign_waiting_scans` finds its order."""
-    con.execute(
-        """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event, person_key,
-               id_type, id_number, name, phone, capacity, resample, ?, source_line
-           FROM staged WHERE round_id IS NOT NULL""",
-        [content_hash],
-    )
-    con.execute(
-        """INSERT INTO waiting_scans SELECT scanned_at, site_id, collector_id, tube_barcode, event, person_key,
-               id_type, id_number, name, phone, capacity, ?, source_line
-           FROM staged WHERE round_id IS NULL""",
-        [content_hash],
-    )
+    con.execute(f"INSERT INTO scans SELECT {_SCAN_FACTS}, ?, source_line FROM staged WHERE round_id IS NOT NULL",
+                [content_hash])
+    con.execute(f"INSERT INTO waiting_scans SELECT {_WAITING_FACTS}, ?, source_line FROM staged WHERE round_id IS NULL",
+                [content_hash])
 
 
 def apply_scans_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
     """:func:`apply_scans` for every file of a staged batch at once (``record_batch``'s
     ``apply_together``): the same rows in the same order, two statements for the batch."""
-    con.execute(
-        """INSERT INTO scans SELECT round_id, scanned_at, site_id, collector_id, tube_barcode, event, person_key,
-               id_type, id_number, name, phone, capacity, resample, source_hash, source_line
-           FROM staged_together WHERE round_id IS NOT NULL ORDER BY staged_order""")
-    con.execute(
-        """INSERT INTO waiting_scans SELECT scanned_at, site_id, collector_id, tube_barcode, event, person_key,
-               id_type, id_number, name, phone, capacity, source_hash, source_line
-           FROM staged_together WHERE round_id IS NULL ORDER BY staged_order""")
+    con.execute(f"INSERT INTO scans SELECT {_SCAN_FACTS}, source_hash, source_line FROM staged_together"
+                " WHERE round_id IS NOT NULL ORDER BY staged_order")
+    con.execute(f"INSERT INTO waiting_scans SELECT {_WAITING_FACTS}, source_hash, source_line FROM staged_together"
+                " WHERE round_id IS NULL ORDER BY staged_order")
 
 
 def waiting_reach(con: duckdb.DuckDBPyConnection, file_tubes_sql: str) -> int:
