@@ -328,7 +328,11 @@ def plain_csv_table(path: Path, required: Iterable[str]) -> RawTable | None:
     if sniff_format(path) != "csv":
         return None
     data = path.read_bytes()
-    if not data or b"\r" in data or b"\x00" in data or b"\n\n" in data or foreign_encoding(path) is not None:
+    if not data or b"\r" in data or b"\x00" in data or b"\n\n" in data:
+        return None
+    try:  # UTF-8 throughout (what foreign_encoding accepts, without reading the file again)
+        data.decode("utf-8")
+    except UnicodeDecodeError:
         return None
     header = _csv_header(path)
     lowered = [c.strip().lower() for c in header]
@@ -340,7 +344,7 @@ def plain_csv_table(path: Path, required: Iterable[str]) -> RawTable | None:
         return None
     try:
         frame = pl.read_csv(data, has_header=True, infer_schema=False, encoding="utf8")
-    except (pl.exceptions.PolarsError, UnicodeDecodeError):
+    except pl.exceptions.PolarsError:
         return None
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if frame.height != lines - 1 or frame.width != len(header):
