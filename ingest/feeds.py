@@ -33,7 +33,9 @@ from kernel.rules import Checked, StageRule, StageWarning
 from warehouse.writer import (
     STAGE,
     apply_manifests,
+    apply_manifests_together,
     apply_receipts,
+    apply_receipts_together,
     apply_reference,
     apply_register,
     apply_results,
@@ -80,8 +82,8 @@ class Feed:
     #: the check sees one file at a time (its label names the lab, run and plate)
     export: bool = False
     #: the insert of every file taken in a batch at once, over the view ``staged_together``
-    #: (``warehouse.writer.record_batch``), for a feed whose files raise nothing (None: ``apply``
-    #: file after file)
+    #: (``warehouse.writer.record_batch``), for a feed whose files raise nothing or a batch whose
+    #: files are apart (None, or files not apart: ``apply`` file after file)
     apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None] | None = None
 
     def needs_views(self, con: duckdb.DuckDBPyConnection) -> bool:
@@ -125,10 +127,10 @@ FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
     Feed("scans", SCAN_REQUIRED, lambda raw, cfg, label, as_of: check_scans(raw, timezone=cfg.city.timezone),
          apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at", apply_together=apply_scans_together),
     Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label, as_of: check_manifests(raw, timezone=cfg.city.timezone),
-         apply_manifests, event_time="packed_at"),
+         apply_manifests, event_time="packed_at", apply_together=apply_manifests_together),
     Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label, as_of: check_receipts(raw, timezone=cfg.city.timezone),
          apply_receipts, settle=RECEIPTS_SETTLE, apart=lambda con, cfg: RECEIPTS_SETTLE.apart(con),
-         event_time="received_at"),
+         event_time="received_at", apply_together=apply_receipts_together),
     Feed("results", (), lambda records, cfg, label, as_of: check_results(records, label), apply_results,
          settle=RESULTS_SETTLE, announce=positive_alerts_of_files, apart=_results_apart,
          prepare=stage_plates_reported_again, event_time="finished_at", export=True),

@@ -271,7 +271,8 @@ def record_batch(
     their line order either way.
 
     ``apply_together(con, run_id)``, for a feed whose files raise nothing (no settle, no
-    announce), writes the accepted rows of every file taken now in one go instead, from the view
+    announce) or a batch whose files are apart (settled and announced once, after every file's
+    facts), writes the accepted rows of every file taken now in one go instead, from the view
     ``staged_together`` (each row with its file's ``source_hash``, its ``source_line`` and
     ``staged_order``, the order to write them in: file after file, each in line order, as file
     after file writes them). Issue 15: a collect batch of 243 scan files wrote 5.2 M scans in
@@ -308,14 +309,16 @@ def record_batch(
     # quarantine and ledger entries in one statement each for the batch; the others file after
     # file, in each file's order
     per_file = settle is not None or announce is not None
-    # the files taken now, by staged index, when their rows are written together (see above)
-    together_files: dict[int, str] | None = {} if apply_together is not None and not per_file else None
     outcomes: list[FileOutcome] = []
     ledger_rows: list[list] = []
     now = _now()
     with afterwards, transaction(con):
         seen = ledger_entries(con, [f.content_hash for f in files])
         together = per_file and bool(taken) and apart is not None and apart(con)
+        # the files taken now, by staged index, when their rows are written together (see above):
+        # a feed that raises nothing, or a batch whose files are apart (settled once, after every fact)
+        together_files: dict[int, str] | None = (
+            {} if apply_together is not None and (not per_file or together) else None)
         settled: list[str] = []  # the files taken now, in order: settled and announced together
         for f in files:
             now = _now()
@@ -748,20 +751,36 @@ def waiting_scans_settler(rule: StageRule, table: str, tube_column: str) -> Wait
     return WaitingScansSettler(rule, table, tube_column)
 
 
+#: a box's facts as the stage holds them, in the order of ``manifests`` (then its source columns)
+_MANIFEST_FACTS = "box_id, tube_barcode, site_id, packed_at, courier_id, departed_at, lab_id"
+
+
 def apply_manifests(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-    con.execute(
-        """INSERT INTO manifests SELECT box_id, tube_barcode, site_id, packed_at, courier_id, departed_at,
-               lab_id, ?, source_line FROM staged""",
-        [content_hash],
-    )
+    """Manifest lines (装箱单) are facts: appended, never changed."""
+    con.execute(f"INSERT INTO manifests SELECT {_MANIFEST_FACTS}, ?, source_line FROM staged", [content_hash])
+
+
+def apply_manifests_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
+    """:func:`apply_manifests` for every file of a staged batch at once (``record_batch``'s
+    ``apply_together``): the same rows in the same order, one statement for the batch."""
+    con.execute(f"INSERT INTO manifests SELECT {_MANIFEST_FACTS}, source_hash, source_line FROM staged_together"
+                " ORDER BY staged_order")
+
+
+#: a receipt's facts as the stage holds them, in the order of ``receipts`` (then its source columns)
+_RECEIPT_FACTS = "lab_id, box_id, tube_barcode, received_at, condition"
 
 
 def apply_receipts(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
-    con.execute(
-        """INSERT INTO receipts SELECT lab_id, box_id, tube_barcode, received_at, condition, ?, source_line
-           FROM staged""",
-        [content_hash],
-    )
+    """Receipt lines (签收) are facts: appended, never changed."""
+    con.execute(f"INSERT INTO receipts SELECT {_RECEIPT_FACTS}, ?, source_line FROM staged", [content_hash])
+
+
+def apply_receipts_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
+    """:func:`apply_receipts` for every file of a batch whose files are apart, at once
+    (``record_batch``'s ``apply_together``): the same rows in the same order."""
+    con.execute(f"INSERT INTO receipts SELECT {_RECEIPT_FACTS}, source_hash, source_line FROM staged_together"
+                " ORDER BY staged_order")
 
 
 def open_round(

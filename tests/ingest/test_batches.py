@@ -301,20 +301,25 @@ def test_views_defined_only_for_batches_that_read_them():
     assert [k for k, feed in FEEDS.items() if feed.needs_views(con)] == ["stock", "receipts", "results"]
 
 
-@pytest.mark.parametrize("together", [False, True])
-def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, together):
+@pytest.mark.parametrize("mode", ["file after file", "raises nothing", "apart", "not apart"])
+def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, mode):
     """A stage rule's rows come out nearly, not exactly, in ``_line`` order (``apply_stage_rule``
     sorts nothing); ``record_batch(in_line_order=False)`` still writes each file's rows in their
     line order, and counts them per file, whether file after file (``apply``) or every file at
-    once (``apply_together``, as scans are: issue 15); a refused file's staged rows are never
-    written."""
+    once (``apply_together``, issue 15: a feed that raises nothing, as scans and manifests, or a
+    batch whose files are apart, as receipts, settled once after every file's facts); a feed
+    that settles, in a batch whose files are not apart, is written and settled file after file
+    even when it declares ``apply_together``; a refused file's staged rows are never written."""
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
     from warehouse.writer import FILE_LINE_SHIFT, STAGE, StagedFile, attach_stage, detach_stage, record_batch
 
+    together = mode in ("raises nothing", "apart")
+    settling = mode in ("apart", "not apart")
     lines = [(i << FILE_LINE_SHIFT) | n for i in (0, 1, 2) for n in range(1, 2001)]
     shuffled = sorted(lines, key=lambda x: (x * 7919) % 6007)  # a fixed permutation
     written: list[tuple[str, int]] = []
+    settled: list[tuple[list[str], int]] = []  # each settle's files, and the rows written before it
     with open_configured(cfg.warehouse, id_hash_key()) as con:
         attach_stage(con)
         try:
@@ -327,18 +332,25 @@ def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, toge
                 c.execute("INSERT INTO written SELECT ?, source_line FROM staged", [content_hash])
 
             def apply_together(c, run_id):
+                assert together
                 c.execute("INSERT INTO written SELECT source_hash, source_line FROM staged_together ORDER BY staged_order")
+
+            def settle(c, hashes, run_id):
+                settled.append((list(hashes), c.sql("SELECT count(*) FROM written").fetchall()[0][0]))
 
             files = [StagedFile(0, "h0", "scans", "f0.csv", 1, "csv", 2000),
                      StagedFile(1, "h1", "scans", "f1.csv", 1, "csv", 0, refusal="f1.csv: refused halfway"),
                      StagedFile(2, "h2", "scans", "f2.csv", 1, "csv", 2000)]
             outcomes = record_batch(con, files, apply=apply, run_id=None, in_line_order=False,
-                                    apply_together=apply_together if together else None)
+                                    apply_together=None if mode == "file after file" else apply_together,
+                                    settle=settle if settling else None,
+                                    apart=(lambda c: mode == "apart") if settling else None)
             written = con.sql("SELECT content_hash, source_line FROM written").fetchall()  # insertion order
         finally:
             detach_stage(con)
     assert [(o.status, o.rows_accepted) for o in outcomes] == [("accepted", 2000), ("refused", 0), ("accepted", 2000)]
     assert written == [(f"h{i}", n) for i in (0, 2) for n in range(1, 2001)]
+    assert settled == {"apart": [(["h0", "h2"], 4000)], "not apart": [(["h0"], 2000), (["h2"], 4000)]}.get(mode, [])
 
 
 def _row_groups(path: str, table: str) -> int:
