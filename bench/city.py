@@ -867,7 +867,8 @@ def floor_rows(fig: dict) -> list[tuple[str, str, str, str, str]]:
 
 
 def ratio_text(r: float | None) -> str:
-    return f"{r:.1f}×" if r else "–"
+    """tubetrail ÷ floor with two decimals: the issue's goal is 1.5×, and 1.54× must not print as 1.5×."""
+    return f"{r:.2f}×" if r else "–"
 
 
 def main(argv: list[str] | None = None) -> None:

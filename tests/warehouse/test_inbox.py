@@ -94,7 +94,7 @@ def _through_duckdb(path, required):
     """What :func:`read_table` gives through the thread's DuckDB reader, whatever the file."""
     from kernel import tables
 
-    with tables.read_file(tables._reader(), path, required) as read:
+    with tables.read_file(tables._reader(), path, required, plain=False) as read:
         return tables.RawTable(read.frame(), read.rejects, read.file_format)
 
 
@@ -145,6 +145,40 @@ def test_a_plain_csv_read_by_polars_is_what_duckdb_reads(tmp_path_factory, csv, 
     assert plain.frame.schema == slow.frame.schema
     assert plain.frame.rows() == slow.frame.rows()
     assert plain.rejects.height == slow.rejects.height == 0 and plain.rejects.schema == slow.rejects.schema
+
+
+def test_an_inbox_csv_that_is_plain_is_taken_without_duckdb_and_gives_the_same_rows(tmp_path, monkeypatch):
+    """Issue 15: ``read_file`` (every inbox table a feed takes) reads a plain CSV of at most
+    ``PLAIN_CSV_MAX_BYTES`` by polars, with no table on the session's connection (a closed one
+    is never touched), in chunks of ``CHUNK_ROWS`` with the lines DuckDB's reader gives; a file
+    that is not plain, or larger, goes through DuckDB (and the closed connection fails it)."""
+    import duckdb
+
+    from kernel import tables
+
+    closed = duckdb.connect()
+    closed.close()
+    monkeypatch.setattr(tables, "CHUNK_ROWS", 2)
+    boxes = write(tmp_path / "m.csv", "BOX_ID, tube_barcode\nB1,T1\nB1,\"T2\"\nB2,\"\"\n")
+    with tables.read_file(closed, boxes, ["box_id"]) as read:
+        chunks = [c.rows() for c in read.chunks()]
+        assert (read.file_format, read.rows_read, read.columns, read.rejects.height) == ("csv", 3, ["box_id", "tube_barcode"], 0)
+    assert chunks == [[("B1", "T1", 2), ("B1", "T2", 3)], [("B2", None, 4)]]
+    assert [r for c in chunks for r in c] == _through_duckdb(boxes, ["box_id"]).frame.rows()
+    with tables.read_file(closed, write(tmp_path / "h.csv", "box_id,tube_barcode\n"), ["box_id"]) as read:
+        assert read.rows_read == 0 and read.frame().rows() == []
+    not_plain = write(tmp_path / "q.csv", "box_id,tube_barcode\nB1,T\"1\n")
+    with pytest.raises(duckdb.ConnectionException):
+        with tables.read_file(closed, not_plain, ["box_id"]):
+            pass
+    monkeypatch.setattr(tables, "PLAIN_CSV_MAX_BYTES", boxes.stat().st_size - 1)
+    with pytest.raises(duckdb.ConnectionException):
+        with tables.read_file(closed, boxes, ["box_id"]):
+            pass
+    monkeypatch.undo()
+    with pytest.raises(RefusedFile, match="missing required column"):  # refused as before: through DuckDB
+        with tables.read_file(tables._reader(), boxes, ["box_id", "lab_id"]):
+            pass
 
 
 def test_a_generic_results_file_is_plain_and_read_by_polars(tmp_path):
