@@ -328,15 +328,11 @@ def _frame_read(raw: RawTable) -> ReadFile:
 
 
 def read_table(path: Path, required: Iterable[str], label: str | None = None) -> RawTable:
-    """A whole (small) file as one text frame: a plain CSV by polars (:func:`plain_csv_table`),
-    any other by this thread's in-memory DuckDB (kept between files), spilling to a staging
-    folder (see :func:`staging_in`): the generic results parser and tests. Its temporary table is
-    dropped after each file."""
-    required = tuple(required)
-    plain = plain_csv_table(path, required)
-    if plain is not None:
-        return plain
-    with read_file(_reader(), path, required, label, plain=False) as read:
+    """A whole (small) file as one text frame, read as :func:`read_file` reads it (a plain CSV of
+    at most :data:`PLAIN_CSV_MAX_BYTES` by polars, any other) with this thread's in-memory DuckDB
+    (kept between files), spilling to a staging folder (see :func:`staging_in`): the generic
+    results parser and tests. Its temporary table is dropped after each file."""
+    with read_file(_reader(), path, required, label) as read:
         return RawTable(read.frame(), read.rejects, read.file_format)
 
 
