@@ -33,14 +33,11 @@ from kernel.rules import Checked, StageRule, StageWarning
 from warehouse.writer import (
     STAGE,
     apply_manifests,
-    apply_manifests_together,
     apply_receipts,
-    apply_receipts_together,
     apply_reference,
     apply_register,
     apply_results,
     apply_scans,
-    apply_scans_together,
     apply_stock,
     stage_plates_reported_again,
     staged_file_of,
@@ -55,8 +52,9 @@ class Feed:
     #: the feed's row rules over text rows (``_line`` opaque: a batch's rows carry their file in it),
     #: given the file's label (an export's) and the take's ``as_of`` (rules with no time of their row)
     check: Callable[[pl.DataFrame, Config, str, datetime], Checked]
-    #: the insert (``warehouse.writer``), one file at a time, over the view ``staged``
-    apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None]
+    #: the insert (``warehouse.writer``) of the rows of the view ``staged``: one file's, or, when the
+    #: feed ``appends``, every file's of a batch at once (``warehouse.writer.record_batch``)
+    apply: Callable[[duckdb.DuckDBPyConnection, str | None], None]
     #: within one file, the last line per key wins (None: every row is an event)
     unique_key: tuple[str, ...] | None = None
     #: a last rule that needs the warehouse (run under the lock, with the derived views defined)
@@ -81,10 +79,9 @@ class Feed:
     #: the rows come from an instrument export's parser (``lab.instruments``), not a table reader;
     #: the check sees one file at a time (its label names the lab, run and plate)
     export: bool = False
-    #: the insert of every file taken in a batch at once, over the view ``staged_together``
-    #: (``warehouse.writer.record_batch``), for a feed whose files raise nothing or a batch whose
-    #: files are apart (None, or files not apart: ``apply`` file after file)
-    apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None] | None = None
+    #: the feed's rows are facts appended in their files' line order (no key, no amendment): a
+    #: batch's files are written by one ``apply`` when they raise nothing or are apart (issue 15)
+    appends: bool = False
 
     def needs_views(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Must the derived views be defined for this batch before its stage rule? Announce and
@@ -125,12 +122,12 @@ FEEDS: dict[str, Feed] = {feed.kind: feed for feed in (
     Feed("stock", STOCK_REQUIRED, lambda raw, cfg, label, as_of: check_stock(raw, timezone=cfg.city.timezone),
          apply_stock, STOCK_UNIQUE_KEY, stage_warning=UNKNOWN_HOLDER, event_time="at"),
     Feed("scans", SCAN_REQUIRED, lambda raw, cfg, label, as_of: check_scans(raw, timezone=cfg.city.timezone),
-         apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at", apply_together=apply_scans_together),
+         apply_scans, stage_rule=ROUND_RULE, event_time="scanned_at", appends=True),
     Feed("manifests", MANIFEST_REQUIRED, lambda raw, cfg, label, as_of: check_manifests(raw, timezone=cfg.city.timezone),
-         apply_manifests, event_time="packed_at", apply_together=apply_manifests_together),
+         apply_manifests, event_time="packed_at", appends=True),
     Feed("receipts", RECEIPT_REQUIRED, lambda raw, cfg, label, as_of: check_receipts(raw, timezone=cfg.city.timezone),
          apply_receipts, settle=RECEIPTS_SETTLE, apart=lambda con, cfg: RECEIPTS_SETTLE.apart(con),
-         event_time="received_at", apply_together=apply_receipts_together),
+         event_time="received_at", appends=True),
     Feed("results", (), lambda records, cfg, label, as_of: check_results(records, label), apply_results,
          settle=RESULTS_SETTLE, announce=positive_alerts_of_files, apart=_results_apart,
          prepare=stage_plates_reported_again, event_time="finished_at", export=True),

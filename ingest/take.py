@@ -184,8 +184,7 @@ def _take_staged(con: duckdb.DuckDBPyConnection, cfg: Config, feed: Feed, fresh:
         settle=feed.settle,
         announce=None if feed.announce is None else (lambda c, hashes: feed.announce(c, cfg, hashes)),
         apart=None if feed.apart is None else (lambda c: feed.apart(c, cfg)),
-        in_line_order=feed.stage_rule is None,
-        apply_together=feed.apply_together,
+        appends=feed.appends,
     )
 
 

@@ -161,8 +161,8 @@ def apply_stage_rule(con: duckdb.DuckDBPyConnection, rule: StageRule,
     computed once a row, inside the rule's own pass), and writes its rows straight into the
     stage as its new ``accepted`` table: no copy of the rows before the rule, none after it
     (issue 15: the two copies and a sort were a third of a scans batch). The rule's rows come out
-    nearly, not exactly, in ``_line`` order; :func:`record_batch` (``in_line_order=False``)
-    writes each file's rows in its line order."""
+    nearly, not exactly, in ``_line`` order; :func:`record_batch`'s inserts write each file's
+    rows in its line order (``staged_order``)."""
     columns = [c for c in con.sql(f"SELECT * FROM {STAGE}.accepted LIMIT 0").columns]
     data = [c for c in columns if c != LINE and not c.startswith(WARNING_PREFIX)]
     con.execute(
@@ -243,21 +243,22 @@ def record_batch(
     con: duckdb.DuckDBPyConnection,
     files: Sequence[StagedFile],
     *,
-    apply: Callable[[duckdb.DuckDBPyConnection, str, str | None], None],
+    apply: Callable[[duckdb.DuckDBPyConnection, str | None], None],
     run_id: str | None,
     announce: Callable[[duckdb.DuckDBPyConnection, Sequence[str]], Sequence[Sequence[OutboxAlert]]] | None = None,
     settle: Callable[[duckdb.DuckDBPyConnection, Sequence[str], str | None], object] | None = None,
     apart: Callable[[duckdb.DuckDBPyConnection], bool] | None = None,
-    in_line_order: bool = True,
-    apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None] | None = None,
+    appends: bool = False,
 ) -> list[FileOutcome]:
     """Take a staged batch (attached as ``stage``) in one transaction: every file's facts,
     quarantine rows, ledger entry and alerts commit together or not at all, file after file in
-    the batch's order, exactly as when taken one by one. For each file ``apply(con,
-    content_hash, run_id)`` writes its accepted rows, which it finds in the temporary view
-    ``staged`` (file columns, ``source_line``); ``settle(con, content_hashes, run_id)`` runs after
-    their ledger entries (:func:`waiting_scans_settler`); ``announce(con, content_hashes)`` says
-    what their facts raise, a list of alerts per file. A refused file gets its ledger entry and
+    the batch's order, exactly as when taken one by one. ``apply(con, run_id)`` writes accepted
+    rows, which it finds in the temporary view ``staged``: the file columns, ``source_hash`` (the
+    row's file), ``source_line`` and ``staged_order``, the order to write them in (file after
+    file, each in line order: a stage rule's output holds them nearly so, not exactly, so every
+    insert orders by it). ``settle(con, content_hashes, run_id)`` runs after their
+    ledger entries (:func:`waiting_scans_settler`); ``announce(con, content_hashes)`` says what
+    their facts raise, a list of alerts per file. A refused file gets its ledger entry and
     alerts; a file the ledger holds already (an earlier attempt of this batch) is skipped.
 
     Settle and announce run once for the batch, after all its facts, when ``apart(con)`` (asked
@@ -266,17 +267,11 @@ def record_batch(
     file after file gives (the same scans placed, audit rows in the same order, the same alerts);
     else (or without ``apart``) file after file, each right after its own facts.
 
-    ``in_line_order`` says the stage holds its rows in ``_line`` order (as read); when not (a
-    stage rule's output), ``staged`` sorts each file's rows, so every file's facts are written in
-    their line order either way.
-
-    ``apply_together(con, run_id)``, for a feed whose files raise nothing (no settle, no
-    announce) or a batch whose files are apart (settled and announced once, after every file's
-    facts), writes the accepted rows of every file taken now in one go instead, from the view
-    ``staged_together`` (each row with its file's ``source_hash``, its ``source_line`` and
-    ``staged_order``, the order to write them in: file after file, each in line order, as file
-    after file writes them). Issue 15: a collect batch of 243 scan files wrote 5.2 M scans in
-    243 inserts of 42 ms each.
+    ``apply`` sees one file's rows at a time, unless the feed ``appends`` (its rows are facts
+    appended in ``staged_order``, so one insert of several files' rows writes what file after
+    file writes) and its files raise nothing (no settle, no announce) or are apart: then
+    ``staged`` holds every file taken now and ``apply`` runs once. Issue 15: a collect batch of
+    243 scan files wrote 5.2 M scans in 243 inserts of 42 ms each.
 
     A batch that wrote counts towards the next vacuum (:func:`note_vacuum_debt`), which sets
     whether the session's closing checkpoint merges."""
@@ -295,16 +290,6 @@ def record_batch(
         if accepted + quarantined != f.rows_read:
             raise AssertionError(f"{f.file_name}: rows read {f.rows_read} != accepted {accepted} + quarantined {quarantined}")
     exclude = ", ".join(f'"{c}"' for c in [LINE, *(c for c in columns if c.startswith(WARNING_PREFIX))])
-    afterwards = ExitStack()
-    # a file's rows, found by a range of ``_line`` (the stage keeps them in file order, or nearly:
-    # row groups of other files are skipped); the range is a session variable, set per file
-    if taken:
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * EXCLUDE ({exclude}), {LINE} & {LINE_MASK} AS source_line"
-            f" FROM {STAGE}.accepted WHERE {LINE} >= getvariable('ingest_lo') AND {LINE} < getvariable('ingest_hi')"
-            + ("" if in_line_order else f" ORDER BY {LINE}")
-        )
-        afterwards.callback(con.execute, "DROP VIEW IF EXISTS staged")  # after the commit or the rollback
     # feeds whose files raise nothing (no settle, no announce), and batches whose files are apart:
     # quarantine and ledger entries in one statement each for the batch; the others file after
     # file, in each file's order
@@ -312,13 +297,16 @@ def record_batch(
     outcomes: list[FileOutcome] = []
     ledger_rows: list[list] = []
     now = _now()
-    with afterwards, transaction(con):
+    with ExitStack() as afterwards, transaction(con):
         seen = ledger_entries(con, [f.content_hash for f in files])
         together = per_file and bool(taken) and apart is not None and apart(con)
-        # the files taken now, by staged index, when their rows are written together (see above):
-        # a feed that raises nothing, or a batch whose files are apart (settled once, after every fact)
-        together_files: dict[int, str] | None = (
-            {} if apply_together is not None and (not per_file or together) else None)
+        at_once = appends and (not per_file or together)  # one ``apply`` for every file taken now
+        writing = [f for f in taken if f.content_hash not in seen]
+        if writing:
+            _define_staged(con, afterwards, writing, exclude)
+        if at_once and writing:
+            _narrow_staged(con, 0, _STAGED_ALL)
+            apply(con, run_id)
         settled: list[str] = []  # the files taken now, in order: settled and announced together
         for f in files:
             now = _now()
@@ -335,12 +323,9 @@ def record_batch(
                 record_alerts(con, f.alerts)
                 outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "refused", message=f.refusal))
                 continue
-            if together_files is None:
-                lo, hi = f.index << FILE_LINE_SHIFT, (f.index + 1) << FILE_LINE_SHIFT
-                con.execute(f"SET VARIABLE ingest_lo = {lo}::BIGINT; SET VARIABLE ingest_hi = {hi}::BIGINT")
-                apply(con, f.content_hash, run_id)
-            else:
-                together_files[f.index] = f.content_hash
+            if not at_once:
+                _narrow_staged(con, f.index << FILE_LINE_SHIFT, (f.index + 1) << FILE_LINE_SHIFT)
+                apply(con, run_id)
             accepted = accepted_by.get(f.index, 0)
             by_reason = quarantined_by.get(f.index, {})
             quarantined = sum(by_reason.values())
@@ -359,8 +344,6 @@ def record_batch(
             outcomes.append(FileOutcome(f.kind, f.file_name, f.content_hash, "accepted", rows_read=f.rows_read,
                                         rows_accepted=accepted, rows_quarantined=quarantined,
                                         quarantined_by_reason=_fold_reasons(by_reason), warnings=dict(f.warnings)))
-        if together_files:
-            _apply_together(con, together_files, exclude, apply_together, run_id)
         if ledger_rows:
             taken_now = {row[0] for row in ledger_rows}
             _record_taken(con, [f for f in taken if f.content_hash in taken_now], ledger_rows, run_id, now)
@@ -376,21 +359,30 @@ def record_batch(
     return outcomes
 
 
-def _apply_together(con: duckdb.DuckDBPyConnection, files: dict[int, str], exclude: str,
-                    apply_together: Callable[[duckdb.DuckDBPyConnection, str | None], None], run_id: str | None) -> None:
-    """Write the staged rows of ``files`` (staged index → content hash) through ``apply_together``
-    and the view ``staged_together`` (see :func:`record_batch`)."""
-    hashes = pl.DataFrame({"staged_file": list(files), "source_hash": list(files.values())},
+#: the upper end of ``_line`` for :func:`_narrow_staged` over every file of a batch
+_STAGED_ALL = (1 << 63) - 1
+
+
+def _define_staged(con: duckdb.DuckDBPyConnection, afterwards: ExitStack, files: Sequence[StagedFile],
+                   exclude: str) -> None:
+    """The view ``staged`` (see :func:`record_batch`) over the staged rows of ``files``, narrowed
+    to a range of ``_line`` (:func:`_narrow_staged`: one file's, or every file's); the stage keeps
+    them in file order, or nearly, so row groups of other files are skipped. Dropped when
+    ``afterwards`` closes, after the commit or the rollback."""
+    hashes = pl.DataFrame({"staged_file": [f.index for f in files], "source_hash": [f.content_hash for f in files]},
                           schema={"staged_file": pl.Int64, "source_hash": pl.Utf8})
-    with registered(con, "staged_hashes", hashes.to_arrow()):
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW staged_together AS SELECT a.* EXCLUDE ({exclude}), h.source_hash,"
-            f" a.{LINE} & {LINE_MASK} AS source_line, a.{LINE} AS staged_order"
-            f" FROM {STAGE}.accepted a JOIN staged_hashes h ON h.staged_file = {staged_file_of(f'a.{LINE}')}")
-        try:
-            apply_together(con, run_id)
-        finally:
-            con.execute("DROP VIEW staged_together")
+    afterwards.enter_context(registered(con, "staged_hashes", hashes.to_arrow()))
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW staged AS SELECT a.* EXCLUDE ({exclude}), h.source_hash,"
+        f" a.{LINE} & {LINE_MASK} AS source_line, a.{LINE} AS staged_order"
+        f" FROM {STAGE}.accepted a JOIN staged_hashes h ON h.staged_file = {staged_file_of(f'a.{LINE}')}"
+        f" WHERE a.{LINE} >= getvariable('ingest_lo') AND a.{LINE} < getvariable('ingest_hi')")
+    afterwards.callback(con.execute, "DROP VIEW IF EXISTS staged")
+
+
+def _narrow_staged(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> None:
+    """The rows the view ``staged`` holds: ``lo <= _line < hi``."""
+    con.execute(f"SET VARIABLE ingest_lo = {lo}::BIGINT; SET VARIABLE ingest_hi = {hi}::BIGINT")
 
 
 #: issue 15: the checkpoint at a batch's close vacuums (merges the partly filled row groups at
@@ -448,13 +440,16 @@ def vacuum_at_close(con: duckdb.DuckDBPyConnection, vacuum: bool) -> None:
 
 def _record_taken(con: duckdb.DuckDBPyConnection, files: Sequence[StagedFile], ledger_rows: list[list],
                   run_id: str | None, now: datetime) -> None:
-    """The quarantine rows and ledger entries of taken files (in the batch's transaction)."""
+    """The quarantine rows and ledger entries of taken files (in the batch's transaction); the
+    rows file after file, each in line order (the join alone gives them in the order its
+    threads finish: two runs of one inbox stored the register's quarantine in two orders)."""
     con.execute(
         f"""INSERT INTO quarantine
             SELECT f.content_hash, f.kind, f.file_name, q.{LINE} & {LINE_MASK}, q."column", q.reason, q.raw, ?, ?
             FROM {STAGE}.quarantined q
             JOIN (SELECT unnest(?::BIGINT[]) AS i, unnest(?::VARCHAR[]) AS content_hash, unnest(?::VARCHAR[]) AS kind,
-                         unnest(?::VARCHAR[]) AS file_name) f ON q.{LINE} >> {FILE_LINE_SHIFT} = f.i""",
+                         unnest(?::VARCHAR[]) AS file_name) f ON q.{LINE} >> {FILE_LINE_SHIFT} = f.i
+            ORDER BY q.{LINE}""",
         [now, run_id, [f.index for f in files], [f.content_hash for f in files], [f.kind for f in files],
          [f.file_name for f in files]],
     )
@@ -484,11 +479,11 @@ def upsert_with_audit(
     table: str,
     source_sql: str,
     columns: Sequence[str],
-    content_hash: str,
     run_id: str | None,
     reason: str,
 ) -> None:
-    """Insert new rows of ``source_sql`` into ``table``; amend changed rows (later file wins) and
+    """Insert new rows of ``source_sql`` (the rows of the view ``staged``, which holds one file's:
+    with their ``source_hash``, ``source_line`` and ``staged_order``) into ``table``; amend changed rows (later file wins) and
     append each amendment to ``audit`` with its before and after values; an exact repeat of a row
     is left as it is (not audited, its ``source_hash`` and ``updated_at`` kept).
 
@@ -511,15 +506,19 @@ def upsert_with_audit(
     all_columns = [*columns, "source_hash", "source_line", "updated_at"]
 
     def insert(where: str = "") -> None:
-        """The source's rows (``where``: which), in key order where an index is kept."""
+        """The source's rows (``where``: which), in key order where an index is kept, else in
+        the file's line order."""
         con.execute(
             f"INSERT INTO {table} ({', '.join(all_columns)})"
-            f" SELECT {', '.join(f's.{c}' for c in columns)}, ?, s.source_line, ? FROM upsert_source s {where}"
-            + (f" ORDER BY {key_order}" if indexed else ""),
-            [content_hash, _now()],
+            f" SELECT {', '.join(f's.{c}' for c in columns)}, ?, s.source_line, ? FROM upsert_source s"
+            f" {where} ORDER BY {key_order if indexed else 's.staged_order'}",
+            [file_hash, _now()],
         )
 
-    con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_source AS {source_sql}")
+    # the file's hash once, not a copy a row (a register file's 135,000 rows: 2 s of 50 at 5 M)
+    file_hash = con.execute("SELECT source_hash FROM staged LIMIT 1").fetchall()
+    file_hash = file_hash[0][0] if file_hash else None
+    con.execute(f"CREATE OR REPLACE TEMP TABLE upsert_source AS SELECT * EXCLUDE (source_hash) FROM ({source_sql})")
     (rows,) = con.execute("SELECT count(*) FROM upsert_source").fetchall()[0]
     def by_index(n: int) -> bool:
         """Are ``n`` keys looked up through the index (else a join over the table)?"""
@@ -572,16 +571,15 @@ def _estimated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
-def apply_register(columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str, str | None], None]:
+def apply_register(columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str | None], None]:
     """Upsert register rows by person key (later file wins, audited)."""
 
-    def apply(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+    def apply(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
         upsert_with_audit(
             con,
             table="register",
             source_sql="SELECT person_key(id_type, id_number) AS person_key, * FROM staged",
             columns=("person_key", *columns),
-            content_hash=content_hash,
             run_id=run_id,
             reason="register row changed by a later file (later file wins)",
         )
@@ -589,14 +587,15 @@ def apply_register(columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnectio
     return apply
 
 
-def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str, str | None], None]:
-    def apply(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.DuckDBPyConnection, str | None], None]:
+    """Upsert reference rows (sites, labs, zones) by their key (later file wins, audited)."""
+
+    def apply(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
         upsert_with_audit(
             con,
             table=table,
             source_sql="SELECT * FROM staged",
             columns=columns,
-            content_hash=content_hash,
             run_id=run_id,
             reason=f"{table} row changed by a later file (later file wins)",
         )
@@ -604,16 +603,16 @@ def apply_reference(table: str, columns: Sequence[str]) -> Callable[[duckdb.Duck
     return apply
 
 
-def apply_stock(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def apply_stock(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
     """Stock counts are facts keyed by holder, item and time (the feed's ``at``, a word SQL
     reserves, kept as ``counted_at``): a count sent again is taken once; a later file that gives
     it another quantity wins, and the amendment is audited."""
     upsert_with_audit(
         con,
         table="stock_counts",
-        source_sql='SELECT "at" AS counted_at, holder, item, quantity, tests_per_unit, source_line FROM staged',
+        source_sql='SELECT "at" AS counted_at, holder, item, quantity, tests_per_unit, source_hash, source_line,'
+                   ' staged_order FROM staged',
         columns=("counted_at", "holder", "item", "quantity", "tests_per_unit"),
-        content_hash=content_hash,
         run_id=run_id,
         reason="a count sent again (same holder, item and time) with another quantity: the later file wins",
     )
@@ -626,23 +625,15 @@ _SCAN_FACTS = ("round_id, scanned_at, site_id, collector_id, tube_barcode, event
 _WAITING_FACTS = "scanned_at, site_id, collector_id, tube_barcode, event, person_key, id_type, id_number, name, phone, capacity"
 
 
-def apply_scans(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def apply_scans(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
     """Scan events are facts: appended, never changed (tubes and members are derived from them);
     their ``person_key`` is the round rule's (computed once a row, by :func:`apply_stage_rule`).
     A re-sample scan that no round holds yet (its order not raised yet) waits in
-    ``waiting_scans`` until :func:`assign_waiting_scans` finds its order."""
-    con.execute(f"INSERT INTO scans SELECT {_SCAN_FACTS}, ?, source_line FROM staged WHERE round_id IS NOT NULL",
-                [content_hash])
-    con.execute(f"INSERT INTO waiting_scans SELECT {_WAITING_FACTS}, ?, source_line FROM staged WHERE round_id IS NULL",
-                [content_hash])
-
-
-def apply_scans_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
-    """:func:`apply_scans` for every file of a staged batch at once (``record_batch``'s
-    ``apply_together``): the same rows in the same order, two statements for the batch."""
-    con.execute(f"INSERT INTO scans SELECT {_SCAN_FACTS}, source_hash, source_line FROM staged_together"
+    ``waiting_scans`` until :func:`assign_waiting_scans` finds its order. Two statements for a
+    batch's files (``record_batch``: the feed appends)."""
+    con.execute(f"INSERT INTO scans SELECT {_SCAN_FACTS}, source_hash, source_line FROM staged"
                 " WHERE round_id IS NOT NULL ORDER BY staged_order")
-    con.execute(f"INSERT INTO waiting_scans SELECT {_WAITING_FACTS}, source_hash, source_line FROM staged_together"
+    con.execute(f"INSERT INTO waiting_scans SELECT {_WAITING_FACTS}, source_hash, source_line FROM staged"
                 " WHERE round_id IS NULL ORDER BY staged_order")
 
 
@@ -755,15 +746,9 @@ def waiting_scans_settler(rule: StageRule, table: str, tube_column: str) -> Wait
 _MANIFEST_FACTS = "box_id, tube_barcode, site_id, packed_at, courier_id, departed_at, lab_id"
 
 
-def apply_manifests(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def apply_manifests(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
     """Manifest lines (装箱单) are facts: appended, never changed."""
-    con.execute(f"INSERT INTO manifests SELECT {_MANIFEST_FACTS}, ?, source_line FROM staged", [content_hash])
-
-
-def apply_manifests_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
-    """:func:`apply_manifests` for every file of a staged batch at once (``record_batch``'s
-    ``apply_together``): the same rows in the same order, one statement for the batch."""
-    con.execute(f"INSERT INTO manifests SELECT {_MANIFEST_FACTS}, source_hash, source_line FROM staged_together"
+    con.execute(f"INSERT INTO manifests SELECT {_MANIFEST_FACTS}, source_hash, source_line FROM staged"
                 " ORDER BY staged_order")
 
 
@@ -771,15 +756,9 @@ def apply_manifests_together(con: duckdb.DuckDBPyConnection, run_id: str | None)
 _RECEIPT_FACTS = "lab_id, box_id, tube_barcode, received_at, condition"
 
 
-def apply_receipts(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def apply_receipts(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
     """Receipt lines (签收) are facts: appended, never changed."""
-    con.execute(f"INSERT INTO receipts SELECT {_RECEIPT_FACTS}, ?, source_line FROM staged", [content_hash])
-
-
-def apply_receipts_together(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
-    """:func:`apply_receipts` for every file of a batch whose files are apart, at once
-    (``record_batch``'s ``apply_together``): the same rows in the same order."""
-    con.execute(f"INSERT INTO receipts SELECT {_RECEIPT_FACTS}, source_hash, source_line FROM staged_together"
+    con.execute(f"INSERT INTO receipts SELECT {_RECEIPT_FACTS}, source_hash, source_line FROM staged"
                 " ORDER BY staged_order")
 
 
@@ -826,7 +805,7 @@ def stage_plates_reported_again(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute(f"SELECT count(*) FROM {REPORTED_AGAIN}").fetchall()[0][0]
 
 
-def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def apply_results(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
     """Results are facts: appended, never changed (calls are derived from them). A file that
     reports a run and plate already reported by another file supersedes those readings (see
     ``lab.calling``); each such plate is appended to ``audit`` as an amendment, with the
@@ -837,33 +816,33 @@ def apply_results(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str
                                REPORTED_AGAIN.split(".")).fetchall()[0][0]
     if not staged_again or con.execute(
             f"SELECT count(*) FROM {REPORTED_AGAIN} SEMI JOIN staged USING (lab_id, run_id, plate_id)").fetchall()[0][0]:
-        _audit_amended_plates(con, content_hash, run_id)
+        _audit_amended_plates(con, run_id)
     con.execute(
         """INSERT INTO results SELECT lab_id, run_id, plate_id, well, sample, target, ct, finished_at,
-               source_format, ?, source_line FROM staged""",
-        [content_hash],
-    )
+               source_format, source_hash, source_line FROM staged ORDER BY staged_order""")
 
 
-def _audit_amended_plates(con: duckdb.DuckDBPyConnection, content_hash: str, run_id: str | None) -> None:
+def _audit_amended_plates(con: duckdb.DuckDBPyConnection, run_id: str | None) -> None:
+    """One ``amend`` audit row per plate of the staged file that another file reported before."""
     con.execute(
         """INSERT INTO audit (recorded_at, flow_run_id, entity, entity_key, action, reason, before, after)
         WITH incoming AS (
-            SELECT lab_id, run_id, plate_id, count(*) AS readings,
+            SELECT source_hash, lab_id, run_id, plate_id, count(*) AS readings,
                    count(ct) FILTER (WHERE ct IS NOT NULL) AS with_ct FROM staged GROUP BY ALL
         ), earlier AS (
-            SELECT r.lab_id, r.run_id, r.plate_id, count(*) AS readings,
+            SELECT i.source_hash AS by_file, r.lab_id, r.run_id, r.plate_id, count(*) AS readings,
                    count(r.ct) AS with_ct, list(DISTINCT r.source_hash ORDER BY r.source_hash) AS files
-            FROM results r SEMI JOIN incoming i USING (lab_id, run_id, plate_id)
-            WHERE r.source_hash <> ?
+            FROM results r JOIN incoming i USING (lab_id, run_id, plate_id)
+            WHERE r.source_hash <> i.source_hash
             GROUP BY ALL
         )
         SELECT ?, ?, 'plate', e.lab_id || '|' || e.run_id || '|' || e.plate_id, 'amend',
                'results reported again by a later file: its readings supersede the earlier ones',
                to_json(struct_pack(readings := e.readings, with_ct := e.with_ct, files := e.files)),
-               to_json(struct_pack(readings := i.readings, with_ct := i.with_ct, files := [?]))
-        FROM earlier e JOIN incoming i USING (lab_id, run_id, plate_id)""",
-        [content_hash, _now(), run_id, content_hash],
+               to_json(struct_pack(readings := i.readings, with_ct := i.with_ct, files := [i.source_hash]))
+        FROM earlier e JOIN incoming i ON i.source_hash = e.by_file AND i.lab_id = e.lab_id AND i.run_id = e.run_id
+                                          AND i.plate_id = e.plate_id""",
+        [_now(), run_id],
     )
 
 

@@ -304,12 +304,13 @@ def test_views_defined_only_for_batches_that_read_them():
 @pytest.mark.parametrize("mode", ["file after file", "raises nothing", "apart", "not apart"])
 def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, mode):
     """A stage rule's rows come out nearly, not exactly, in ``_line`` order (``apply_stage_rule``
-    sorts nothing); ``record_batch(in_line_order=False)`` still writes each file's rows in their
-    line order, and counts them per file, whether file after file (``apply``) or every file at
-    once (``apply_together``, issue 15: a feed that raises nothing, as scans and manifests, or a
-    batch whose files are apart, as receipts, settled once after every file's facts); a feed
-    that settles, in a batch whose files are not apart, is written and settled file after file
-    even when it declares ``apply_together``; a refused file's staged rows are never written."""
+    sorts nothing); ``record_batch``'s view ``staged`` still gives each file's rows with their
+    file and the order to write them in (``staged_order``), and counts them per file, whether
+    ``apply`` sees one file at a time or, for a feed that ``appends``, every file at once (issue
+    15: a feed that raises nothing, as scans and manifests, or a batch whose files are apart, as
+    receipts, settled once after every file's facts); a feed that settles, in a batch whose
+    files are not apart, is written and settled file after file even when it appends; a refused
+    file's staged rows are never written."""
     from kernel.secrets import id_hash_key
     from warehouse.connection import open_configured
     from warehouse.writer import FILE_LINE_SHIFT, STAGE, StagedFile, attach_stage, detach_stage, record_batch
@@ -327,13 +328,10 @@ def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, mode
             con.execute(f"CREATE TABLE {STAGE}.quarantined (_line BIGINT, \"column\" VARCHAR, reason VARCHAR, raw VARCHAR)")
             con.execute("CREATE TEMP TABLE written (content_hash VARCHAR, source_line BIGINT)")
 
-            def apply(c, content_hash, run_id):
-                assert not together
-                c.execute("INSERT INTO written SELECT ?, source_line FROM staged", [content_hash])
-
-            def apply_together(c, run_id):
-                assert together
-                c.execute("INSERT INTO written SELECT source_hash, source_line FROM staged_together ORDER BY staged_order")
+            def apply(c, run_id):
+                files_seen = c.sql("SELECT count(DISTINCT source_hash) FROM staged").fetchall()[0][0]
+                assert files_seen == (2 if together else 1)
+                c.execute("INSERT INTO written SELECT source_hash, source_line FROM staged ORDER BY staged_order")
 
             def settle(c, hashes, run_id):
                 settled.append((list(hashes), c.sql("SELECT count(*) FROM written").fetchall()[0][0]))
@@ -341,8 +339,7 @@ def test_a_stage_out_of_line_order_is_written_in_each_files_line_order(cfg, mode
             files = [StagedFile(0, "h0", "scans", "f0.csv", 1, "csv", 2000),
                      StagedFile(1, "h1", "scans", "f1.csv", 1, "csv", 0, refusal="f1.csv: refused halfway"),
                      StagedFile(2, "h2", "scans", "f2.csv", 1, "csv", 2000)]
-            outcomes = record_batch(con, files, apply=apply, run_id=None, in_line_order=False,
-                                    apply_together=None if mode == "file after file" else apply_together,
+            outcomes = record_batch(con, files, apply=apply, run_id=None, appends=mode != "file after file",
                                     settle=settle if settling else None,
                                     apart=(lambda c: mode == "apart") if settling else None)
             written = con.sql("SELECT content_hash, source_line FROM written").fetchall()  # insertion order

@@ -99,7 +99,8 @@ def test_a_batch_looks_for_superseded_readings_only_for_plates_reported_again(ca
     looked: list[str] = []
     audit_plates = writer._audit_amended_plates
     monkeypatch.setattr(writer, "_audit_amended_plates",
-                        lambda con, digest, run_id: (looked.append(digest), audit_plates(con, digest, run_id)))
+                        lambda con, run_id: (looked.extend(h for (h,) in con.sql("SELECT DISTINCT source_hash FROM staged")
+                                                           .fetchall()), audit_plates(con, run_id)))
     wells = dict(PLATES["P1"][1])
     wells["TB"] = ("24", "25", "30")
     write(tmp_path / "again/results/L1/P1-a.csv", results_csv("P1", "16:50", wells))
