@@ -86,15 +86,17 @@ CSV_CHUNK_ROWS = 100_000
 def report_frames(con: duckdb.DuckDBPyConnection, round_id: str, as_of: datetime) -> dict[str, pl.DataFrame]:
     """The report's tables that Python holds (aggregates, and lists bounded by the round's
     orders, anomalies and tubes), after materialising the whole-city ones it streams:
-    ``report_status`` (``person_status``), ``report_orders`` (``resample_orders``),
+    ``report_orders`` (``resample_orders``), ``report_status`` (``person_status`` over them),
     :data:`REPORT_UNTESTED` and ``report_key_groups`` (``key_group_compliance``). Needs
     ``define_views(con, cfg, snapshot=True)`` for a city (and, for one derivation of the calls,
     ``lab.calling.pin_tube_calls``)."""
     p = {"rid": round_id, "as_of": as_of}
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE report_status AS SELECT * FROM person_status($rid, $as_of)", p)
+    # the round's orders once: the person status reads them (``person_status_given``), as do the
+    # orders file, the daily report and lab load
     con.execute(
         "CREATE OR REPLACE TEMP TABLE report_orders AS SELECT * FROM resample_orders($as_of) WHERE round_id = $rid", p)
+    con.execute("CREATE OR REPLACE TEMP TABLE report_status AS "
+                "SELECT * FROM person_status_given($rid, $as_of, 'report_orders')", p)
     # the report's order of people: by district, grid and ID number. The grids are ranked once
     # (a few thousand rows), so a whole-city sort compares an integer and the ID number, not
     # three strings (the same order; at 5 M residents half the sort's time; the register holds no

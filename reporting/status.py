@@ -9,7 +9,12 @@
 * ``untested``: no good tube in the round.
 
 with the tube that counts (the order's source tube while flagged or ordered). Set-based over
-the whole register; nothing per person in Python."""
+the whole register; nothing per person in Python.
+
+``person_status(rid, as_of)`` derives the round's re-sampling orders itself;
+``person_status_given(rid, as_of, orders)`` is the same rule over a table already holding
+``resample_orders(as_of)`` (the nightly report's ``report_orders``): the report derives the
+orders once, not twice (issue 15: at 25.7 M people the orders are a whole-city derivation)."""
 
 from __future__ import annotations
 
@@ -17,9 +22,13 @@ import duckdb
 
 
 def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP MACRO person_status(rid, as_of) AS TABLE
+    con.execute(_PERSON_STATUS.format(macro="person_status(rid, as_of)", orders="resample_orders(as_of)"))
+    con.execute(_PERSON_STATUS.format(macro="person_status_given(rid, as_of, orders)", orders="query_table(orders)"))
+
+
+#: the rule of both macros; ``{orders}``: where the round's re-sampling orders are read from
+_PERSON_STATUS = """
+        CREATE OR REPLACE TEMP MACRO {macro} AS TABLE
         WITH scope AS (
             SELECT reg.person_key, reg.id_type, reg.id_number, reg.district, reg.subdistrict,
                    reg.community, reg.grid
@@ -35,7 +44,7 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
                    bool_or(NOT fulfilled) AS open_any,
                    arg_min(source_tube, (raised_at, source_tube)) FILTER (WHERE urgent_reason(reason)) AS flag_tube,
                    min(raised_at) FILTER (WHERE urgent_reason(reason)) AS flagged_at
-            FROM resample_orders(as_of) WHERE round_id = rid GROUP BY person_key
+            FROM {orders} WHERE round_id = rid GROUP BY person_key
         ), numbered AS MATERIALIZED (
             -- the round's tubes with their calls, numbered in the order of a hash of the barcode
             -- (then the barcode): a tube's number fits in the per-person rank below, so the pick
@@ -78,4 +87,3 @@ def define_status_views(con: duckdb.DuckDBPyConnection) -> None:
                     ELSE coalesce(o.flag_tube, b.tube_barcode) END AS tube_barcode
         FROM scope s LEFT JOIN best b USING (person_key) LEFT JOIN orders o USING (person_key)
         """
-    )

@@ -150,6 +150,24 @@ def test_a_snapshot_session_derives_the_same_state(called, tmp_path):
     assert snap == plain and all(plain)
 
 
+def test_the_status_over_the_reports_orders_is_the_status_that_derives_them(called, tmp_path):
+    """Issue 15: the nightly report derives the round's orders once and reads the person status
+    over them (``person_status_given``); it is the status ``person_status`` derives, person by
+    person, and it reads the orders it is given (none given: nobody flagged, nobody ordered)."""
+    ingest(resamples(tmp_path / "morning"), called)
+    with open_warehouse(called.warehouse.path, id_hash_key()) as con:
+        define_views(con, called)
+        con.execute("CREATE TEMP TABLE given AS SELECT * FROM resample_orders(?) WHERE round_id = 'R1'", [AS_OF])
+        con.execute("CREATE TEMP TABLE none_given AS SELECT * FROM given WHERE false")
+        derived, given, without = (
+            con.execute(f"SELECT * FROM {source} ORDER BY ALL", [AS_OF]).fetchall()
+            for source in ("person_status('R1', ?)", "person_status_given('R1', ?, 'given')",
+                           "person_status_given('R1', ?, 'none_given')"))
+    assert given == derived
+    statuses = {row[8] for row in derived}
+    assert {"pool_positive", "resample"} & statuses and not {"pool_positive", "resample"} & {row[8] for row in without}
+
+
 def test_a_well_given_two_samples_in_one_file_is_an_anomaly(called, tmp_path):
     rows = [RESULT_HEADER] + [f"L1,P9,P9,A1,{s},{t},{ct},2022-04-04T21:00:00+08:00"
                               for s in ("TB", "PC") for t, ct in (("ORF1ab", "30"), ("N", "30"), ("IC", "30"))]
