@@ -157,10 +157,15 @@ def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None
 def copy_people_csv(con: duckdb.DuckDBPyConnection, query: str, path: Path, timezone: str) -> int:
     """A person-level CSV streamed from DuckDB in chunks of :data:`CSV_CHUNK_ROWS` through the
     people-CSV rules (``reporting.people_csv``: BOM, formula cells neutralised, city times):
-    the same bytes as the whole frame written at once. Returns the rows written."""
+    the same bytes as the whole frame written at once. Returns the rows written. The reader is
+    closed whatever happens: a write that fails (a full disk) leaves the connection usable and
+    its own error the one raised, not DuckDB's "open result" on the next statement."""
     reader = con.sql(query).to_arrow_reader(CSV_CHUNK_ROWS)
-    empty = city_times(pl.from_arrow(reader.schema.empty_table()), timezone)
-    return write_people_csv_batches((city_times(pl.from_arrow(batch), timezone) for batch in reader), path, empty)
+    try:
+        empty = city_times(pl.from_arrow(reader.schema.empty_table()), timezone)
+        return write_people_csv_batches((city_times(pl.from_arrow(batch), timezone) for batch in reader), path, empty)
+    finally:
+        reader.close()
 
 
 def write_report(con: duckdb.DuckDBPyConnection, cfg: Config, round_id: str, as_of: datetime, out: Path) -> ReportFigures:

@@ -1,11 +1,15 @@
 """The report of a tiny hand-made round: DESIGN §7's files with exactly their columns, worklists
 per grid, and report.html with every section and no personal data."""
 
+from pathlib import Path
+
+import duckdb
 import polars as pl
+import pytest
 
 from reporting.html import SECTIONS
 from reporting.report import (ANOMALY_COLUMNS, COVERAGE_COLUMNS, ORDER_COLUMNS, PERSON_STATUS_COLUMNS, TAT_COLUMNS,
-                              UNTESTED_COLUMNS, write_report)
+                              UNTESTED_COLUMNS, copy_people_csv, write_report)
 from tests.builders import AS_OF, P, REGISTER_HEADER, ingest, register_row, resamples
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
@@ -148,3 +152,21 @@ def test_worker_files_carry_city_time(called, tmp_path):
     orders = pl.read_csv(tmp_path / "out" / "resample_orders.csv", infer_schema=False)
     assert orders["due_by"].str.ends_with("+08:00").all() and orders.height
     assert "2022-04-04T22:00:00+08:00" in orders["due_by"].to_list()  # TA called 16:00, urgent: 6 h
+
+
+def test_a_people_csv_that_cannot_be_written_raises_its_own_error_and_leaves_the_session_usable(tmp_path):
+    """The 25.7 M bench of 2026-12-02 filled its disk while the report wrote ``untested.csv``:
+    the write's error was followed by DuckDB's "connection has an open result" on the next
+    statement (the report's clean-up), which became the error raised. The chunk reader is
+    closed whatever happens: the write's own error is raised and the session goes on."""
+    con = duckdb.connect()
+    # a full disk, for real: Linux's /dev/full opens and then refuses every write (ENOSPC),
+    # here after the first of 30 chunks was read
+    cleaned_up = []
+    with pytest.raises(OSError, match="No space left on device"):
+        try:
+            copy_people_csv(con, "SELECT range AS n, 'x' AS name FROM range(3000000)", Path("/dev/full"),
+                            "Asia/Shanghai")
+        finally:  # as ``write_report``'s clean-up runs, while the error is on its way out
+            cleaned_up.append(con.execute("SELECT 1").fetchall())
+    assert cleaned_up == [[(1,)]]
