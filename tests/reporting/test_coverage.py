@@ -8,8 +8,8 @@ from warehouse.views import define_views
 
 
 def test_a_round_with_nobody_registered_has_a_city_row_of_zeros(cfg):
-    """With no grid at all, the city row still counts 0 people (not NULL): a command reads 0 %
-    sampled of nobody as nothing to chase, not a missing figure."""
+    """With no grid at all, the city row still counts 0 people (not NULL counts); its coverage,
+    0 of 0, stays empty rather than a made-up 0 %."""
     open_test_round(cfg)
     with open_warehouse(cfg.warehouse.path, id_hash_key()) as con:
         define_views(con, cfg)

@@ -154,7 +154,7 @@ def test_worker_files_carry_city_time(called, tmp_path):
     assert "2022-04-04T22:00:00+08:00" in orders["due_by"].to_list()  # TA called 16:00, urgent: 6 h
 
 
-def test_a_people_csv_that_cannot_be_written_raises_its_own_error_and_leaves_the_session_usable(tmp_path):
+def test_a_people_csv_that_cannot_be_written_raises_its_own_error_and_leaves_the_session_usable():
     """The 25.7 M bench of 2026-12-02 filled its disk while the report wrote ``untested.csv``:
     the write's error was followed by DuckDB's "connection has an open result" on the next
     statement (the report's clean-up), which became the error raised. The chunk reader is
