@@ -15,7 +15,11 @@ from contextlib import contextmanager
 import duckdb
 
 
-#: the fact tables a tube's derived state is read from, each as the share of one scope: the
+#: the fact tables a tube's derived state is read from, each as the row ids of its share of one
+#: scope (the scope copies those rows whole: the filter reads only the columns it names, and the
+#: copy fetches the other columns of those rows alone; selecting ``*`` under a semi join read
+#: every column of the 26.8 M scans at 25.7 M people, ≈ 1.4 s a results batch, against ≈ 0.5 s,
+#: docs/benchmarks.md, 2026-12-02 evening; a batch's own uncommitted rows have row ids too): the
 #: scans, manifests and receipts of the scope's tubes; of every plate they ran on, the wells of
 #: its controls (they decide whether the plate is valid: ``control_sample``) and of the tubes,
 #: every reading of them (a well re-reported by a later file, even with another sample, stays
@@ -24,11 +28,11 @@ import duckdb
 #: trims to one (so the untrimmed few are found without trimming every sample of the city: DuckDB
 #: skips the row groups whose samples are all short enough).
 _SCOPED_FACTS = {
-    "scans": "SELECT * FROM {wh}.scans WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
-    "manifests": "SELECT * FROM {wh}.manifests WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
-    "receipts": "SELECT * FROM {wh}.receipts WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
+    "scans": "SELECT rowid FROM {wh}.scans WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
+    "manifests": "SELECT rowid FROM {wh}.manifests WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
+    "receipts": "SELECT rowid FROM {wh}.receipts WHERE tube_barcode IN (SELECT tube_barcode FROM scope_tubes)",
     "results": """WITH plates AS MATERIALIZED (
-                      SELECT r.* FROM {wh}.results r SEMI JOIN (
+                      SELECT r.rowid, r.lab_id, r.run_id, r.plate_id, r.well, r.sample FROM {wh}.results r SEMI JOIN (
                           SELECT DISTINCT lab_id, run_id, plate_id FROM {wh}.results
                           WHERE sample IN (SELECT tube_barcode FROM scope_tubes)
                              OR (strlen(sample) > {shortest} AND trim(sample) IN (SELECT tube_barcode FROM scope_tubes))
@@ -37,10 +41,10 @@ _SCOPED_FACTS = {
                       SELECT DISTINCT lab_id, run_id, plate_id, well FROM plates
                       WHERE control_sample(sample) OR trim(sample) IN (SELECT tube_barcode FROM scope_tubes)
                   )
-                  SELECT * FROM plates SEMI JOIN wells USING (lab_id, run_id, plate_id, well)""",
+                  SELECT rowid FROM plates SEMI JOIN wells USING (lab_id, run_id, plate_id, well)""",
     # the register is reference data of people, not a fact of a tube: in scope nobody is
     # registered (a rule on tubes and their orders needs no grid nor home visit)
-    "register": "SELECT * FROM {wh}.register WHERE false",
+    "register": "SELECT rowid FROM {wh}.register WHERE false",
 }
 
 
@@ -78,8 +82,8 @@ def scoped_to_tubes(con: duckdb.DuckDBPyConnection, tubes_sql: str) -> Iterator[
         made.append("scope_tubes")
         tubes, shortest = con.execute("SELECT count(*), coalesce(min(strlen(tube_barcode)), 0) FROM scope_tubes").fetchall()[0]
         for name, sql in _SCOPED_FACTS.items():
-            share = sql.format(wh=wh, shortest=int(shortest)) if tubes else f"SELECT * FROM {wh}.{name} WHERE false"
-            con.execute(f"CREATE TEMP TABLE {name} AS {share}")
+            rows = sql.format(wh=wh, shortest=int(shortest)) if tubes else f"SELECT rowid FROM {wh}.{name} WHERE false"
+            con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {wh}.{name} WHERE rowid IN (SELECT rowid FROM ({rows}))")
             made.append(name)
         yield tubes
     finally:

@@ -14,7 +14,7 @@ import pytest
 from sampling.rounds import look_up_orders
 from tests.conftest import write
 from tests.builders import P, REGISTER_HEADER, SCAN_HEADER, build, ingest, open_test_round, register_row, resamples, ric
-from kernel.scope import scoped_to_tubes
+from kernel.scope import scoped_to_tubes, warehouse_tables
 from kernel.secrets import id_hash_key
 from warehouse.views import define_views
 from warehouse.connection import open_warehouse
@@ -125,3 +125,31 @@ def test_a_scope_reads_only_its_tubes_and_leaves_nothing_behind(city):
             1 / 0
         assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [(0,)]
         assert con.sql("SELECT count(*) FROM tube_members").fetchall() == before
+
+
+def test_a_scope_copies_its_tubes_rows_whole_within_an_open_batch(city):
+    """A batch scopes tubes inside its own transaction (the pool alerts of the results it has
+    just inserted): the scope copies each fact table's rows of its tubes by their row ids, and
+    must copy exactly those rows, whole, with the batch's uncommitted inserts, updates and
+    deletes seen as the batch sees them."""
+    tubes = ("TA", "TL1", "TQ")
+    with open_warehouse(city.warehouse.path, id_hash_key()) as con:
+        define_views(con, city)
+        wh = warehouse_tables(con)
+        (tq_scans,) = con.sql(f"SELECT count(*) FROM {wh}.scans WHERE tube_barcode = 'TQ'").fetchall()[0]
+        con.execute("BEGIN")
+        con.execute(f"INSERT INTO {wh}.scans SELECT * REPLACE (source_line + 1000 AS source_line)"
+                    f" FROM {wh}.scans WHERE tube_barcode = 'TQ'")
+        con.execute(f"DELETE FROM {wh}.scans WHERE tube_barcode = 'TL1' AND event = 'seal'")
+        con.execute(f"UPDATE {wh}.receipts SET condition = 'leaked' WHERE tube_barcode = 'TQ'")
+        facts = {name: con.sql(f"SELECT * FROM {wh}.{name} WHERE tube_barcode IN {tubes} ORDER BY ALL").fetchall()
+                 for name in ("scans", "manifests", "receipts")}
+        assert sum(r[4] == "TQ" for r in facts["scans"]) == 2 * tq_scans  # the batch's own rows are there
+        with scoped_to_tubes(con, "SELECT unnest(['TA', 'TL1', 'TQ']) AS tube_barcode"):
+            for name, rows in facts.items():
+                assert con.sql(f"SELECT * FROM temp.main.{name} ORDER BY ALL").fetchall() == rows, name
+            assert con.sql("SELECT count(*) FROM temp.main.scans WHERE tube_barcode = 'TL1' AND event = 'seal'"
+                           ).fetchall() == [(0,)]
+            assert con.sql("SELECT DISTINCT condition FROM temp.main.receipts WHERE tube_barcode = 'TQ'"
+                           ).fetchall() == [("leaked",)]
+        con.execute("ROLLBACK")
