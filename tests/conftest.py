@@ -59,6 +59,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.prefect)
 
 
+def pytest_unconfigure(config):
+    """Stop Prefect's two daemon event-loop threads before the test process exits. A flow run in
+    the process leaves them running, and what their loops still hold is never freed: DuckDB's
+    bindings then print nanobind's "leaked N instances" block at interpreter exit, at the end of
+    ``make test`` (the CLI and the demo, whose processes end otherwise, never print it). Prefect
+    has no public call for the run-sync loop; the global one is stopped by its own helper."""
+    import sys
+
+    threads = sys.modules.get("prefect._internal.concurrency.threads")
+    if threads is None:
+        return
+    for name in ("_global_loop", "_run_sync_loop"):
+        loop = getattr(threads, name, None)
+        if loop is not None and loop.thread.is_alive():
+            loop.shutdown()
+            loop.thread.join(10)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One real Prefect server (SQLite in the private PREFECT_HOME) for every flow test."""
