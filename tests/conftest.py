@@ -64,7 +64,8 @@ def pytest_unconfigure(config):
     the process leaves them running, and what their loops still hold is never freed: DuckDB's
     bindings then print nanobind's "leaked N instances" block at interpreter exit, at the end of
     ``make test`` (the CLI and the demo, whose processes end otherwise, never print it). Prefect
-    has no public call for the run-sync loop; the global one is stopped by its own helper."""
+    has no public call to stop the run-sync loop, so both are read from its module's globals and
+    shut down alike (never created here: a loop not started is left alone)."""
     import sys
 
     threads = sys.modules.get("prefect._internal.concurrency.threads")
